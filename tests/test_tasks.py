@@ -1,0 +1,168 @@
+"""tasks.py: the committed test split and fresh training tasks check with the real Lean; training never
+repeats a test statement; generation is deterministic, varied, and leveled as configured; JSONL loading
+fails loudly on bad input."""
+import collections
+import itertools
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import lean_env
+import tasks
+
+PRELUDE_NAMES = {"fun", "absurd", "Or.inl", "Or.inr", "Or.elim", "False.elim", "Iff.intro", "Exists.elim"}
+IDENT = re.compile(r"[^\s()⟨⟩,]+")
+
+
+@pytest.fixture(scope="module")
+def env():
+    return lean_env.load("mini")
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return tasks.load("mini", split="test")
+
+
+@pytest.fixture(scope="module")
+def train():
+    return tasks.load("mini", split="train", n=3000, seed=11)
+
+
+def shape(solution):
+    """The proof with every name that is not a prelude name replaced by _: `⟨_ _.2, _.1⟩`."""
+    return IDENT.sub(lambda m: m.group() if m.group() in PRELUDE_NAMES or m.group() == "=>"
+                     else re.sub(r"^[^.]+", "_", m.group()), solution)
+
+
+def test_committed_split_checks_with_lean(env, test_split):
+    assert len(test_split) == 600
+    assert collections.Counter(t.level for t in test_split) == {1: 200, 2: 200, 3: 200}
+    assert [t.name for t in test_split] == [f"mini_test_{i:04d}" for i in range(1, 601)]
+    results = env.check_many([(t, t.solution) for t in test_split])
+    bad = [(t.statement, t.solution, r.messages) for t, r in zip(test_split, results) if not r.ok]
+    assert not bad, bad[:3]
+    # and the checker is not vacuous: a wrong proof fails
+    t = test_split[0]
+    assert not env.check(t, "Or.inl " + t.solution).ok
+
+
+def test_fresh_train_tasks_check_with_lean(env):
+    fresh = tasks.load("mini", split="train", n=400, seed=2024)
+    results = env.check_many([(t, t.solution) for t in fresh])
+    bad = [(t.statement, t.solution, r.messages) for t, r in zip(fresh, results) if not r.ok]
+    assert not bad, bad[:3]
+
+
+def test_split_is_what_the_documented_command_writes(test_split):
+    assert tasks.make_test() == test_split   # `python tasks.py --write-test` writes exactly these
+
+
+def test_canonical_form_ignores_names_and_order_only():
+    a = "theorem t1 (p q : Prop) (h1 : And p q) (h2 : q → p) : p :="
+    assert tasks.canonical(a) == tasks.canonical("theorem other (p q : Prop) (hb : q → p) (ha : And p q) : p :=")
+    assert tasks.canonical(a) == tasks.canonical("theorem  t1 (p q : Prop)\n (H : And p q) (h : q → p) : p :=")
+    assert tasks.canonical(a) != tasks.canonical("theorem t1 (p q : Prop) (h1 : And p q) (h2 : q → p) : q :=")
+    assert tasks.canonical(a) != tasks.canonical("theorem t1 (p q : Prop) (h1 : And q p) (h2 : q → p) : p :=")
+    assert tasks.canonical(a) != tasks.canonical("theorem t1 (q p : Prop) (h1 : And p q) (h2 : q → p) : p :=")
+
+
+def test_train_never_repeats_a_test_statement(test_split, train):
+    canon = {tasks.canonical(t.statement) for t in test_split}
+    assert not [t for t in train if tasks.canonical(t.statement) in canon]
+    # the filter is needed: the raw generator does hit test statements (level 1 is a small world)
+    rng, cfg = tasks.random.Random(5), tasks.Config()
+    raw = [tasks.make_task(rng, 1, rng.random() < 0.3, "x", cfg) for _ in range(1500)]
+    assert sum(tasks.canonical(t.statement) in canon for t in raw) > 0
+
+
+def test_deterministic_for_a_seed_across_processes():
+    first = [(t.statement, t.solution) for t in itertools.islice(tasks.train_stream(seed=7), 50)]
+    assert first == [(t.statement, t.solution) for t in tasks.load("mini", split="train", n=50, seed=7)]
+    assert first != [(t.statement, t.solution) for t in tasks.load("mini", split="train", n=50, seed=8)]
+    code = "import tasks, json; print(json.dumps([(t.statement, t.solution) for t in tasks.load('mini', " \
+           "split='train', n=50, seed=7)]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.abspath(tasks.__file__)),
+                         env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
+    assert [tuple(x) for x in json.loads(out)] == first
+
+
+def test_names_are_unique_and_well_formed(train):
+    assert len({t.name for t in train}) == len(train)
+    assert all(t.name == f"mini_train_11_{i}" for i, t in enumerate(train))
+    for t in train[:500]:
+        assert t.statement.startswith(f"theorem {t.name} (") and t.statement.endswith(" :=")
+        assert not set("∧∨¬↔∃") & set(t.statement + t.solution), t.statement   # application syntax only
+
+
+def test_proofs_use_only_prelude_names_and_local_names(train):
+    for t in train:
+        declared = set(re.findall(r"[\w'₀-₉]+", t.statement))
+        for tok in IDENT.findall(t.solution):
+            if tok in PRELUDE_NAMES or tok == "=>":
+                continue
+            head, *fields = tok.split(".")
+            assert head in declared | {""} or re.search(rf"fun [^=]*\b{re.escape(head)}(\s|$)", t.solution), (tok, t)
+            assert all(f in ("1", "2", "mp", "mpr") for f in fields), (tok, t)
+
+
+def test_variety(train):
+    shapes = collections.Counter(shape(t.solution) for t in train)
+    by_level = {lv: {shape(t.solution) for t in train if t.level == lv} for lv in (1, 2, 3)}
+    assert len(by_level[1]) >= 8 and len(by_level[2]) >= 100 and len(by_level[3]) >= 200, \
+        {lv: len(s) for lv, s in by_level.items()}
+    assert shapes.most_common(1)[0][1] < 0.2 * len(train)        # no shape dominates
+    hyp_names = [n for t in train for n in re.findall(r"\((\S+) : (?!Prop|Type|α)", t.statement)]
+    numbered = sum(bool(re.fullmatch(r"h\d", n)) for n in hyp_names) / len(hyp_names)
+    assert 0.3 < numbered < 0.8 and len(set(hyp_names)) >= 20
+    assert len({re.search(r"\(([a-z ]+) : Prop\)", t.statement).group(1) for t in train if "Prop)" in t.statement
+                and "α" not in t.statement}) >= 8                   # atom names vary
+    assert any(" y, " in t.statement or "fun y =>" in t.statement for t in train)   # bound variable names vary
+    unused = sum(any(n not in re.findall(r"[\w'₀-₉]+", t.solution)
+                     for n in re.findall(r"\((\S+) : (?!Prop|Type|α)", t.statement)) for t in train)
+    assert 0.15 < unused / len(train) < 0.5                     # some distractor hypotheses
+    for lv in (1, 2, 3):
+        level = [t for t in train if t.level == lv]
+        assert 0.2 < sum("α" in t.statement for t in level) / len(level) < 0.4   # first-order at every level
+    assert max(len(t.statement) for t in train) <= tasks.Config().max_chars
+    assert max(len(re.findall(r"\((\S+) : (?!Prop|Type|α)", t.statement)) for t in train) <= 4
+    for word in ("Or.elim", "Exists.elim", "absurd", "Iff.intro", "False.elim", ".mpr", "fun", "Or.inr"):
+        assert any(word in t.solution for t in train), word
+
+
+def test_level_mix_follows_the_setting(train):
+    counts = collections.Counter(t.level for t in train)
+    for lv, want in zip((1, 2, 3), tasks.Config().mix):
+        assert abs(counts[lv] / len(train) - want) < 0.04, counts
+    only3 = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Config(mix=(0, 0, 1)))
+    assert {t.level for t in only3} == {3}
+    # harder levels have longer proofs
+    mean_len = {lv: sum(len(t.solution) for t in train if t.level == lv) / counts[lv] for lv in (1, 2, 3)}
+    assert mean_len[1] < mean_len[2] < mean_len[3], mean_len
+
+
+def test_jsonl_loader(tmp_path):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"name": "a1", "statement": "theorem a1 (p : Prop) (h : p) : p :=", "solution": "h"})
+                    + "\n\n" + json.dumps({"name": "a2", "statement": "theorem a2 : True :=", "header": "import X",
+                                           "level": 2}) + "\n")
+    a1, a2 = tasks.load(f"jsonl:{good}")
+    assert (a1.name, a1.solution, a1.header, a1.level) == ("a1", "h", "", 0)
+    assert (a2.header, a2.level, a2.solution) == ("import X", 2, None)
+    ok = json.dumps({"name": "b", "statement": "theorem b : True :="})
+    for lines, why in [([ok, "{not json"], "bad JSON"),
+                       ([ok, json.dumps({"statement": "theorem c : True :="})], "name"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : True"})], ":="),
+                       ([ok, ok], "duplicate"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : True :=", "level": "2"})], "integer")]:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text("\n".join(lines) + "\n")
+        with pytest.raises(ValueError, match=rf"bad\.jsonl, line 2: .*{re.escape(why)}"):
+            tasks.load(f"jsonl:{bad}")
+    with pytest.raises(ValueError, match="unknown task set"):
+        tasks.load("minif2f")
