@@ -1,0 +1,97 @@
+"""Nothing lost: the run folder, written so that a killed run resumes exactly where it stopped.
+
+Used by fd.py and grpo.py (`--resume OUT`). A run folder OUT holds:
+
+    config.json     the settings of the run (a resumed run reads them back)
+    metrics.jsonl   one JSON object per finished step
+    state.pt        the latest training state: every network's weights (student, teacher or
+                    reference), optimizer, scheduler, RNG states, step, data position
+    step_000050/    HF-format checkpoints (model + tokenizer), loadable with `--model OUT/step_000050`
+    final/          the HF-format model at the end
+
+`state.pt` is written to a temporary file and renamed, so a crash while saving leaves the previous
+state intact. On resume, metric lines written after the saved step are dropped: the resumed run
+writes them again, and with a seed on CPU it writes the same lines an uninterrupted run would.
+"""
+import json
+import math
+import os
+import random
+
+import torch
+
+
+def write_config(out, config: dict):
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def read_config(out) -> dict:
+    path = os.path.join(out, "config.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--resume {out}: no config.json there; is this a run folder of fd.py / grpo.py?")
+    with open(path) as f:
+        return json.load(f)
+
+
+def append_metrics(out, row: dict):
+    # NaN / inf are not JSON: write them as null so every line stays parseable.
+    clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
+    with open(os.path.join(out, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(clean) + "\n")
+
+
+def read_metrics(out) -> list:
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _rng_state():
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(out, step, nets: dict, optimizer, scheduler, extra: dict | None = None):
+    """Atomically write the whole training state after `step` finished steps."""
+    state = {
+        "step": step,
+        "nets": {name: net.state_dict() for name, net in nets.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": _rng_state(),
+        "extra": extra or {},
+    }
+    path = os.path.join(out, "state.pt")
+    torch.save(state, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_state(out, nets: dict, optimizer, scheduler) -> dict:
+    """Restore what save_state wrote; returns {"step": ..., "extra": ...}. Drops later metric lines."""
+    path = os.path.join(out, "state.pt")
+    if not os.path.isfile(path):
+        raise SystemExit(f"--resume {out}: no state.pt there (the run stopped before its first save)")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    for name, net in nets.items():
+        net.load_state_dict(state["nets"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    kept = [row for row in read_metrics(out) if row.get("step", 0) <= state["step"]]
+    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in kept)
+    return {"step": state["step"], "extra": state["extra"]}
