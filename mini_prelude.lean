@@ -9,9 +9,38 @@ inductive Bool : Type where
   | false : Bool
   | true : Bool
 
+set_option linter.unusedVariables false in
 @[reducible] def optParam (α : Sort u) (default : α) : Sort u := α
 
 axiom sorryAx (α : Sort u) (synthetic : optParam Bool Bool.false) : α
+
+-- Infrastructure Lean's elaborator needs to build `sorry` terms: error recovery and `sorry` create
+-- "labeled sorries" `sorryAx (Lean.Name → α) ...` (Lean.Meta.mkLabeledSorry). Without `Lean.Name` in
+-- the environment mkLabeledSorry throws `abortCommand` (shown as "internal exception #3") and the
+-- declaration is dropped. With these (Init's names; String is only a stand-in), `sorry` is
+-- reported normally ("declaration uses `sorry`") and shows up in `#print axioms` as `sorryAx`.
+-- genCtorIdx off: `T.ctorIdx` would need `cond` and `Nat.decEq`.
+set_option bootstrap.inductiveCheckResultingUniverse false in
+inductive PUnit : Sort u where
+  | unit : PUnit
+abbrev Unit : Type := PUnit
+@[match_pattern] abbrev Unit.unit : Unit := PUnit.unit
+def Function.const {α : Sort u} (β : Sort v) (a : α) : β → α := fun _ => a
+set_option genCtorIdx false in
+inductive Nat where
+  | zero : Nat
+  | succ (n : Nat) : Nat
+class OfNat (α : Type u) (_ : Nat) where
+  ofNat : α
+instance instOfNatNat (n : Nat) : OfNat Nat n where
+  ofNat := n
+structure String where
+  data : Nat
+set_option genCtorIdx false in
+inductive Lean.Name where
+  | anonymous : Lean.Name
+  | str (pre : Lean.Name) (str : String)
+  | num (pre : Lean.Name) (i : Nat)
 
 inductive True : Prop where
   | intro : True

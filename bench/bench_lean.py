@@ -1,0 +1,80 @@
+"""Benchmark of lean_env: proof checks per second, batched (many proofs per Lean process) vs one Lean process
+per proof, side by side in one run.          Run: python bench/bench_lean.py [--n 4000] [--n-single 40]
+
+Thread counts are chosen on purpose: each Lean process runs single-threaded (-j1, Elab.async off), so
+"workers" = Lean processes at once = cores used. 1 worker gives the per-core figure; 2 workers uses both
+cores of the project machine. The per-process baseline uses the same code path with batch_size=1.
+Half the proofs are correct, a quarter wrong (Lean reports an error), a quarter pass only after Or.elim.
+"""
+import argparse, os, sys, time
+from dataclasses import dataclass
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import lean_env  # noqa: E402
+from lean_env import Task  # noqa: E402
+
+
+@dataclass
+class Args:
+    n: int = 4000          # proofs per batched run
+    n_single: int = 40     # proofs per one-process-per-proof run (each costs a whole Lean start)
+    batch_size: int = 1000
+
+
+TEMPLATES = [  # (binders : type, correct proof, wrong proof)
+    ("(p q : Prop) (h : And p q) : And q p", "⟨h.2, h.1⟩", "h"),
+    ("(p q r : Prop) (h : And p (Or q r)) : Or (And p q) (And p r)",
+     "Or.elim h.2 (fun hq => Or.inl ⟨h.1, hq⟩) (fun hr => Or.inr ⟨h.1, hr⟩)", "Or.inl ⟨h.1, h.2⟩"),
+    ("(p q : Prop) (h : Iff p q) (hq : q) : p", "h.mpr hq", "h.mp hq"),
+    ("(α : Type) (P Q : α → Prop) (h : Exists (fun x => And (P x) (Q x))) : Exists (fun x => Q x)",
+     "Exists.elim h (fun w hw => ⟨w, hw.2⟩)", "Exists.elim h (fun w hw => ⟨w, hw.1⟩)"),
+]
+
+
+def make(n: int, tag: str):
+    items = []
+    for i in range(n):
+        binders, good, bad = TEMPLATES[i % len(TEMPLATES)]
+        name = f"bench_{tag}_{i:05d}"
+        items.append((Task(name, f"theorem {name} {binders} :="), good if i % 4 < 3 else bad))
+    return items
+
+
+def run(env, items):
+    t0, c0 = time.perf_counter(), os.times()
+    res = env.check_many(items)
+    dt, c1 = time.perf_counter() - t0, os.times()
+    cpu = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
+    expected = [i % 4 < 3 for i in range(len(items))]
+    assert [r.ok for r in res] == expected, "unexpected verdicts"
+    return dt, cpu
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k, v in vars(Args()).items():
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    a = Args(**vars(ap.parse_args()))
+    env0 = lean_env.load("mini")
+    print(env0.version)
+    print(f"cores available: {len(os.sched_getaffinity(0))}; Lean flags: {' '.join(env0.lean_args)}")
+    rows = []
+    for mode, workers, bs, n in [("batched", 1, a.batch_size, a.n), ("batched", 2, a.batch_size, a.n),
+                                 ("1 process/proof", 1, 1, a.n_single), ("1 process/proof", 2, 1, a.n_single)]:
+        env = lean_env.load("mini", workers=workers, batch_size=bs)
+        dt, cpu = run(env, make(n, f"{workers}_{bs}"))
+        rows.append((mode, workers, bs, n, dt, n / dt, n / dt / workers, n / cpu))
+    print(f"\n{'mode':<16} {'workers':>7} {'batch':>6} {'checks':>7} {'seconds':>8} {'checks/s':>9} "
+          f"{'per core':>9} {'per Lean CPU-s':>14}")
+    for mode, w, bs, n, dt, rate, per, per_cpu in rows:
+        print(f"{mode:<16} {w:>7} {bs:>6} {n:>7} {dt:>8.2f} {rate:>9.1f} {per:>9.1f} {per_cpu:>14.1f}")
+    print("(per core = checks/s / workers, wall clock; per Lean CPU-s = checks per CPU-second used by the Lean"
+          " processes, which stays honest when other jobs share the cores)")
+    for w in (1, 2):
+        b = next(r for r in rows if r[0] == "batched" and r[1] == w)
+        s = next(r for r in rows if r[0] != "batched" and r[1] == w)
+        print(f"speed-up with {w} worker(s): {b[5] / s[5]:.0f}x")
+
+
+if __name__ == "__main__":
+    main()

