@@ -1,0 +1,123 @@
+"""fd.py's teacher and training loop, on the real tiny prover and the real Lean.
+
+The loss functions have their own file (test_fd_loss.py); here: the EMA teacher, that the teacher
+never receives gradients, the metrics and checkpoints a run writes, exact resume, skipped NaN steps,
+and a real HF (Qwen2-style, chat template) model through two steps.
+"""
+import os
+
+import pytest
+import torch
+
+import checkpoint
+import fd
+import model
+
+
+def small_config(path, out, **kw):
+    base = dict(model=path, out=str(out), steps=4, prompts=4, eval_limit=4, eval_every=2,
+                save_every=2, max_new_tokens=20, threads=1, seed=3)
+    return fd.Config(**{**base, **kw})
+
+
+def without_times(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows]
+
+
+def test_ema_update_is_the_papers_average():
+    torch.manual_seed(0)
+    student, teacher = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+    mu0 = [p.detach().clone() for p in teacher.parameters()]
+    fd.ema_update(teacher, student, 0.9)
+    for mu, m0, theta in zip(teacher.parameters(), mu0, student.parameters()):
+        torch.testing.assert_close(mu, 0.9 * m0 + 0.1 * theta)
+    fd.ema_update(teacher, student, 0.0)  # alpha = 0: a copy of the student
+    for mu, theta in zip(teacher.parameters(), student.parameters()):
+        torch.testing.assert_close(mu, theta)
+    frozen = [p.detach().clone() for p in teacher.parameters()]
+    with torch.no_grad():
+        student.weight.add_(1.0)
+    fd.ema_update(teacher, student, 1.0)  # alpha = 1: frozen
+    assert all(torch.equal(a, b) for a, b in zip(teacher.parameters(), frozen))
+
+
+def test_teacher_never_receives_gradients(tiny_prover):
+    import feedback
+    import lean_env
+    import tasks
+    cfg = small_config(tiny_prover, "unused")
+    policy = model.load(tiny_prover)
+    policy.model.train()
+    teacher = fd.make_teacher(policy.model)
+    batch = tasks.load("mini", split="train", n=4, seed=1)
+    loss, row = fd.distill_step(cfg, policy, teacher, lean_env.load("mini"), feedback.load("tutor"),
+                                batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and loss.item() > 0
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.model.parameters())
+    assert row["feedback_len"] > 0 and 0 <= row["train_acc"] <= 1 and row["kl"] >= -1e-6
+
+
+def test_run_writes_metrics_and_loadable_checkpoints(tiny_prover, tmp_path):
+    out = tmp_path / "run"
+    result = fd.train(small_config(tiny_prover, out, steps=2, save_every=1))
+    rows = checkpoint.read_metrics(str(out))
+    assert rows[0]["step"] == 0 and "heldout_pass1" in rows[0]
+    for key in ("step", "loss", "train_acc", "entropy", "kl", "attempt_len", "feedback_len",
+                "feedback_failures", "time_sample", "time_lean", "time_feedback", "time_teacher"):
+        assert key in rows[1], key
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert result["before"] == rows[0]["heldout_pass1"] and result["after"] == rows[2]["heldout_pass1"]
+    for ckpt in ("step_000001", "final"):
+        assert os.path.isfile(out / ckpt / "model.safetensors")
+    reloaded = model.load(str(out / "final"))
+    ids = torch.tensor([model.encode_prompt(reloaded.tokenizer, fd.tasks.load("mini")[0])])
+    assert torch.isfinite(reloaded.model(ids).logits).all()
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tiny_prover, tmp_path):
+    fd.train(small_config(tiny_prover, tmp_path / "straight"))
+    fd.train(small_config(tiny_prover, tmp_path / "killed", steps=2))
+    # what a killed run leaves behind past its last save must not leak into the resumed run
+    checkpoint.append_metrics(str(tmp_path / "killed"), {"step": 3, "loss": 123.0})
+    fd.train(fd.parse_args(["--resume", str(tmp_path / "killed"), "--steps", "4"]))
+    straight = without_times(checkpoint.read_metrics(str(tmp_path / "straight")))
+    resumed = without_times(checkpoint.read_metrics(str(tmp_path / "killed")))
+    assert resumed == straight
+
+
+def test_nonfinite_loss_skips_the_step(tiny_prover, tmp_path, monkeypatch):
+    real = fd.fused_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        loss, kl = real(*args, **kwargs)
+        calls.append(1)
+        return (loss * float("nan"), kl) if len(calls) == 2 else (loss, kl)
+
+    monkeypatch.setattr(fd, "fused_loss", poisoned)
+    out = tmp_path / "nan"
+    fd.train(small_config(tiny_prover, out, steps=3, eval_every=0))
+    rows = checkpoint.read_metrics(str(out))
+    assert rows[2]["loss"] is None and rows[2]["skipped_nonfinite"] == 1
+    assert rows[3]["skipped_nonfinite"] == 1 and rows[3]["loss"] is not None
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert all(torch.isfinite(t).all() for t in state["nets"]["student"].values())
+
+
+def test_bad_option_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit):
+        fd.parse_args(["--alpha", "not-a-number"])
+    with pytest.raises(SystemExit, match="no config.json"):
+        fd.parse_args(["--resume", str(tmp_path)])
+
+
+def test_real_hf_model_with_chat_template_two_steps(qwen_dir, tmp_path):
+    out = tmp_path / "qwen"
+    fd.train(small_config(qwen_dir, out, steps=2, feedback="ground-truth", max_new_tokens=8,
+                          eval_limit=2, eval_every=0))
+    rows = checkpoint.read_metrics(str(out))
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(r["loss"] is not None and r["loss"] > 0 for r in rows[1:])
+    assert os.path.isfile(out / "final" / "model.safetensors")
