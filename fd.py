@@ -17,7 +17,6 @@ import argparse
 import copy
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, fields
 
@@ -91,19 +90,6 @@ class Config:
 
 # The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
 PAPER = dict(prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
-
-
-def task_stream(spec, seed):
-    """Training statements forever: fresh mini-world tasks, or a JSONL set reshuffled every epoch."""
-    if spec == "mini":
-        yield from tasks.train_stream(seed)
-        return
-    pool = tasks.load(spec)
-    rng = random.Random(seed)
-    while True:
-        order = list(range(len(pool)))
-        rng.shuffle(order)
-        yield from (pool[i] for i in order)
 
 
 def evenly(items, limit):
@@ -200,7 +186,7 @@ def train(cfg: Config):
         checkpoint.write_config(cfg.out, asdict(cfg))
         before = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
         checkpoint.append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
-    stream = task_stream(cfg.tasks, cfg.seed)
+    stream = tasks.stream(cfg.tasks, cfg.seed)
     for _ in range(start * cfg.prompts):  # the data position: statements already used
         next(stream)
 

@@ -489,6 +489,19 @@ def load(spec="mini", split="test", n=1000, seed=0, cfg=None):
     return read_jsonl(TEST_PATH) if split == "test" else list(itertools.islice(train_stream(seed, cfg), n))
 
 
+def stream(spec="mini", seed=0):
+    """Training statements forever, for fd.py and grpo.py: fresh mini-world tasks, or a JSONL set
+    reshuffled every epoch. Deterministic in (spec, seed), so a resumed run can skip what it used."""
+    if spec == "mini":
+        yield from train_stream(seed)
+        return
+    pool = load(spec)
+    for epoch in itertools.count():
+        order = list(pool)
+        random.Random(f"{seed}-{epoch}").shuffle(order)
+        yield from order
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--write-test", action="store_true", help=f"regenerate {TEST_PATH}")

@@ -166,3 +166,14 @@ def test_jsonl_loader(tmp_path):
             tasks.load(f"jsonl:{bad}")
     with pytest.raises(ValueError, match="unknown task set"):
         tasks.load("minif2f")
+
+
+def test_stream_cycles_a_jsonl_set_deterministically(tmp_path):
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps({"name": f"t{i}", "statement": f"theorem t{i} : True :=",
+                                        "solution": "trivial"}) + "\n" for i in range(5)))
+    first = [t.name for t in itertools.islice(tasks.stream(f"jsonl:{path}", seed=1), 10)]
+    again = [t.name for t in itertools.islice(tasks.stream(f"jsonl:{path}", seed=1), 10)]
+    assert first == again
+    assert sorted(first[:5]) == sorted(first[5:]) == [f"t{i}" for i in range(5)]  # whole epochs
+    assert first[:5] != first[5:]  # reshuffled each epoch (fixed seed: this order is known to differ)
