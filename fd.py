@@ -61,7 +61,7 @@ class Config:
     feedback: str = "tutor"       # F(y): tutor | ground-truth | lean | self | constant:TEXT | openai:M | anthropic:M
     tasks: str = "mini"           # training statements: the mini-world generator or jsonl:PATH
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
-    eval_limit: int = 200         # held-out tasks per evaluation (evenly spread over the set)
+    eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
     eval_every: int = 50          # steps between held-out evaluations (0: only before and after)
     steps: int = 100
     prompts: int = 32             # statements per step, ONE attempt each (paper: 128)
@@ -90,13 +90,6 @@ class Config:
 
 # The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
 PAPER = dict(prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
-
-
-def evenly(items, limit):
-    """`limit` items spread over the whole list (the test split is ordered by level)."""
-    if limit <= 0 or limit >= len(items):
-        return list(items)
-    return [items[i * len(items) // limit] for i in range(limit)]
 
 
 def distill_step(cfg, policy, teacher, env, source, batch, generator):
@@ -175,7 +168,7 @@ def train(cfg: Config):
     source = feedback.load(cfg.feedback, base_url=cfg.base_url or None,
                            cache_dir=os.path.join(cfg.out, "feedback_cache"),
                            **({"policy": policy} if cfg.feedback.startswith("self") else {}))
-    heldout = evenly(evaluate.load_tasks(cfg.eval_tasks), cfg.eval_limit)
+    heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     start, skipped = 0, 0
