@@ -144,7 +144,9 @@ def _words(text: str) -> set[str]:
 
 
 def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = frozenset()) -> tuple[str, str]:
-    """("reject", why) | ("batch", "") | ("solo", "")."""
+    """("reject", why) | ("error", why) | ("batch", "") | ("solo", ""). "error": whitelisted tokens whose
+    brackets do not balance can never parse as a term, so they fail without a Lean process (checked
+    alone, each would cost a process start; a weak policy writes many)."""
     if not isinstance(proof, str):
         return "reject", f"proof must be text, got {type(proof).__name__}"
     if not proof.strip():
@@ -165,28 +167,35 @@ def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = froz
     if bad:
         what = "sorry/admit" if {"sorry", "admit", "sorryAx"} & set(bad) else "new declarations, commands or options"
         return "reject", f"`{bad[0]}` is not allowed in a proof ({what})"
-    return ("batch" if _batchable(task, proof, known) else "solo"), ""
+    kind = _batchable(task, proof, known)
+    if kind == "unbalanced":
+        return "error", "unexpected end of proof: its brackets ( ) ⟨ ⟩ { } do not balance (found before running Lean)"
+    return kind, ""
 
 
-def _batchable(task: Task, proof: str, known: set[str] = frozenset()) -> bool:
-    """Only whitelisted tokens and balanced brackets: such a proof cannot leave its own item."""
+def _batchable(task: Task, proof: str, known: set[str] = frozenset()) -> str:
+    """"batch": only whitelisted tokens and balanced brackets, so the proof cannot leave its own item;
+    "unbalanced": whitelisted tokens, brackets off; "solo": anything else."""
     pos, depth = 0, []
     known = set(known) | ((_words(task.statement) | _words(task.header)) - FORBIDDEN - SHORT_KEYWORDS)
+    balanced = True
     for m in BATCH_TOKEN.finditer(proof):
         if m.start() != pos:
-            return False
+            return "solo"
         pos, tok = m.end(), m.group()
         if tok in "(⟨{":
             depth.append(")⟩}"["(⟨{".index(tok)])
         elif tok in ")⟩}":
             if not depth or depth.pop() != tok:
-                return False
+                balanced = False
         elif tok[0].isalpha() or tok[0] in "_.":
             for c in tok.split("."):
                 if not (c == "" or c.isdigit() or c in TERM_KEYWORDS or c in known or re.search(r"[^a-z_]", c)
                         or (len(c) <= 2 and c not in SHORT_KEYWORDS) or re.fullmatch(r"h[a-z]*|this", c)):
-                    return False   # a lowercase word we do not know might be a command keyword
-    return pos == len(proof) and not depth
+                    return "solo"   # a lowercase word we do not know might be a command keyword
+    if pos != len(proof):
+        return "solo"
+    return "batch" if balanced and not depth else "unbalanced"
 
 
 # ----------------------------------------------------------------------------- the environment
@@ -232,8 +241,8 @@ class LeanEnv:
         jobs = []                           # lists of (index, task, proof), one Lean process each
         for i, (task, proof) in enumerate(items):
             kind, why = screen(task, proof, self.max_chars, self.known)
-            if kind == "reject":
-                results[i] = Result(False, "rejected", [why])
+            if kind in ("reject", "error"):
+                results[i] = Result(False, "rejected" if kind == "reject" else "error", [why])
             elif kind == "solo":
                 jobs.append([(i, task, proof)])
             else:

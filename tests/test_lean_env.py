@@ -108,8 +108,11 @@ def test_screen_sends_only_plain_terms_to_batches(env):
     s = lambda t, p: lean_env.screen(t, p, known=env.known)
     assert s(AND, "Or.elim h (fun hp => Or.inr hp) (fun hq => Or.inl hq)")[0] == "batch"
     assert s(EX, "h.elim (fun w hw => ⟨w, hw.1⟩)")[0] == "batch"
-    for p in ["h1 -- x", "h1 /- x -/", "h1 \"s\"", "by exact h1", "h1 [x]", "h1 ∘ h1", "(h1", "foo_bar h1"]:
+    for p in ["h1 -- x", "h1 /- x -/", "h1 \"s\"", "by exact h1", "h1 [x]", "h1 ∘ h1", "foo_bar h1", "(h1 -- )"]:
         assert s(AND, p)[0] == "solo", p
+    for p in ["(h1", "⟨h1.2, h1.1", "h1.1)", "⟨h1.2, h1.1)"]:  # plain tokens, brackets off: no Lean needed
+        assert s(AND, p)[0] == "error", p
+        assert env.check(AND, p).status == "error"
     assert s(AND, "h1\nlemma x : True := trivial")[0] == "reject"
 
 
@@ -155,18 +158,20 @@ def test_killed_process_is_recovered():
     items = [GOOD[0]] * 5 + [(ALL, "id " * 100 + "(h a)")] + [GOOD[3]] * 5 + [WRONG[0]]
     killed = []
 
-    def killer():                      # kill the first Lean process we see, a second into its run
-        time.sleep(1.0)
-        for pid in os.listdir("/proc"):
-            try:
-                cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-                ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            if ppid == os.getpid() and b"--json" in cmd:
-                os.kill(int(pid), 9)
-                killed.append(pid)
-                return
+    def killer():                      # kill the first Lean process we see, as soon as we see it
+        deadline = time.time() + 20    # (polling: a fixed sleep raced with fast Lean runs)
+        while time.time() < deadline:
+            for pid in os.listdir("/proc"):
+                try:
+                    cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                    ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if ppid == os.getpid() and b"--json" in cmd:
+                    os.kill(int(pid), 9)
+                    killed.append(pid)
+                    return
+            time.sleep(0.002)
 
     th = threading.Thread(target=killer)
     th.start()
