@@ -207,9 +207,10 @@ def train(cfg: Config):
             optimizer.step()
             if step % cfg.ema_every == 0:
                 ema_update(teacher, student, cfg.alpha)
+        lr = scheduler.get_last_lr()[0]  # the rate this step used
         scheduler.step()
         row = {"step": step, "loss": loss.item(), **row, "grad_norm": grad_norm,
-               "lr": scheduler.get_last_lr()[0], "skipped_nonfinite": skipped,
+               "lr": lr, "skipped_nonfinite": skipped,
                "time_student_update": round(time.perf_counter() - clock, 4)}
         if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.steps:
             row["heldout_pass1"] = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
