@@ -57,6 +57,7 @@ class Config:
     batch_size: int = 64            # prompts per sampling call
     out: str = "runs/eval"
     curves: tuple = ()              # run folders holding metrics.jsonl (curves mode)
+    verifier: str = "mini"          # mini | repl:PROJECT | lake:PROJECT | kimina:URL (see lean_env.load)
 
 
 EPISTEMIC_WORDS = ("wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might",
@@ -376,6 +377,7 @@ def parse_args(argv=None) -> tuple[Config, argparse.ArgumentParser]:
                    help="token budget per attempt")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size,
                    help="attempts sampled together")
+    p.add_argument("--verifier", default=d.verifier, help="mini | repl:PROJECT | lake:PROJECT | kimina:URL")
     p.add_argument("--out", default=d.out, help="folder for results.json/md and the PNGs")
     p.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR", help="plot training curves instead")
     a = p.parse_args(argv)
@@ -413,7 +415,7 @@ def main(argv=None) -> dict | None:
 
     os.makedirs(cfg.out, exist_ok=True)
     torch.set_num_threads(1)    # shared 2-core machines: one thread is faster than two that spin
-    env = lean_env.load("mini")
+    env = lean_env.load(cfg.verifier)
     results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_sha256(tasks)},
                "limit": cfg.limit, "n": cfg.n, "k": ks, "temperature": cfg.temperature,
                "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,

@@ -82,7 +82,8 @@ class Config:
     seed: int = 0
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
-    lean: str = ""                # path of a `lean` executable ("" = LEAN env, PATH, then embedded)
+    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
+    lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
     base_url: str = ""            # for openai:/anthropic: feedback (e.g. a local vLLM server)
     paper: bool = False           # use the paper's settings (table in the README)
     resume: str = ""              # continue the run in this folder exactly where it stopped
@@ -164,7 +165,7 @@ def train(cfg: Config):
         student.gradient_checkpointing_enable()
     student.train()
     teacher = make_teacher(student)
-    env = lean_env.load("mini", lean=cfg.lean or None)
+    env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
     source = feedback.load(cfg.feedback, base_url=cfg.base_url or None,
                            cache_dir=os.path.join(cfg.out, "feedback_cache"),
                            **({"policy": policy} if cfg.feedback.startswith("self") else {}))

@@ -79,7 +79,8 @@ class Config:
     seed: int = 0
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
-    lean: str = ""                # path of a `lean` executable ("" = LEAN env, PATH, then embedded)
+    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
+    lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
     paper: bool = False           # use the paper's settings (PAPER below)
     resume: str = ""              # continue the run in this folder exactly where it stopped
 
@@ -318,7 +319,7 @@ def train(cfg: Config):
     torch.manual_seed(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
     policy, ref = load_nets(cfg)
-    env = lean_env.load("mini", lean=cfg.lean or None)
+    env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
     heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))

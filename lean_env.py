@@ -346,10 +346,17 @@ class LeanEnv:
 
 
 def load(world: str = "mini", *args, **kwargs):
-    """world "mini": the built-in world (options: _load_mini); "repl" / "kimina" / "lake": the Mathlib world."""
+    """world "mini": the built-in world (options: _load_mini); "repl" / "kimina" / "lake": the Mathlib world.
+    The scripts' `--verifier` spec also names the place: "repl:PROJECT", "lake:PROJECT", "kimina:URL"."""
+    world, _, where = world.partition(":")
     if world in ("repl", "kimina", "lake"):
         import lean_mathlib    # a pool of Lean REPLs, a Kimina Lean Server, or `lake env lean`: see lean_mathlib.py
+        if where:
+            kwargs["url" if world == "kimina" else "project"] = where
         return lean_mathlib.load(world, *args, **kwargs)
+    if world != "mini" or where:
+        raise ValueError(f"unknown verifier {world + (':' + where if where else '')!r}: "
+                         "use mini, repl:PROJECT, lake:PROJECT or kimina:URL")
     return _load_mini(world, *args, **kwargs)
 
 

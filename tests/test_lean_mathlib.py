@@ -244,3 +244,11 @@ def test_lake_backend(tmp_path):
 def test_unknown_world():
     with pytest.raises(ValueError):
         lean_mathlib.load("nope")
+
+
+def test_verifier_specs_name_the_backend_and_its_place():
+    client = lean_env.load("kimina:http://127.0.0.1:9")   # nothing is contacted until a check
+    assert isinstance(client, lean_mathlib.KiminaClient) and "127.0.0.1:9" in client.url
+    for bad in ("nonsense", "mini:extra", "repl2:/x"):
+        with pytest.raises(ValueError, match="unknown"):
+            lean_env.load(bad)
