@@ -13,12 +13,39 @@ Used by fd.py and grpo.py (`--resume OUT`). A run folder OUT holds:
 state intact. On resume, metric lines written after the saved step are dropped: the resumed run
 writes them again, and with a seed on CPU it writes the same lines an uninterrupted run would.
 """
+import argparse
+import inspect
 import json
 import math
 import os
 import random
+import re
+from dataclasses import asdict, fields
 
 import torch
+
+
+def parse_config(Config, paper: dict, description: str, argv=None):
+    """The command line of fd.py / grpo.py, mirrored from their settings dataclass: one --flag per
+    field, its help the field's comment. `--paper` applies the paper's values (explicit flags win);
+    `--resume OUT` reads the run's own settings back (only --steps may change, to extend a run)."""
+    helps = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(Config), re.M))
+    p = argparse.ArgumentParser(description=description)
+    for f in fields(Config):
+        flag, text = "--" + f.name.replace("_", "-"), helps.get(f.name, "").replace("%", "%%")
+        if isinstance(f.default, bool):
+            p.add_argument(flag, action="store_true", help=text)
+        else:
+            p.add_argument(flag, type=type(f.default), default=None, help=f"{text} (default: {f.default})")
+    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None and v is not False}
+    if args.get("resume"):
+        saved = read_config(args["resume"])
+        saved.update(resume=args["resume"], out=args["resume"], **{k: args[k] for k in ("steps",) if k in args})
+        return Config(**saved)
+    cfg = Config(**args)
+    if cfg.paper:
+        cfg = Config(**{**asdict(cfg), **paper, **{k: v for k, v in args.items() if k in paper}})
+    return cfg
 
 
 def write_config(out, config: dict):

@@ -13,12 +13,11 @@ at every attempt position -> the student pi_theta(. | x, y_<t) is trained on the
 with the loss of fd_loss.py -> optimizer step -> every `ema_every` steps the teacher's weights
 move toward the student's: mu <- alpha * mu + (1 - alpha) * theta.
 """
-import argparse
 import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
@@ -231,21 +230,7 @@ def train(cfg: Config):
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description="Feedback Distillation (arXiv 2605.30861, Section 3)")
-    for f in fields(Config):
-        if f.type == "bool" or f.type is bool:
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
-    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None and v is not False}
-    if args.get("resume"):  # the run's own settings; --steps may extend it
-        saved = checkpoint.read_config(args["resume"])
-        saved.update(resume=args["resume"], out=args["resume"], **{k: args[k] for k in ("steps",) if k in args})
-        return Config(**saved)
-    cfg = Config(**args)
-    if cfg.paper:
-        cfg = Config(**{**asdict(cfg), **PAPER, **{k: v for k, v in args.items() if k in PAPER}})
-    return cfg
+    return checkpoint.parse_config(Config, PAPER, "Feedback Distillation (arXiv 2605.30861, Section 3)", argv)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,11 @@ Per step, OUT/metrics.jsonl gets: loss, reward (= train_acc), entropy, kl (k3, t
 clip_frac, frac_groups_with_signal, attempt_len, grad_norm, lr, time_{sample,lean,score,update} and,
 every eval_every steps, heldout_pass1 (step 0: the starting model).
 """
-import argparse
 import contextlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -364,22 +363,9 @@ def train(cfg: Config):
 
 
 def parse_args(argv=None) -> Config:
-    p = argparse.ArgumentParser(description="GRPO and FD -> GRPO (arXiv 2605.30861, GRPO baseline)")
-    for f in fields(Config):
-        if f.type == "bool" or f.type is bool:
-            p.add_argument(f"--{f.name.replace('_', '-')}", action="store_true")
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=None)
-    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None and v is not False}
-    if args.get("agg", "token") not in ("token", "seq", "constant"):
-        p.error(f"--agg {args['agg']}: choose token, seq or constant")
-    if args.get("resume"):  # the run's own settings; --steps may extend it
-        saved = checkpoint.read_config(args["resume"])
-        saved.update(resume=args["resume"], out=args["resume"], **{k: args[k] for k in ("steps",) if k in args})
-        return Config(**saved)
-    cfg = Config(**args)
-    if cfg.paper:
-        cfg = Config(**{**asdict(cfg), **PAPER, **{k: v for k, v in args.items() if k in PAPER}})
+    cfg = checkpoint.parse_config(Config, PAPER, "GRPO and FD -> GRPO (arXiv 2605.30861, GRPO baseline)", argv)
+    if cfg.agg not in ("token", "seq", "constant"):
+        raise SystemExit(f"--agg {cfg.agg}: choose token, seq or constant")
     return cfg
 
 
