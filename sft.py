@@ -1,0 +1,389 @@
+"""Supervised warm-up: builds the mini world's `small-prover`, or fine-tunes any HF model on a JSONL.
+
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861). The paper starts FD
+from a pretrained Qwen (Section 4); on 2 CPU cores this project starts from a few-million-parameter
+Llama trained here. FD (Section 3) needs the SAME network to be a better prover when privileged
+feedback F(y) is in its prompt (that is the teacher pi_mu(. | x, F(y))), so besides plain
+(statement -> proof) examples the warm-up trains on feedback-conditioned ones, framed by
+feedback.py's own sources so the text matches what FD's teacher will read: the reference proof
+("ground-truth"), the first half of it, the offline tutor's hints on a corrupted attempt, and
+(sparingly: it hurt in the notes) the Lean error of a wrong attempt. See NOTES-small-prover.md.
+
+    python sft.py                                  # build the preset into the cache (about 5 min, 2 cores)
+    python sft.py --out runs/small-prover          # build it into a folder instead
+    python sft.py --calibrate [--out DIR]          # student pass@1/pass@16 and teacher pass@1 per level
+    python sft.py --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
+    model.load("small-prover")   # builds once into ~/.cache/fd-lean/small-prover-<recipe hash>
+                                 # ($FD_LEAN_CACHE or $XDG_CACHE_HOME/fd-lean); --rebuild to redo
+"""
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+import model as M
+
+RECIPE_VERSION = 4  # bump when the data or training code changes what the build produces
+
+
+@dataclass
+class Settings:
+    out: str = ""                 # where to save (empty: the user cache, see cache_dir)
+    jsonl: str = ""               # fine-tune on this JSONL of {statement, proof|solution[, header]}
+    model: str = ""               # with --jsonl: the HF id / folder to fine-tune ("" = a fresh small prover)
+    seed: int = 0
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+    n_tasks: int = 32000          # generated training tasks (about one epoch at 1,000 x 32)
+    d_model: int = 256            # Llama: d=256, 4 layers, 4 heads, FFN 688, tied embeddings = 3.35M
+    n_layers: int = 4
+    n_heads: int = 4
+    d_ff: int = 688
+    max_len: int = 320            # examples longer than this (prompt + feedback + proof) are dropped
+    # the training mix: share of examples per prompt kind (normalised)
+    plain: float = 0.35           # statement -> proof (the student's prompt)
+    solution: float = 0.3         # ground-truth feedback: the full reference proof
+    prefix: float = 0.05          # a hint naming the first half of the reference proof
+    tutor: float = 0.24           # the tutor's hints on a corrupted attempt
+    keep: float = 0.03            # the tutor's verdict on a correct attempt ("Do keep the same proof.")
+    lean: float = 0.03            # the Lean output of a corrupted attempt (sparingly: it hurt in the notes)
+    level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Config.mix)
+    copy_warmup: int = 250        # first steps on feedback examples only (copying the hint is learnt first)
+    lean_checks: int = 10000      # corrupted attempts checked by real Lean (all "lean" ones, then tutor ones)
+    bf16: bool = True             # bf16 autocast on CPU: 1.3-1.5x faster here
+    threads: int = 2
+    rebuild: bool = False
+    calibrate: bool = False       # after building (or for --out DIR): measure student and teacher
+    eval_n: int = 16              # samples per test task for the student's pass@1 / pass@n
+    eval_n_feedback: int = 4      # samples per task with feedback in context
+    eval_limit: int = 0           # first N test tasks (0 = all)
+
+
+# ----------------------------------------------------------------------------- the tokenizer
+
+# One token per name (h1, hpq, Or, x1), per field (.1 .mp .elim: `h1.mp` is h1 + .mp, so every
+# hypothesis name combines with every field), per bracket and punctuation mark. Field tokens decode
+# glued to what precedes them; everything else is joined by spaces, which Lean accepts.
+WORD = r":=|=>|[()⟨⟩,:]|\.?[^\s()⟨⟩,:.]+|\S"
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
+
+
+def train_tokenizer(texts) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer: 40% fewer tokens than a byte-level BPE for mini-world proofs, and
+    decoding (words joined by spaces) gives text Lean accepts. Unknown words become <unk>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Split(Regex(WORD), behavior="isolated")])
+    tok.decoder = decoders.Sequence([decoders.Replace(Regex(r"^(?!\.[^.])"), " "), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=SPECIALS, min_frequency=2))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>", clean_up_tokenization_spaces=False)
+
+
+# ----------------------------------------------------------------------------- the training examples
+
+def corrupt(task, rng: random.Random) -> str:
+    """A plausible wrong attempt: one name of the reference proof swapped for a sibling (a field
+    h1.1 -> h1.2, .mp -> .mpr, Or.inl -> Or.inr, or another hypothesis), as near misses look."""
+    proof = task.solution
+    hyps = re.findall(r"\(([^\s():]+) : (?!Prop\)|Type\)|α\)|α → Prop\))", task.statement)
+    spots = [m for m in re.finditer(r"(?<![\w.'])([^\s()⟨⟩,:.]+)((?:\.\w+)*)", proof)
+             if m.group(1) not in ("fun", "=>", "absurd", "Exists", "Iff")]
+    if not spots:
+        return proof + " " + rng.choice(hyps or ["h1"])
+    m = rng.choice(spots)
+    base, fields = m.group(1), m.group(2)
+    swaps = {".1": ".2", ".2": ".1", ".mp": ".mpr", ".mpr": ".mp", ".inl": ".inr", ".inr": ".inl"}
+    last = re.search(r"\.\w+$", fields)
+    others = [h for h in hyps if h != base]
+    if last and last.group(0) in swaps and (rng.random() < 0.6 or not others):
+        new = base + fields[: last.start()] + swaps[last.group(0)]
+    elif others:
+        new = rng.choice(others) + fields
+    else:
+        new = base + ".1"
+    return proof[: m.start()] + new + proof[m.end():]
+
+
+def mini_examples(s: Settings):
+    """(task, feedback or None, proof) triples for the mini world, drawn with the mix's shares."""
+    import feedback
+    import tasks as tasks_lib
+    rng = random.Random(s.seed)
+    mix = tuple(float(w) for w in s.level_mix.split(","))
+    train = tasks_lib.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks_lib.Config(mix=mix))
+    kinds = ["plain", "solution", "prefix", "tutor", "keep", "lean"]
+    picks = rng.choices(kinds, [getattr(s, k) for k in kinds], k=len(train))
+    wrong = {i: corrupt(t, rng) for i, (t, k) in enumerate(zip(train, picks)) if k in ("tutor", "lean")}
+    # Lean checks the corrupted attempts of every "lean" example and of the first tutor examples
+    # up to the cap (the tutor quotes Lean's messages); other tutor hints go without messages.
+    checked = sorted(wrong, key=lambda i: picks[i] != "lean")[: max(s.lean_checks, picks.count("lean"))]
+    results = dict(zip(checked, check_attempts([(train[i], wrong[i]) for i in checked])))
+    no_messages = SimpleNamespace(ok=False, status="error", messages=[])
+    sources = {k: feedback.load(k) for k in ("ground-truth", "tutor", "lean")}
+    examples = []
+    for i, (task, kind) in enumerate(zip(train, picks)):
+        fb = None
+        if kind == "solution":
+            fb = sources["ground-truth"](task, "", None)
+        elif kind == "prefix":
+            words = re.findall(WORD, task.solution)
+            fb = feedback.frame("hint", "1. Do start with " + " ".join(words[: max(1, len(words) // 2)]) + ".")
+        elif kind in ("tutor", "lean"):
+            fb = sources[kind](task, wrong[i], results.get(i, no_messages))
+        elif kind == "keep":  # FD's teacher also reads the tutor's verdict on the student's successes
+            fb = sources["tutor"](task, task.solution, SimpleNamespace(ok=True, status="ok", messages=[]))
+        examples.append((task, fb, task.solution))
+    return examples
+
+
+def check_attempts(pairs):
+    if not pairs:
+        return []
+    import lean_env
+    return lean_env.load("mini").check_many(pairs)
+
+
+def jsonl_examples(path):
+    from lean_env import Task
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f):
+            if line.strip():
+                r = json.loads(line)
+                proof = r.get("proof", r.get("solution"))
+                task = Task(r.get("name", f"jsonl_{n}"), r["statement"], r.get("header", ""), proof)
+                out.append((task, r.get("feedback"), proof))
+    return out
+
+
+def encode(tokenizer, examples, max_len):
+    """(ids, n_prompt, has_feedback) per example: the prompt from model.render_prompt (the one template FD uses),
+    then the proof and EOS, the only tokens with a loss."""
+    out = []
+    for task, fb, proof in examples:
+        p = M.encode_prompt(tokenizer, task, fb)
+        # after a plain prompt the proof follows ":=" after a space; a chat reply starts at once
+        space = "" if getattr(tokenizer, "chat_template", None) else " "
+        y = tokenizer(space + proof.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(p) + len(y) <= max_len:
+            out.append((p + y, len(p), fb is not None))
+    return out
+
+
+def batches(encoded, batch_size, steps, rng, pad_id, first=()):
+    """Length-bucketed batches (sort a shuffled pool of 50 batches by length, cut it, shuffle the
+    cuts): little padding, still a random order. Serves the `first` examples (the copy warm-up),
+    then cycles over all the data until `steps` batches."""
+    made, first = 0, list(first)
+    while True:
+        order = list(range(len(encoded)))
+        rng.shuffle(order)
+        order, first = (first, []) if first else (order, [])
+        pool = batch_size * 50
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start:start + pool], key=lambda i: len(encoded[i][0]))
+            cuts = [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+            rng.shuffle(cuts)
+            for cut in cuts:
+                T = max(len(encoded[i][0]) for i in cut)
+                ids = torch.full((len(cut), T), pad_id, dtype=torch.long)
+                labels = torch.full((len(cut), T), -100, dtype=torch.long)
+                for b, i in enumerate(cut):
+                    seq, n_prompt, _ = encoded[i]
+                    ids[b, : len(seq)] = torch.tensor(seq)
+                    labels[b, n_prompt: len(seq)] = torch.tensor(seq[n_prompt:])
+                yield ids, labels
+                made += 1
+                if made == steps:
+                    return
+
+
+# ----------------------------------------------------------------------------- training
+
+def new_small_prover(s: Settings, tokenizer):
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.d_model, intermediate_size=s.d_ff,
+                         num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads,
+                         num_key_value_heads=s.n_heads, max_position_embeddings=max(512, s.max_len),
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaForCausalLM(config)
+
+
+def train(s: Settings) -> str:
+    """Train and save to s.out; returns s.out. Deterministic for a seed (step-based schedule)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    t0 = time.time()
+    if s.jsonl:
+        examples = jsonl_examples(s.jsonl)
+    else:
+        examples = mini_examples(s)
+    if s.model:
+        policy = M.load(s.model, device="cpu", dtype=torch.float32)
+        tokenizer, net = policy.tokenizer, policy.model
+    else:
+        plain = SimpleNamespace(chat_template=None, bos_token="")  # the plain template, before a tokenizer exists
+        texts = [M.render_prompt(plain, t, fb) + " " + y for t, fb, y in examples]
+        tokenizer = train_tokenizer(texts)
+        net = new_small_prover(s, tokenizer)
+    encoded = encode(tokenizer, examples, s.max_len)
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"sft: {len(encoded)} examples, vocab {len(tokenizer)}, {n_params / 1e6:.2f}M parameters, "
+          f"data in {time.time() - t0:.0f} s")
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    rest = [p for p in net.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
+    # linear warmup then cosine to 10% of lr, by step (a wall-clock schedule would not be deterministic)
+    lr_at = lambda i: s.lr * (min(1.0, (i + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / s.steps))))
+    net.train()
+    # copy warm-up: the first steps see only examples with feedback, where the proof can be read off
+    # the context; without it the 1,000-step model barely copied even a two-token reference proof
+    rng = random.Random(s.seed + 1)
+    warm = [i for i, e in enumerate(encoded) if e[2]]
+    warm = rng.sample(warm, min(len(warm), s.copy_warmup * s.batch_size))
+    bar = tqdm(batches(encoded, s.batch_size, s.steps, rng, tokenizer.pad_token_id, warm),
+               total=s.steps, desc="sft", mininterval=2)
+    log, ema = [], None
+    for step, (ids, labels) in enumerate(bar):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            loss = net(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+        log.append({"step": step, "loss": loss.item(), "lr": lr_at(step)})
+    net.eval()
+    M.save(M.Policy(net, tokenizer, torch.device("cpu"), "small-prover"), s.out)
+    with open(os.path.join(s.out, "sft.json"), "w") as f:
+        json.dump({"settings": dataclasses.asdict(s), "recipe_version": RECIPE_VERSION, "params": n_params,
+                   "examples": len(encoded), "seconds": round(time.time() - t0, 1), "log": log}, f)
+    torch.set_num_threads(threads)
+    print(f"sft: saved {s.out} after {time.time() - t0:.0f} s")
+    return s.out
+
+
+# ----------------------------------------------------------------------------- the cached preset
+
+def cache_dir() -> str:
+    root = os.environ.get("FD_LEAN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fd-lean")
+    return root
+
+
+def recipe_hash(s: Settings) -> str:
+    """What decides the built model: the settings (minus where/whether to build), the recipe
+    version and feedback.py's framing templates (the teacher must read the trained frames)."""
+    import feedback
+    keep = {k: v for k, v in dataclasses.asdict(s).items()
+            if k not in ("out", "rebuild", "threads") and not k.startswith(("eval_", "calibrate"))}
+    text = json.dumps([keep, RECIPE_VERSION, feedback.TEMPLATES], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def build_small_prover(rebuild: bool = False, settings: Settings | None = None) -> str:
+    """The `small-prover` preset: built on first use (minutes), then loaded from the cache."""
+    s = settings or Settings()
+    path = os.path.join(cache_dir(), f"small-prover-{recipe_hash(s)}")
+    if os.path.isfile(os.path.join(path, "config.json")) and not (rebuild or s.rebuild):
+        return path
+    print(f"sft: building small-prover into {path} (once; about 5 minutes on 2 CPU cores)")
+    tmp = f"{path}.tmp{os.getpid()}"  # build aside, then rename: a concurrent or killed build never leaves half a model
+    train(dataclasses.replace(s, out=tmp))
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return path
+
+
+def parse_args(argv=None) -> Settings:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in dataclasses.fields(Settings):
+        if f.type in (bool, "bool"):
+            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
+            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    return Settings(**vars(p.parse_args(argv)))
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def calibrate(path: str, s: Settings) -> dict:
+    """Is the student in a useful range, and is the teacher (same weights, feedback in context)
+    clearly better? Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher:
+    pass@1 with each feedback source computed on the student's FIRST attempt at the task (exactly
+    what FD's teacher reads). Per level. Identical (task, proof) pairs are checked by Lean once."""
+    import evaluate
+    import feedback
+    import lean_env
+    import tasks as tasks_lib
+    torch.set_num_threads(s.threads)
+    policy, env = M.load(path), lean_env.load("mini")
+    test = tasks_lib.load("mini", split="test")[: s.eval_limit or None]
+    generator, verdicts = torch.Generator(policy.device).manual_seed(s.seed), {}
+
+    def attempts(feedback_texts, k):  # k samples per task -> (samples, results), task-major
+        prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
+        jobs = [i for i in range(len(test)) for _ in range(k)]
+        samples = M.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
+        keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
+        todo = sorted(set(keys) - set(verdicts))
+        verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))
+        return samples, [verdicts[key] for key in keys]
+
+    def pass_at(results, k, n):  # per task, unbiased pass@k from n samples
+        return [evaluate.pass_at_k(n, sum(r.ok for r in results[i * n:(i + 1) * n]), k) for i in range(len(test))]
+
+    t0 = time.time()
+    samples, results = attempts([None] * len(test), s.eval_n)
+    columns = {"student pass@1": pass_at(results, 1, s.eval_n), f"student pass@{s.eval_n}": pass_at(results, s.eval_n, s.eval_n)}
+    first = [(samples[i * s.eval_n], results[i * s.eval_n]) for i in range(len(test))]
+    for source in ("ground-truth", "tutor", "lean"):
+        fb = feedback.load(source)
+        texts = [fb(t, a, r) for t, (a, r) in zip(test, first)]
+        columns[f"{source} pass@1"] = pass_at(attempts(texts, s.eval_n_feedback)[1], 1, s.eval_n_feedback)
+    table = {}
+    for level in sorted({t.level for t in test}) + ["all"]:
+        rows = [i for i, t in enumerate(test) if level in ("all", t.level)]
+        table[str(level)] = {c: round(100 * sum(v[i] for i in rows) / len(rows), 1) for c, v in columns.items()}
+        table[str(level)]["tasks"] = len(rows)
+    print(f"calibration of {path} ({len(verdicts)} distinct Lean checks, {time.time() - t0:.0f} s):")
+    print("level  " + "  ".join(f"{c:>18s}" for c in columns))
+    for level, row in table.items():
+        print(f"{level:5s}  " + "  ".join(f"{row[c]:18.1f}" for c in columns))
+    return {"model": path, "test_tasks": len(test), "eval_n": s.eval_n, "eval_n_feedback": s.eval_n_feedback,
+            "seed": s.seed, "lean": env.version, "pass_percent": table}
+
+
+if __name__ == "__main__":
+    s = parse_args()
+    path = train(s) if s.out and not s.calibrate else (s.out or build_small_prover(settings=s))
+    print(path)
+    if s.calibrate:
+        report = calibrate(path, s)
+        with open(os.path.join(path, "calibration.json"), "w") as f:
+            json.dump(report, f, indent=1)

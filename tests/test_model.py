@@ -1,0 +1,152 @@
+"""model.py: prompts, sampling (== HF generate), scoring (== a plain forward), checkpoints, HF path.
+
+    python -m pytest -q tests/test_model.py
+"""
+import json
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import model as M
+from lean_env import Task
+
+torch.set_num_threads(1)
+
+TASKS = [
+    Task("mini_test_0001", "theorem mini_test_0001 (p q : Prop) (h1 : And p q) : And q p :=", solution="⟨h1.2, h1.1⟩", level=2),
+    Task("mini_test_0002", "theorem mini_test_0002 (p q : Prop) (h1 : p) : Or p q :=", solution="Or.inl h1", level=1),
+    Task("mini_test_0003", "theorem mini_test_0003 (p q r : Prop) (h1 : Iff p q) (h2 : q) (h3 : r) : p :=",
+         solution="h1.mpr h2", level=1),
+]
+HINT = "Hint:\n1. Do build the pair ⟨_, _⟩."
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_prover):
+    return M.load(tiny_prover, device="cpu")
+
+
+def full_logprobs(net, prompt, attempt):
+    """The reference: one plain forward over prompt + attempt, log_softmax, pick the attempt's ids."""
+    logits = net(torch.tensor([prompt + attempt])).logits[0].float()
+    logp = F.log_softmax(logits, -1)[len(prompt) - 1: -1]
+    return logp.gather(1, torch.tensor(attempt)[:, None]).squeeze(1), -(logp.exp() * logp).sum(-1)
+
+
+def test_prompts_end_where_the_proof_starts(policy):
+    tok = policy.tokenizer
+    for task in TASKS:
+        student, teacher = M.render_prompt(tok, task), M.render_prompt(tok, task, HINT)
+        assert student.endswith(":=") and teacher.endswith(":=") and HINT in teacher
+        assert "mini_test" not in student  # the name carries no information: normalised
+        attempt = tok(" " + task.solution, add_special_tokens=False)["input_ids"]
+        for text, ids in ((student, M.encode_prompt(tok, task)), (teacher, M.encode_prompt(tok, task, HINT))):
+            whole = tok(text + " " + task.solution, add_special_tokens=False)["input_ids"]
+            assert whole == ids + attempt  # the attempt's ids are the same after either prompt
+        assert tok.decode(attempt).replace(" ", "") == task.solution.replace(" ", "")
+        assert tok.unk_token_id not in M.encode_prompt(tok, task, HINT)
+
+
+def test_sample_returns_exact_ids_and_text(policy):
+    prompts = [M.encode_prompt(policy.tokenizer, t) for t in TASKS] + [M.encode_prompt(policy.tokenizer, TASKS[0], HINT)]
+    samples = M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
+    assert len(samples) == len(prompts)
+    eos = policy.tokenizer.eos_token_id
+    for s in samples:
+        assert 1 <= len(s.ids) <= 12 and eos not in s.ids[:-1]
+        assert s.truncated == (s.ids[-1] != eos)
+        body = s.ids if s.truncated else s.ids[:-1]
+        assert s.text == policy.tokenizer.decode(body, skip_special_tokens=True)
+        assert M.proof_text(s) == s.text.strip()
+    again = M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
+    assert [s.ids for s in again] == [s.ids for s in samples]  # a seed fixes the samples
+    tiny_p = M.sample(policy, prompts, max_new_tokens=12, top_p=1e-6, generator=1)
+    greedy = M.sample(policy, prompts, max_new_tokens=12, temperature=0)
+    assert [s.ids for s in tiny_p] == [s.ids for s in greedy]  # top-p -> 0 keeps only the argmax
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_own_sampler_matches_hf_generate(policy, temperature):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_sample", os.path.join(
+        os.path.dirname(M.__file__), "bench", "bench_sample.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # prompts of different lengths: left padding, position ids and the mask must be right
+    prompts = [M.encode_prompt(policy.tokenizer, t, fb) for t in TASKS for fb in (None, HINT)]
+    torch.manual_seed(3)
+    ours = [s.ids for s in M.sample(policy, prompts, max_new_tokens=10, temperature=temperature)]
+    torch.manual_seed(3)
+    theirs = bench.hf_generate(policy, prompts, 10, temperature, 1.0)
+    assert ours == theirs
+
+
+def test_token_logprobs_equal_a_plain_forward(policy):
+    tok = policy.tokenizer
+    prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[1], HINT)]
+    attempts = [tok(" ⟨h1.2, h1.1⟩", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
+                tok(" Or.inr h1", add_special_tokens=False)["input_ids"]]
+    logprobs, entropies = M.token_logprobs(policy.model, prompts, attempts, chunk_size=3)
+    assert logprobs.shape == (2, max(map(len, attempts)))
+    for b in range(2):
+        ref_lp, ref_ent = full_logprobs(policy.model, prompts[b], attempts[b])
+        n = len(attempts[b])
+        torch.testing.assert_close(logprobs[b, :n], ref_lp, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(entropies[b, :n], ref_ent, atol=1e-5, rtol=1e-5)
+        assert (logprobs[b, n:] == 0).all()
+    single, _ = M.token_logprobs(policy.model, prompts[1], attempts[1])  # unbatched lists work too
+    torch.testing.assert_close(single, logprobs[1, : len(attempts[1])])
+    single.sum().backward()  # gradients flow (GRPO's ratio needs them)
+    assert M.lm_head_weight(policy.model).grad is not None
+    policy.model.zero_grad(set_to_none=True)
+
+
+def test_hidden_times_lm_head_is_the_logits(policy):
+    ids = torch.tensor([M.encode_prompt(policy.tokenizer, TASKS[2])])
+    hidden = M.forward_hidden(policy.model, ids)
+    weight = M.lm_head_weight(policy.model)
+    assert weight.shape == (len(policy.tokenizer), hidden.shape[-1])
+    torch.testing.assert_close(hidden @ weight.T, policy.model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_save_load_round_trip(policy, tmp_path):
+    M.save(policy, str(tmp_path))
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "tokenizer.json").exists()
+    again = M.load(str(tmp_path), device="cpu")
+    ids = torch.tensor([M.encode_prompt(policy.tokenizer, TASKS[0], HINT)])
+    assert torch.equal(policy.model(ids).logits, again.model(ids).logits)
+    assert again.tokenizer.get_vocab() == policy.tokenizer.get_vocab()
+    assert M.render_prompt(again.tokenizer, TASKS[0], HINT) == M.render_prompt(policy.tokenizer, TASKS[0], HINT)
+
+
+def test_proof_text_strips_fences_and_restated_theorems():
+    assert M.proof_text("```lean\ntheorem x (p : Prop) (h : p) : p := h\n```") == "h"
+    assert M.proof_text(" ⟨h1.2 , h1.1⟩ ") == "⟨h1.2 , h1.1⟩"
+
+
+# ----------------------------------------------------------------------------- a real HF (Qwen2) model
+
+def test_hf_path_with_chat_template(qwen_dir):
+    policy = M.load(qwen_dir, device="cpu")
+    tok = policy.tokenizer
+    student, teacher = M.render_prompt(tok, TASKS[0]), M.render_prompt(tok, TASKS[0], HINT)
+    assert student.startswith("<|im_start|>user\n") and student.endswith("<|im_start|>assistant\n")
+    assert TASKS[0].statement in student and HINT in teacher and HINT not in student
+    prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[0], HINT)]
+    assert prompts[0][-3:] == tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-3:]
+    samples = M.sample(policy, prompts, max_new_tokens=6, temperature=1.0, generator=0)
+    assert all(1 <= len(s.ids) <= 6 for s in samples)
+    logprobs, entropies = M.token_logprobs(policy.model, prompts, [s.ids for s in samples])
+    for b, s in enumerate(samples):
+        ref, _ = full_logprobs(policy.model, prompts[b], s.ids)
+        torch.testing.assert_close(logprobs[b, : len(s.ids)], ref, atol=1e-5, rtol=1e-5)
+    assert (entropies[:, 0] > 0).all()
+    greedy = [s.ids for s in M.sample(policy, prompts, max_new_tokens=6, temperature=0)]
+    T = max(map(len, prompts))
+    out = policy.model.generate(
+        input_ids=torch.tensor([[tok.pad_token_id] * (T - len(p)) + p for p in prompts]),
+        attention_mask=torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts]),
+        max_new_tokens=6, do_sample=False, eos_token_id=M.stop_ids(policy), pad_token_id=tok.pad_token_id)
+    assert [row[: len(g)] for row, g in zip(out[:, T:].tolist(), greedy)] == greedy

@@ -1,0 +1,95 @@
+"""sft.py: the word-level tokenizer, the training examples, a deterministic build, the cache, JSONL fine-tuning.
+
+    python -m pytest -q tests/test_sft.py
+"""
+import json
+import os
+import random
+
+import torch
+from safetensors.torch import load_file
+
+import feedback
+import model as M
+import sft
+import tasks
+from lean_env import Task
+
+torch.set_num_threads(1)
+MICRO = dict(steps=6, n_tasks=300, batch_size=8, d_model=32, n_layers=1, n_heads=2, d_ff=64,
+             lean_checks=0, lean=0.0, copy_warmup=2, threads=1, warmup=2)
+
+
+def test_word_tokenizer_one_token_per_name_and_lean_readable_decoding():
+    tok = sft.train_tokenizer(["theorem thm (p q : Prop) (h1 : And p q) : And q p := ⟨h1.2, h1.1⟩",
+                               "fun h => (h2 h).1 Or.elim h1 h2 hpq.mp", "Do use h1."] * 2)
+    ids = tok("⟨h1.2, (h2 h).1⟩ Or.elim hpq.mp", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["⟨", "h1", ".2", ",", "(", "h2", "h", ")", ".1", "⟩",
+                                              "Or", ".elim", "hpq", ".mp"]
+    assert tok.decode(ids) == "⟨ h1.2 , ( h2 h ).1 ⟩ Or.elim hpq.mp"  # fields glued: Lean reads it
+    assert tok("h9 hzz", add_special_tokens=False)["input_ids"] == [tok.unk_token_id] * 2
+    # "h1." at the end of a feedback sentence is the name plus a full stop
+    assert tok.convert_ids_to_tokens(tok("h1.", add_special_tokens=False)["input_ids"]) == ["h1", "."]
+
+
+def test_corrupt_changes_one_name_into_a_plausible_mistake():
+    rng = random.Random(0)
+    for task in tasks.load("mini", split="train", n=50, seed=7):
+        wrong = sft.corrupt(task, rng)
+        assert wrong != task.solution
+        assert abs(len(wrong.split()) - len(task.solution.split())) <= 1
+
+
+def test_examples_use_feedback_py_framing_and_the_mix():
+    s = sft.Settings(**{**MICRO, "n_tasks": 400, "plain": 0.2, "solution": 0.2, "prefix": 0.2, "tutor": 0.4})
+    examples = sft.mini_examples(s)
+    assert len(examples) == 400 and all(proof == t.solution for t, _, proof in examples)
+    kinds = [None if fb is None else fb.split(":")[0] for _, fb, _ in examples]
+    assert 40 < kinds.count(None) < 120
+    for task, fb, _ in examples:
+        if fb and fb.startswith("Example"):  # ground truth: exactly feedback.py's frame
+            assert fb == feedback.frame("solution", task.solution)
+        elif fb:
+            assert fb.startswith("Hint:\n1. Do ")
+    tok = sft.train_tokenizer([M.render_prompt(sft.SimpleNamespace(chat_template=None, bos_token=""), t, fb)
+                               + " " + y for t, fb, y in examples])
+    encoded = sft.encode(tok, examples, 320)
+    for (task, fb, proof), (ids, n_prompt, has_fb) in zip(examples, encoded):
+        assert ids[:n_prompt] == M.encode_prompt(tok, task, fb)  # training prompts are FD's prompts
+        assert ids[-1] == tok.eos_token_id and has_fb == (fb is not None)
+
+
+def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    sft.train(sft.Settings(out=a, **MICRO))
+    sft.train(sft.Settings(out=b, **MICRO))
+    wa, wb = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    log = json.load(open(os.path.join(a, "sft.json")))["log"]
+    assert len(log) == MICRO["steps"]
+    # the preset: built once into $FD_LEAN_CACHE/small-prover-<recipe hash>, then reused
+    monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path / "cache"))
+    s = sft.Settings(**MICRO)
+    path = sft.build_small_prover(settings=s)
+    assert path == str(tmp_path / "cache" / f"small-prover-{sft.recipe_hash(s)}")
+    stamp = os.path.getmtime(os.path.join(path, "model.safetensors"))
+    assert sft.build_small_prover(settings=s) == path
+    assert os.path.getmtime(os.path.join(path, "model.safetensors")) == stamp
+    assert sft.recipe_hash(sft.Settings(**{**MICRO, "seed": 1})) != sft.recipe_hash(s)
+    assert sft.recipe_hash(sft.Settings(**{**MICRO, "threads": 2, "eval_n": 4})) == sft.recipe_hash(s)
+
+
+def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
+    rows = [{"statement": f"theorem t{i} (p q : Prop) (h1 : p) (h2 : q) : And q p :=", "proof": "⟨h2, h1⟩"}
+            for i in range(16)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    out = str(tmp_path / "tuned")
+    sft.train(sft.parse_args(["--jsonl", str(data), "--model", tiny_prover, "--out", out, "--steps", "25",
+                              "--batch-size", "8", "--lr", "3e-3", "--warmup", "1", "--threads", "1"]))
+    log = json.load(open(os.path.join(out, "sft.json")))["log"]
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"]
+    policy = M.load(out, device="cpu")
+    task = Task("t", rows[0]["statement"])
+    [s] = M.sample(policy, [M.encode_prompt(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
+    assert s.text.replace(" ", "") == "⟨h2,h1⟩" and not s.truncated
