@@ -57,7 +57,8 @@ def ema_update(teacher, student, alpha):
 class Config:
     model: str = "small-prover"   # "small-prover", a local folder (e.g. OUT/final) or an HF id
     out: str = "runs/fd"
-    feedback: str = "tutor"       # F(y): tutor | ground-truth | lean | self | constant:TEXT | openai:M | anthropic:M
+    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | openai:M | anthropic:M
+                                  # (ground-truth: the small prover's best teacher, 25% vs 6.7% alone; tutor: 10%)
     tasks: str = "mini"           # training statements: the mini-world generator or jsonl:PATH
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
     eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
