@@ -101,23 +101,24 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     was_training = policy.model.training
     policy.model.eval()
     try:
-        jobs = [i for i in range(len(tasks)) for _ in range(n)]
-        prompts = [model.encode_prompt(policy.tokenizer, t) for t in tasks]
-        generator = torch.Generator(device=policy.device).manual_seed(seed)
-        records = []
-        bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start:start + batch_size]
-            batch_prompts = [prompts[i] for i in batch]
-            samples = model.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
-                                   temperature=temperature, top_p=top_p, generator=generator)
-            ents = attempt_entropies(policy, batch_prompts, samples) if entropy else [[]] * len(batch)
-            for i, s, ent in zip(batch, samples, ents):
-                records.append(dict(task=i, ok=False, status="", text=model.proof_text(s),
-                                    n_tokens=len(s.ids), truncated=bool(s.truncated),
-                                    entropy=sum(ent) / len(ent) if ent else float("nan")))
-            bar.update(len(batch))
-        bar.close()
+        with model.autocast(policy.device):   # bf16 matmuls on a GPU, as in training
+            jobs = [i for i in range(len(tasks)) for _ in range(n)]
+            prompts = [model.encode_prompt(policy.tokenizer, t) for t in tasks]
+            generator = torch.Generator(device=policy.device).manual_seed(seed)
+            records = []
+            bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
+            for start in range(0, len(jobs), batch_size):
+                batch = jobs[start:start + batch_size]
+                batch_prompts = [prompts[i] for i in batch]
+                samples = model.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
+                                       temperature=temperature, top_p=top_p, generator=generator)
+                ents = attempt_entropies(policy, batch_prompts, samples) if entropy else [[]] * len(batch)
+                for i, s, ent in zip(batch, samples, ents):
+                    records.append(dict(task=i, ok=False, status="", text=model.proof_text(s),
+                                        n_tokens=len(s.ids), truncated=bool(s.truncated),
+                                        entropy=sum(ent) / len(ent) if ent else float("nan")))
+                bar.update(len(batch))
+            bar.close()
     finally:
         policy.model.train(was_training)
     for start in tqdm(range(0, len(records), 512), desc="lean check", disable=not progress, leave=False):

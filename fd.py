@@ -159,7 +159,8 @@ def train(cfg: Config):
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     os.makedirs(cfg.out, exist_ok=True)
-    policy = model.load(cfg.model, device=cfg.device or None)
+    # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
+    policy = model.load(cfg.model, device=cfg.device or None, dtype=torch.float32)
     student = policy.model
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         student.gradient_checkpointing_enable()
@@ -194,7 +195,8 @@ def train(cfg: Config):
     for step in bar:
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
-        loss, row = distill_step(cfg, policy, teacher, env, source, batch, generator)
+        with model.autocast(policy.device):
+            loss, row = distill_step(cfg, policy, teacher, env, source, batch, generator)
         clock = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):

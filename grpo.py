@@ -29,7 +29,6 @@ Per step, OUT/metrics.jsonl gets: loss, reward (= train_acc), entropy, kl (k3, t
 clip_frac, frac_groups_with_signal, attempt_len, grad_norm, lr, time_{sample,lean,score,update} and,
 every eval_every steps, heldout_pass1 (step 0: the starting model).
 """
-import contextlib
 import math
 import os
 import time
@@ -199,18 +198,10 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, kl_coef=0.001, 
 # ---------------------------------------------------------------------------------------------
 # 4. One GRPO step: G attempts per statement, Lean rewards, advantages, clipped update
 # ---------------------------------------------------------------------------------------------
-def autocast(device):
-    """bf16 matmuls on a GPU over fp32 master weights (lr 1e-7 steps vanish in bf16 weights: its
-    spacing near 0.02 is about 1e-4); plain fp32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def attempt_logprobs(net, prompts, attempts, cfg: Config, entropy=False):
     """log pi(y_t | x, y_<t) of every attempt token (B, L), the entropy of pi there (None unless
     entropy=True) and the mask of attempt tokens (B, L), for one micro-batch."""
-    with autocast(next(net.parameters()).device):
+    with model.autocast(next(net.parameters()).device):
         hidden, targets, mask = model.attempt_hidden(net, prompts, attempts)
         out = chunked_logprobs(hidden, model.lm_head_weight(net), targets, mask, cfg.chunk_size, entropy)
     logp, ent = out if entropy else (out, None)
@@ -233,7 +224,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
     jobs = [t for t in batch for _ in range(cfg.group)]
     prompts = [model.encode_prompt(policy.tokenizer, t) for t in jobs]
     net.eval()
-    with torch.no_grad(), autocast(policy.device):
+    with torch.no_grad(), model.autocast(policy.device):
         samples = model.sample(policy, prompts, max_new_tokens=cfg.max_new_tokens,
                                temperature=cfg.temperature, top_p=cfg.top_p, generator=generator)
     net.train()
@@ -290,13 +281,8 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
 # ---------------------------------------------------------------------------------------------
 # 5. The training loop (mirrors fd.py: same run folder, metrics, checkpoints and resume)
 # ---------------------------------------------------------------------------------------------
-def heldout_pass1(policy, env, heldout, cfg: Config) -> float:
-    with autocast(policy.device):
-        return evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
-
-
 def load_nets(cfg: Config):
-    """pi_theta, trained (fp32 master weights, see autocast()), and pi_ref: the same starting
+    """pi_theta, trained (fp32 master weights, see model.autocast()), and pi_ref: the same starting
     checkpoint (an FD one with --init-from), frozen for the whole run: eval mode, no gradient,
     never given to the optimizer. No pi_ref when kl_coef = 0."""
     init = cfg.init_from or cfg.model
@@ -329,7 +315,7 @@ def train(cfg: Config):
         start, skipped, before = state["step"], state["extra"]["skipped"], state["extra"]["before"]
     else:
         checkpoint.write_config(cfg.out, asdict(cfg))
-        before = heldout_pass1(policy, env, heldout, cfg)
+        before = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
         checkpoint.append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
     stream = tasks.stream(cfg.tasks, cfg.seed)
     for _ in range(start * cfg.prompts):  # the data position: statements already used
@@ -348,7 +334,7 @@ def train(cfg: Config):
         skipped += row.pop("skipped")
         row = {"step": step, **row, "lr": lr, "skipped_nonfinite": skipped}
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
-            row["heldout_pass1"] = after = heldout_pass1(policy, env, heldout, cfg)
+            row["heldout_pass1"] = after = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
         checkpoint.append_metrics(cfg.out, row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.4f}", ent=f"{row['entropy']:.2f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
