@@ -122,3 +122,24 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
     with open(os.path.join(out, "metrics.jsonl"), "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in kept)
     return {"step": state["step"], "extra": state["extra"]}
+
+
+def begin(cfg, nets: dict, optimizer, scheduler, evaluate_before) -> tuple[int, dict]:
+    """Start the run in cfg.out (write config.json, evaluate the starting model, log it as step 0)
+    or, with cfg.resume, restore it. Returns (finished steps, extra state: skipped, before)."""
+    if cfg.resume:
+        state = load_state(cfg.out, nets, optimizer, scheduler)
+        return state["step"], state["extra"]
+    write_config(cfg.out, asdict(cfg))
+    before = evaluate_before()
+    append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
+    return 0, {"skipped": 0, "before": before}
+
+
+def save(cfg, step, nets: dict, optimizer, scheduler, extra: dict, policy):
+    """Every save_every steps and at the end: the training state, and an HF-format copy of the
+    trained model (model + tokenizer) that `--model OUT/step_N` or `--model OUT/final` loads."""
+    save_state(cfg.out, step, nets, optimizer, scheduler, extra)
+    folder = os.path.join(cfg.out, "final" if step == cfg.steps else f"step_{step:06d}")
+    policy.model.save_pretrained(folder, safe_serialization=True)
+    policy.tokenizer.save_pretrained(folder)

@@ -17,7 +17,7 @@ import copy
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from tqdm import tqdm
@@ -173,22 +173,11 @@ def train(cfg: Config):
     heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
-    start, skipped = 0, 0
-    if cfg.resume:
-        state = checkpoint.load_state(cfg.out, {"student": student, "teacher": teacher}, optimizer, scheduler)
-        start, skipped, before = state["step"], state["extra"]["skipped"], state["extra"]["before"]
-    else:
-        checkpoint.write_config(cfg.out, asdict(cfg))
-        before = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
-        checkpoint.append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
-    stream = tasks.stream(cfg.tasks, cfg.seed)
-    for _ in range(start * cfg.prompts):  # the data position: statements already used
-        next(stream)
-
-    def save(step):
-        checkpoint.save_state(cfg.out, step, {"student": student, "teacher": teacher}, optimizer,
-                              scheduler, {"skipped": skipped, "before": before})
-
+    nets = {"student": student, "teacher": teacher}
+    start, extra = checkpoint.begin(cfg, nets, optimizer, scheduler, lambda: evaluate.heldout_pass1(
+        policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
+    skipped, before = extra["skipped"], extra["before"]
+    stream = tasks.stream(cfg.tasks, cfg.seed, skip=start * cfg.prompts)  # statements already used
     print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
           f"held-out pass@1 before: {before:.3f} ({len(heldout)} tasks)")
     bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, desc="FD")
@@ -223,8 +212,7 @@ def train(cfg: Config):
         checkpoint.append_metrics(cfg.out, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}", ent=f"{row['entropy']:.2f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save(step)
-            model.save(policy, os.path.join(cfg.out, "final" if step == cfg.steps else f"step_{step:06d}"))
+            checkpoint.save(cfg, step, nets, optimizer, scheduler, {"skipped": skipped, "before": before}, policy)
     if start >= cfg.steps:
         print(f"nothing to do: {cfg.out} already has {start} of {cfg.steps} steps")
         return

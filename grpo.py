@@ -32,7 +32,7 @@ every eval_every steps, heldout_pass1 (step 0: the starting model).
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -309,17 +309,10 @@ def train(cfg: Config):
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     nets = {"policy": policy.model, **({"reference": ref} if ref is not None else {})}
-    start, skipped = 0, 0
-    if cfg.resume:
-        state = checkpoint.load_state(cfg.out, nets, optimizer, scheduler)
-        start, skipped, before = state["step"], state["extra"]["skipped"], state["extra"]["before"]
-    else:
-        checkpoint.write_config(cfg.out, asdict(cfg))
-        before = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
-        checkpoint.append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
-    stream = tasks.stream(cfg.tasks, cfg.seed)
-    for _ in range(start * cfg.prompts):  # the data position: statements already used
-        next(stream)
+    start, extra = checkpoint.begin(cfg, nets, optimizer, scheduler, lambda: evaluate.heldout_pass1(
+        policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
+    skipped, before = extra["skipped"], extra["before"]
+    stream = tasks.stream(cfg.tasks, cfg.seed, skip=start * cfg.prompts)  # statements already used
 
     print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
           f"per step, held-out pass@1 before: {before:.3f} ({len(heldout)} tasks)")
@@ -338,9 +331,7 @@ def train(cfg: Config):
         checkpoint.append_metrics(cfg.out, row)
         bar.set_postfix(reward=f"{row['reward']:.2f}", kl=f"{row['kl']:.4f}", ent=f"{row['entropy']:.2f}")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint.save_state(cfg.out, step, nets, optimizer, scheduler,
-                                  {"skipped": skipped, "before": before})
-            model.save(policy, os.path.join(cfg.out, "final" if step == cfg.steps else f"step_{step:06d}"))
+            checkpoint.save(cfg, step, nets, optimizer, scheduler, {"skipped": skipped, "before": before}, policy)
     if start >= cfg.steps:
         print(f"nothing to do: {cfg.out} already has {start} of {cfg.steps} steps")
         return

@@ -489,9 +489,13 @@ def load(spec="mini", split="test", n=1000, seed=0, cfg=None):
     return read_jsonl(TEST_PATH) if split == "test" else list(itertools.islice(train_stream(seed, cfg), n))
 
 
-def stream(spec="mini", seed=0):
+def stream(spec="mini", seed=0, skip=0):
     """Training statements forever, for fd.py and grpo.py: fresh mini-world tasks, or a JSONL set
-    reshuffled every epoch. Deterministic in (spec, seed), so a resumed run can skip what it used."""
+    reshuffled every epoch. Deterministic in (spec, seed): a resumed run skips the `skip` it used."""
+    return itertools.islice(_stream(spec, seed), skip, None)
+
+
+def _stream(spec, seed):
     if spec == "mini":
         yield from train_stream(seed)
         return
