@@ -204,9 +204,7 @@ def train(cfg: Config):
         row = {"step": step, "loss": loss.item(), **row, "grad_norm": grad_norm,
                "lr": lr, "skipped_nonfinite": skipped,
                "time_student_update": round(time.perf_counter() - clock, 4)}
-        if cfg.eval_every and step % cfg.eval_every == 0 and step != cfg.steps:
-            row["heldout_pass1"] = evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
-        if step == cfg.steps:
+        if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
             row["heldout_pass1"] = after = evaluate.heldout_pass1(policy, env, heldout,
                                                                   max_new_tokens=cfg.max_new_tokens)
         checkpoint.append_metrics(cfg.out, row)
