@@ -1,7 +1,7 @@
 """GRPO: the paper's reinforcement-learning baseline, and FD -> GRPO (GRPO started from an FD checkpoint).
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving", arXiv 2605.30861,
-the GRPO baseline of the experiments section (see /work/shared/PAPER.md, "GRPO baseline"), after
+the GRPO baseline of the experiments section, after
 DeepSeekMath (Shao et al., 2024). One step, top to bottom of this file:
   1. G attempts per statement x (the paper: G = 5, 128 statements per step), sampled on-policy;
   2. binary reward r = 1 if Lean accepts the attempt as a proof of the exact statement (Result.ok);
