@@ -28,7 +28,7 @@ import feedback
 import lean_env
 import model
 import tasks
-from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, reference_loss, student_entropy, teacher_topk  # noqa: F401
+from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, reference_loss, teacher_topk  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def distill_step(cfg, policy, teacher, env, source, batch, generator):
                                          cfg.chunk_size, mask=mask)
     lap("teacher")
     # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context: the FD loss.
-    s_hidden, _, _ = model.attempt_hidden(student, prompts, attempts, tok.pad_token_id)
+    s_hidden, targets, _ = model.attempt_hidden(student, prompts, attempts, tok.pad_token_id)
     weight = model.lm_head_weight(student)
     if cfg.topk:
         loss, kl = fused_loss(s_hidden, weight, ids, logprobs, mask, cfg.chunk_size,
@@ -139,7 +139,10 @@ def distill_step(cfg, policy, teacher, env, source, batch, generator):
     else:
         loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
                                  cfg.chunk_size, return_kl=True)
-    entropy = student_entropy(s_hidden, weight, mask, cfg.chunk_size)
+    # the student's entropy on its own attempt (what the paper tracks), from the same states, no grad
+    _, entropies = model.chunked_logprobs(s_hidden.detach(), weight.detach(), targets, mask, cfg.chunk_size,
+                                          entropy=True)
+    entropy = float(entropies[mask].mean()) if mask.any() else float("nan")
     lap("student_forward")
     figures = dict(
         train_acc=sum(r.ok for r in results) / len(results),

@@ -297,15 +297,3 @@ def fused_full_kl(hidden, weight, teacher_hidden, teacher_weight, mask, chunk_si
 
 
 # ----------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def student_entropy(hidden, weight, mask, chunk_size=CHUNK_SIZE):
-    """Mean entropy of pi_theta(. | x, y_<t) over the attempt tokens, chunked like the loss: the
-    figure the paper tracks to show FD keeps exploring where GRPO collapses."""
-    h, rows = _rows_of(hidden.detach(), mask, chunk_size)
-    total = 0.0
-    for start in range(0, rows.numel(), chunk_size):
-        logp = torch.log_softmax(h[rows[start:start + chunk_size]].float() @ weight.detach().float().T, -1)
-        total += float(-(logp.exp() * logp).sum())
-    return total / max(1, rows.numel())

@@ -35,8 +35,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-import torch.utils.checkpoint
 from tqdm.auto import tqdm
 
 import checkpoint
@@ -106,53 +104,7 @@ def group_advantages(rewards: torch.Tensor, std_scale: bool = True, eps: float =
 
 
 # ---------------------------------------------------------------------------------------------
-# 2. Per-token log-probs without the (B, T, V) logits
-# ---------------------------------------------------------------------------------------------
-def _float(x):  # softmax math in fp32 at least (bf16 logits would lose the small probabilities)
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
-def _chunk_logprobs(h, weight, y):
-    logp = F.log_softmax(_float(h @ weight.to(h.dtype).T), dim=-1)
-    return logp.gather(1, y[:, None]).squeeze(1)
-
-
-@torch.no_grad()
-def _chunk_entropy(h, weight):
-    logp = F.log_softmax(_float(h @ weight.to(h.dtype).T), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
-def chunked_logprobs(hidden, weight, targets, mask, chunk_size=1024, entropy=False):
-    """log pi(targets) per position from hidden (B, T, H) and the lm head weight (V, H), only on
-    mask == 1 rows, chunk_size rows of logits at a time. Each chunk runs under activation
-    checkpointing, so backward recomputes its logits instead of keeping them: peak memory is one
-    chunk of (rows, V) logits, not (B, T, V). Returns logprobs (B, T) in fp32 at least, 0 off the mask, and
-    with entropy=True also the (detached) entropy of pi at each position."""
-    h = hidden.reshape(-1, hidden.shape[-1])
-    y = targets.reshape(-1)
-    rows = mask.reshape(-1).nonzero().squeeze(1)
-    logp = torch.zeros(h.shape[0], dtype=_float(h).dtype, device=h.device)
-    ent = torch.zeros_like(logp)
-    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    parts = []
-    for start in range(0, rows.numel(), chunk_size):
-        r = rows[start:start + chunk_size]
-        if grad:
-            parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, h[r], weight, y[r],
-                                                           use_reentrant=False))
-        else:
-            parts.append(_chunk_logprobs(h[r], weight, y[r]))
-        if entropy:
-            ent[r] = _chunk_entropy(h[r].detach(), weight.detach())
-    if parts:  # index_put keeps the graph: gradients flow back to each chunk
-        logp = logp.index_put((rows,), torch.cat(parts))
-    logp, ent = logp.view(mask.shape), ent.view(mask.shape)
-    return (logp, ent) if entropy else logp
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. The clipped objective with the k3 KL to the reference model
+# 2. The clipped objective with the k3 KL to the reference model
 # ---------------------------------------------------------------------------------------------
 def aggregate(x, mask, how, max_len=None, n_tokens=None, n_seqs=None):
     """Sum of the per-token x (B, T) over the mask, normalised as `how` says (see the docstring).
@@ -196,14 +148,14 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, kl_coef=0.001, 
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. One GRPO step: G attempts per statement, Lean rewards, advantages, clipped update
+# 3. One GRPO step: G attempts per statement, Lean rewards, advantages, clipped update
 # ---------------------------------------------------------------------------------------------
 def attempt_logprobs(net, prompts, attempts, cfg: Config, entropy=False):
     """log pi(y_t | x, y_<t) of every attempt token (B, L), the entropy of pi there (None unless
     entropy=True) and the mask of attempt tokens (B, L), for one micro-batch."""
     with model.autocast(next(net.parameters()).device):
         hidden, targets, mask = model.attempt_hidden(net, prompts, attempts)
-        out = chunked_logprobs(hidden, model.lm_head_weight(net), targets, mask, cfg.chunk_size, entropy)
+        out = model.chunked_logprobs(hidden, model.lm_head_weight(net), targets, mask, cfg.chunk_size, entropy)
     logp, ent = out if entropy else (out, None)
     return logp, ent, mask
 
@@ -279,7 +231,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. The training loop (mirrors fd.py: same run folder, metrics, checkpoints and resume)
+# 4. The training loop (mirrors fd.py: same run folder, metrics, checkpoints and resume)
 # ---------------------------------------------------------------------------------------------
 def load_nets(cfg: Config):
     """pi_theta, trained (fp32 master weights, see model.autocast()), and pi_ref: the same starting

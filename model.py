@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerFast
 
 # The chat-template path (real HF models): one user message, the assistant turn is the proof.
@@ -288,22 +289,57 @@ def attempt_hidden(model, prompt_ids, attempt_ids, pad_id: int = 0):
     return hidden.gather(1, where), targets.to(device), mask.to(device)
 
 
+def _float(x):  # softmax math in fp32 at least (bf16 logits would lose the small probabilities)
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def _chunk_logprobs(h, weight, y):
+    logp = F.log_softmax(_float(h @ weight.to(h.dtype).T), dim=-1)
+    return logp.gather(1, y[:, None]).squeeze(1)
+
+
+@torch.no_grad()
+def _chunk_entropy(h, weight):
+    logp = F.log_softmax(_float(h @ weight.to(h.dtype).T), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def chunked_logprobs(hidden, weight, targets, mask, chunk_size=1024, entropy=False):
+    """log pi(targets) per position from hidden (B, T, H) and the lm head weight (V, H), only on
+    mask == 1 rows, chunk_size rows of logits at a time. Each chunk runs under activation
+    checkpointing, so backward recomputes its logits instead of keeping them: peak memory is one
+    chunk of (rows, V) logits, not (B, T, V). Returns logprobs (B, T) in fp32 at least, 0 off the mask, and
+    with entropy=True also the (detached) entropy of pi at each position."""
+    h = hidden.reshape(-1, hidden.shape[-1])
+    y = targets.reshape(-1)
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    logp = torch.zeros(h.shape[0], dtype=_float(h).dtype, device=h.device)
+    ent = torch.zeros_like(logp)
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    parts = []
+    for start in range(0, rows.numel(), chunk_size):
+        r = rows[start:start + chunk_size]
+        if grad:
+            parts.append(torch.utils.checkpoint.checkpoint(_chunk_logprobs, h[r], weight, y[r],
+                                                           use_reentrant=False))
+        else:
+            parts.append(_chunk_logprobs(h[r], weight, y[r]))
+        if entropy:
+            ent[r] = _chunk_entropy(h[r].detach(), weight.detach())
+    if parts:  # index_put keeps the graph: gradients flow back to each chunk
+        logp = logp.index_put((rows,), torch.cat(parts))
+    logp, ent = logp.view(mask.shape), ent.view(mask.shape)
+    return (logp, ent) if entropy else logp
+
+
 def token_logprobs(model, prompt_ids, attempt_ids, chunk_size: int = 1024):
     """Per attempt token: log pi(y_t | prompt, y_<t) and the entropy of pi(. | prompt, y_<t).
-    Batched ((B, L) tensors, zero past each attempt's end) or single lists (1-D tensors). Logits
-    are made `chunk_size` rows at a time in float32, so a large vocabulary never sits in memory
-    whole. Gradients flow (GRPO needs them); wrap in torch.no_grad() to score only."""
+    Batched ((B, L) tensors, zero past each attempt's end) or single lists (1-D tensors), through
+    chunked_logprobs: a large vocabulary never sits in memory whole. Log-probs carry gradients
+    unless under torch.no_grad(); entropies are detached."""
     prompt_ids, attempt_ids, single = _batched(prompt_ids, attempt_ids)
     hidden, targets, mask = attempt_hidden(model, prompt_ids, attempt_ids)
-    weight = lm_head_weight(model).float()
-    h, y = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
-    logp_parts, ent_parts = [], []
-    for i in range(0, h.shape[0], chunk_size):
-        logp = F.log_softmax(h[i:i + chunk_size].float() @ weight.T, dim=-1)
-        logp_parts.append(logp.gather(1, y[i:i + chunk_size, None]).squeeze(1))
-        ent_parts.append(-(logp.exp() * logp).sum(-1))
-    logprobs = torch.cat(logp_parts).view_as(mask) * mask
-    entropies = torch.cat(ent_parts).view_as(mask) * mask
+    logprobs, entropies = chunked_logprobs(hidden, lm_head_weight(model), targets, mask, chunk_size, entropy=True)
     if single:
         n = len(attempt_ids[0])
         return logprobs[0, :n], entropies[0, :n]

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import grpo
+import model
 
 torch.set_num_threads(1)
 
@@ -142,7 +143,7 @@ def test_chunked_logprobs_match_a_full_log_softmax(chunk_size):
     mask = torch.arange(T)[None] < torch.tensor([7, 2, 4])[:, None]
     upstream = torch.randn(B, T, generator=g, dtype=torch.float64)
 
-    logp, ent = grpo.chunked_logprobs(hidden, weight, targets, mask, chunk_size, entropy=True)
+    logp, ent = model.chunked_logprobs(hidden, weight, targets, mask, chunk_size, entropy=True)
     (logp * upstream).sum().backward()
     got = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
@@ -180,7 +181,7 @@ def test_chunked_logprobs_keep_no_logits_for_backward():
 
     full = lambda: torch.log_softmax(hidden @ weight.T, -1).gather(-1, targets[..., None])
     assert saved_logits(full) >= B * T * V
-    assert saved_logits(lambda: grpo.chunked_logprobs(hidden, weight, targets, mask, chunk_size=8)) == 0
+    assert saved_logits(lambda: model.chunked_logprobs(hidden, weight, targets, mask, chunk_size=8)) == 0
 
 
 # ------------------------------------------------------------------------------ the loop, end to end
