@@ -9,7 +9,7 @@ feedback.py's own sources so the text matches what FD's teacher will read: the r
 ("ground-truth"), the first half of it, the offline tutor's hints on a corrupted attempt, and
 (sparingly: it hurt in the notes) the Lean error of a wrong attempt. See NOTES-small-prover.md.
 
-    python sft.py                                  # build the preset into the cache (about 5 min, 2 cores)
+    python sft.py                                  # build the preset into the cache (about 6 min, 2 cores)
     python sft.py --out runs/small-prover          # build it into a folder instead
     python sft.py --calibrate [--out DIR]          # student pass@1/pass@16 and teacher pass@1 per level
     python sft.py --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
@@ -35,7 +35,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import model as M
 
-RECIPE_VERSION = 4  # bump when the data or training code changes what the build produces
+RECIPE_VERSION = 5  # bump when the data or training code changes what the build produces
 
 
 @dataclass
@@ -44,12 +44,12 @@ class Settings:
     jsonl: str = ""               # fine-tune on this JSONL of {statement, proof|solution[, header]}
     model: str = ""               # with --jsonl: the HF id / folder to fine-tune ("" = a fresh small prover)
     seed: int = 0
-    steps: int = 1000
+    steps: int = 1500
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 0.01
-    n_tasks: int = 32000          # generated training tasks (about one epoch at 1,000 x 32)
+    n_tasks: int = 32000          # generated training tasks (1.5 epochs at 1,500 x 32)
     d_model: int = 256            # Llama: d=256, 4 layers, 4 heads, FFN 688, tied embeddings = 3.35M
     n_layers: int = 4
     n_heads: int = 4
@@ -310,7 +310,7 @@ def build_small_prover(rebuild: bool = False, settings: Settings | None = None) 
     path = os.path.join(cache_dir(), f"small-prover-{recipe_hash(s)}")
     if os.path.isfile(os.path.join(path, "config.json")) and not (rebuild or s.rebuild):
         return path
-    print(f"sft: building small-prover into {path} (once; about 5 minutes on 2 CPU cores)")
+    print(f"sft: building small-prover into {path} (once; about 6 minutes on 2 CPU cores)")
     tmp = f"{path}.tmp{os.getpid()}"  # build aside, then rename: a concurrent or killed build never leaves half a model
     train(dataclasses.replace(s, out=tmp))
     if os.path.exists(path):

@@ -7,12 +7,13 @@ goal: each step picks an introduction rule for the goal's shape or an eliminatio
 every leaf left open becomes a hypothesis. Difficulty is the depth of the reference proof term: level 1
 is depth 1, level 2 depth 2, level 3 depth 3-4 (the calibration in NOTES-small-prover.md).
 
-    python tasks.py --write-test           # regenerate data/mini_test.jsonl (fixed seed, 200 per level)
+    python tasks.py --write-test           # regenerate data/mini_test.jsonl (fixed seed; 300 / 200 / 100 per level)
     python tasks.py --show 6 --seed 0      # print a few training tasks
 
     tasks.load("mini", split="test")                   # the committed test split
     tasks.load("mini", split="train", n=1000, seed=0)  # fresh generated tasks, never a test statement
     tasks.train_stream(seed=0)                         # the same, forever
+    tasks.stream("mini:1", seed=0)                     # level 1 only, forever (fd.py's default pool)
     tasks.load("jsonl:PATH")                           # miniF2F / LeanWorkbook style JSONL
 """
 import argparse, itertools, json, os, random, re
@@ -27,13 +28,14 @@ DEPTHS = {1: (1, 1), 2: (2, 2), 3: (3, 4)}  # proof depth per level: deeper was 
 @dataclass
 class Config:
     mix: tuple = (0.45, 0.35, 0.20)  # training weight of levels 1, 2, 3: only mixed outcomes teach
-    first_order: float = 0.3         # fraction of tasks over predicates on a type α
-    distractor: float = 0.35         # chance of one hypothesis the proof does not use
+    first_order: float = 0.2         # fraction of tasks over predicates on a type α
+    distractor: float = 0.2          # chance of one hypothesis the proof does not use
     max_hyps: int = 4
     max_chars: int = 150             # statement length limit (the prototype's calibration)
     max_size: int = 4                # connectives in one hypothesis or goal: no towers of Iff
     test_seed: int = 0
-    test_per_level: int = 200
+    test_levels: tuple = (1, 2, 1, 2, 1, 3)  # the test split's repeating level pattern: 300 / 200 / 100 of 600.
+    test_size: int = 600             # Weighted to the levels a small prover can learn from (issue 3's calibration)
 
 
 # ---- terms. Formulas: ('p', i) atom, ('P', i, t) predicate on a term, ('and'|'or'|'iff'|'imp', A, B),
@@ -281,16 +283,6 @@ def too_easy(goal, facts, steps, consts):
 
 
 # ---- printing: names are chosen last, so one proof shape appears under many namings
-def mnemonic(f, nm):
-    """hp for p, hx for P x, hnq for Not q, hpq for And p q or p → q: short, as people write them."""
-    def core(f):
-        k = f[0]
-        if k in ('p', 'P', 'F'):
-            return nm[f[1]] if k == 'p' else nm[('P', f[1])].lower() if k == 'P' else 'f'
-        return 'n' + core(f[1]) if k == 'not' else core(f[1]) + (core(f[2]) if len(f) > 2 else '')
-    return 'h' + (nm[f[2]] if f[0] == 'P' else core(f))[:3]
-
-
 def fmt(f, nm, arg=False):
     """A formula in application syntax; arg=True parenthesises it as an argument."""
     k = f[0]
@@ -337,7 +329,7 @@ def pr(t, nm, arg=False):
 
 
 def name_binders(t, nm, scope, rng, style):
-    """Binder names, fresh in their scope: mnemonic (hp, hnq), plain (h, h'), or numbered (h3)."""
+    """Binder names, fresh in their scope: plain (h, h') or numbered (h3)."""
     if not isinstance(t, tuple):
         return
     for v in [t[1]] if t[0] == 'lam' else t[1] if t[0] == 'br' else []:
@@ -345,8 +337,7 @@ def name_binders(t, nm, scope, rng, style):
             pool = ['x', 'y', 'z'] if t[0] == 'lam' else rng.choice([['w', 'y', 'z'], ['x', 'y', 'z']])
             nm[v] = next(n for n in pool + [f"x{i}" for i in range(9)] if n not in scope)
         else:
-            base = mnemonic(v.type, nm) if style == 'mnemonic' else 'h'
-            plain = [base + "'" * i for i in range(4)] if style != 'numbered' else []
+            plain = ['h' + "'" * i for i in range(4)] if style != 'numbered' else []
             nm[v] = next(n for n in plain + [f"h{i}" for i in range(1, 99)] if n not in scope)
         scope = scope | {nm[v]}
     for x in t[1:]:
@@ -360,15 +351,16 @@ def render(g, goal, proof, name, rng):
     nm = {'#': rng.choice('xxxy'), **{(('P', i) if g.fo else i): s for i, s in enumerate(letters)}}
     nm.update({c: c.name for c in g.consts})
     hyps = rng.sample(g.hyps, len(g.hyps))  # binder order shuffled
-    style = rng.choices(['numbered', 'mnemonic', 'letters', 'mixed'], [5, 2.5, 1, 1.5])[0]
+    # names from small pools, each frequent enough for a small model to learn to copy it: with
+    # mnemonic names (hpq, hnr: hundreds of rare words) the small prover copied reference proofs worse
+    style = rng.choices(['numbered', 'letters', 'mixed'], [6, 1.5, 1.5])[0]
     names = {'numbered': [f"h{i + 1}" for i in range(len(hyps))], 'letters': ['ha', 'hb', 'hc', 'hd'],
-             'mixed': rng.sample(['h', "h'", 'h₀', 'h₁', 'h₂', 'hh', 'H', 'hyp'], len(hyps)),
-             'mnemonic': [mnemonic(v.type, nm) for v in hyps]}[style]
+             'mixed': rng.sample(['h', "h'", 'h₀', 'h₁', 'h₂', 'hh', 'H', 'hyp'], len(hyps))}[style]
     if style == 'numbered' and rng.random() < 0.2:
         rng.shuffle(names)
     for v, n in zip(hyps, names):
         nm[v] = next(n + "'" * i for i in range(9) if n + "'" * i not in nm.values())
-    name_binders(proof, nm, frozenset(nm[v] for v in hyps), rng, rng.choice(['mnemonic', 'mnemonic', 'plain', 'numbered']))
+    name_binders(proof, nm, frozenset(nm[v] for v in hyps), rng, rng.choice(['plain', 'numbered']))
     nodes = [x for x in walk([goal, proof] + [v.type for v in hyps]) if isinstance(x, (tuple, V))]
     used = lambda kind: ' '.join(sorted({nm[(kind, x[1]) if g.fo else x[1]] for x in nodes
                                          if isinstance(x, tuple) and x[0] == kind}))
@@ -445,8 +437,8 @@ def train_stream(seed=0, cfg=None):
 def make_test(cfg=None):
     cfg = cfg or Config()
     rng, seen, out = random.Random(f"mini-test-{cfg.test_seed}"), set(), []
-    while len(out) < 3 * cfg.test_per_level:
-        level = len(out) % 3 + 1  # interleaved, so any prefix covers every level
+    while len(out) < cfg.test_size:
+        level = cfg.test_levels[len(out) % len(cfg.test_levels)]  # interleaved: any prefix covers every level
         task = make_task(rng, level, rng.random() < cfg.first_order, f"mini_test_{len(out) + 1:04d}", cfg)
         if canonical(task.statement) not in seen:
             seen.add(canonical(task.statement))
@@ -490,14 +482,32 @@ def load(spec="mini", split="test", n=1000, seed=0, cfg=None):
 
 
 def stream(spec="mini", seed=0, skip=0):
-    """Training statements forever, for fd.py and grpo.py: fresh mini-world tasks, or a JSONL set
-    reshuffled every epoch. Deterministic in (spec, seed): a resumed run skips the `skip` it used."""
+    """Training statements forever, for fd.py and grpo.py: fresh mini-world tasks ("mini": every
+    level, weighted by Config.mix; "mini:1" or "mini:1,2": only those levels, same weights), or a
+    JSONL set reshuffled every epoch. Deterministic in (spec, seed): a resumed run skips the `skip`
+    it used."""
+    if spec.startswith("mini"):
+        mini_levels(spec)  # a bad spec fails here, before any training starts
     return itertools.islice(_stream(spec, seed), skip, None)
 
 
-def _stream(spec, seed):
+def mini_levels(spec):
+    """The training mix of a "mini" or "mini:LEVELS" spec, e.g. "mini:1,2" -> (0.45, 0.35, 0)."""
+    mix = Config().mix
     if spec == "mini":
-        yield from train_stream(seed)
+        return mix
+    try:
+        levels = {int(x) for x in spec[len("mini:"):].split(",")}
+    except ValueError:
+        levels = set()
+    if not levels or not levels <= {1, 2, 3}:
+        raise ValueError(f"task set {spec!r}: use mini, mini:LEVELS with levels 1-3 (e.g. mini:1,2), or jsonl:PATH")
+    return tuple(w if lv in levels else 0.0 for lv, w in zip((1, 2, 3), mix))
+
+
+def _stream(spec, seed):
+    if spec == "mini" or spec.startswith("mini:"):
+        yield from train_stream(seed, Config(mix=mini_levels(spec)))
         return
     pool = load(spec)
     for epoch in itertools.count():
