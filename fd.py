@@ -57,9 +57,11 @@ def ema_update(teacher, student, alpha):
 class Config:
     model: str = "small-prover"   # "small-prover", a local folder (e.g. OUT/final) or an HF id
     out: str = "runs/fd"
-    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | openai:M | anthropic:M
-                                  # (ground-truth: the small prover's best teacher, 25% vs 6.7% alone; tutor: 10%)
-    tasks: str = "mini"           # training statements: the mini-world generator or jsonl:PATH
+    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none | openai:M | anthropic:M
+                                  # (ground-truth: the small prover's best teacher, 47% vs 19% alone; tutor: 31%)
+    tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
+                                  # or jsonl:PATH. Level 1 by default: the small teacher's advice off
+                                  # the reference path (longer level 2-3 attempts) harms (README, Results)
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
     eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
     eval_every: int = 50          # steps between held-out evaluations (0: only before and after)

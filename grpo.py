@@ -50,7 +50,8 @@ class Config:
     init_from: str = ""           # a checkpoint to start from, typically FD's OUT/final (or OUT);
                                   # overrides --model; pi_ref is then that checkpoint
     out: str = "runs/grpo"
-    tasks: str = "mini"           # training statements: the mini-world generator or jsonl:PATH
+    tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS or jsonl:PATH;
+                                  # the same default pool as fd.py, so that the two compare
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
     eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
     eval_every: int = 25          # steps between held-out evaluations (0: only before and after)
