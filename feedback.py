@@ -10,7 +10,7 @@ the proof text or a model.Sample (.text, .truncated); `result` needs only .ok, .
 
     import feedback
     fb = feedback.load("tutor")   # "openai:MODEL", "anthropic:MODEL", "lean", "ground-truth", "self",
-    fb(task, "⟨h2.1, h1.1⟩", result)                    # "constant:Be concise."
+    fb(task, "⟨h2.1, h1.1⟩", result)                    # "constant:Be concise.", "none" (control)
     # -> "Hint:\n1. Do build the pair ⟨_, _⟩.\n2. Do apply h2 in the first part.\n3. Don't use h2.1: ..."
     texts = fb.batch([(task, attempt, result), ...])    # concurrent; never raises (falls back to "lean")
     fb.stats   # calls, failures, cache_hits, requests, retries, prompt_tokens, completion_tokens
@@ -519,6 +519,7 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
         "lean": lambda t, a, r: lean_feedback(t, a, r, s),
         "ground-truth": lambda t, a, r: frame("solution", _solution(t)),
         "constant": lambda t, a, r: frame("hint", arg),
+        "none": lambda t, a, r: "",   # the control: the teacher's prompt IS the student's
     }
     if kind in offline and (kind == "constant") == bool(arg):
         return Feedback(spec, s, write=offline[kind])

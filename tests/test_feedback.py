@@ -148,6 +148,13 @@ def test_ground_truth_lean_constant():
     long = feedback.load("lean", lean_chars=40)(T1, "h1", Result(False, "error", ["x" * 500]))
     assert len(long) < 100 and long.endswith("...")
     assert feedback.load("constant:Be concise.")(T1, "h1", bad) == "Hint:\nBe concise."
+    # the control source: no block at all, so the teacher's prompt is exactly the student's
+    assert feedback.load("none")(T1, "h1", bad) == ""
+    import model
+    plain = type("Tok", (), {"chat_template": None, "bos_token": "<bos>"})()
+    assert model.render_prompt(plain, T1, feedback.load("none")(T1, "h1", bad)) == model.render_prompt(plain, T1)
+    with pytest.raises(ValueError):
+        feedback.load("none:text")
     with pytest.raises(ValueError):
         feedback.load("nonsense")
     with pytest.raises(TypeError):
