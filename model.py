@@ -178,6 +178,45 @@ def _cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+PREFILL_ROWS = 64  # prompts per prefill forward: rows of similar length, so little padding
+
+
+@torch.no_grad()
+def _prefill(model, ids, mask, pos, lengths):
+    """The prompts' KV cache and last logits. On distinct prompts of varied lengths the prefill is
+    most of the sampling time, and a left-padded batch spends it on padding: the rows are prefilled
+    in groups of similar length, and each group's cache is padded on the left (masked, so never
+    attended to) to the batch's width. Row results are the same as one big forward up to float
+    rounding (a different GEMM shape); models whose cache is not plain per-layer keys and values
+    (sliding windows, recurrent layers) take the single forward."""
+    U, T = ids.shape
+    kv_name = _cache_kwarg(model)
+    order = sorted(range(U), key=lambda u: lengths[u])
+    groups = [order[i:i + PREFILL_ROWS] for i in range(0, U, PREFILL_ROWS)]
+    if len(groups) > 1 and max(lengths) - min(lengths) > 8:
+        parts = []
+        for rows in groups:
+            width = max(lengths[u] for u in rows)  # left padding: the group's columns are the last `width`
+            cache = DynamicCache()
+            out = model(input_ids=ids[rows, T - width:], attention_mask=mask[rows, T - width:],
+                        position_ids=pos[rows, T - width:], **{kv_name: cache}, use_cache=True, logits_to_keep=1)
+            if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+                break
+            parts.append((rows, width, cache, out.logits[:, -1].float()))
+        else:
+            back = torch.argsort(torch.tensor([u for rows, *_ in parts for u in rows], device=ids.device))
+            layers = []
+            for i in range(len(parts[0][2].layers)):
+                k, v = (torch.cat([F.pad(getattr(c.layers[i], name), (0, 0, T - w, 0)) for _, w, c, _ in parts])[back]
+                        for name in ("keys", "values"))
+                layers.append((k, v))
+            return DynamicCache(layers), torch.cat([lg for *_, lg in parts])[back]
+    cache = DynamicCache()
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kv_name: cache}, use_cache=True,
+                   logits_to_keep=1).logits[:, -1].float()
+    return cache, logits
+
+
 @torch.no_grad()
 def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator):
     model, device = policy.model, policy.device
@@ -194,10 +233,8 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
         mask[u, T - len(p):] = 1
     ids, mask = ids.to(device), mask.to(device)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
-    cache = DynamicCache()
+    cache, logits = _prefill(model, ids, mask, pos, [len(p) for p in unique])
     kv = {_cache_kwarg(model): cache}
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **kv, use_cache=True,
-                   logits_to_keep=1).logits[:, -1].float()
     if U < B:
         cache.batch_select_indices(copy_of)
         logits, mask, pos = logits[copy_of], mask[copy_of], pos[copy_of]

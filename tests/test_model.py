@@ -83,6 +83,32 @@ def test_own_sampler_matches_hf_generate(policy, temperature):
     assert ours == theirs
 
 
+def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
+    """The fast path (prompts prefilled in groups of similar length, caches padded and merged)
+    against one left-padded forward: same next-token logits, same cache, same samples."""
+    import tasks
+    prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:40]]
+    lengths = [len(p) for p in prompts]
+    assert max(lengths) - min(lengths) > 8        # varied enough for the grouped path
+    T = max(lengths)
+    ids = torch.tensor([[0] * (T - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts])
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    monkeypatch.setattr(M, "PREFILL_ROWS", 7)     # 6 groups, the last one partial
+    cache, logits = M._prefill(policy.model, ids, mask, pos, lengths)
+    monkeypatch.setattr(M, "PREFILL_ROWS", 10_000)
+    ref_cache, ref_logits = M._prefill(policy.model, ids, mask, pos, lengths)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for layer, ref in zip(cache.layers, ref_cache.layers):  # real columns equal; padding is masked
+        torch.testing.assert_close(layer.keys * mask[:, None, :, None], ref.keys * mask[:, None, :, None],
+                                   atol=1e-5, rtol=1e-5)
+    runs = []
+    for rows in (7, 10_000):
+        monkeypatch.setattr(M, "PREFILL_ROWS", rows)
+        runs.append([s.ids for s in M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=5)])
+    assert runs[0] == runs[1]
+
+
 def test_token_logprobs_equal_a_plain_forward(policy):
     tok = policy.tokenizer
     prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[1], HINT)]
