@@ -17,7 +17,8 @@ the proof text or a model.Sample (.text, .truncated); `result` needs only .ok, .
 
 The framing templates are ours (the paper quotes only "Example of a correct solution" and "feedback
 from your unsuccessful earlier attempt"): see TEMPLATES. They are short because the mini world's
-tiny prover has about 200 tokens for prompt + feedback + proof.
+tiny prover has about 200 tokens for prompt + feedback + proof. The offline tutor's rules are in
+tutor.py.
 Test: python -m pytest -q tests/test_feedback.py
 """
 import concurrent.futures
@@ -28,12 +29,13 @@ import http.client
 import json
 import os
 import random
-import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+
+import tutor
 
 
 @dataclass
@@ -110,219 +112,6 @@ def critique_prompt(task, attempt, result, version=4, lean_chars=4000):
     lean = "Success: no errors." if result.ok else lean_output(result, lean_chars)
     rules = PROMPTS[version] + ([_CUT] if truncated and version == 4 else [])
     return _ASK.format(statement=header + task.statement, attempt=text, lean=lean) + "".join(rules)
-
-
-# ---- the offline tutor: a rule-based stand-in for a strong LLM in the mini world ------------------
-# Terms parse into tuples: ("name", s) | ("proj", term, field) | ("app", head, args) | ("pair", items)
-# | ("fun", binders, body). Hints reuse the proof's own identifiers (the tiny
-# model's tokenizer is word-level) and name the FIRST RULE of the reference proof: measured as the
-# best feedback for a tiny model (NOTES-small-prover.md). Deterministic, pure Python.
-_TOKEN = re.compile(r"=>|⟨|⟩|\(|\)|,|:|[^\s()⟨⟩,:]+")
-_STOP = (None, ")", "⟩", ",", ":", "=>")
-
-
-def parse_term(text):
-    toks, pos = _TOKEN.findall(text), 0
-
-    def peek():
-        return toks[pos] if pos < len(toks) else None
-
-    def take(expected=None):
-        nonlocal pos
-        if pos >= len(toks) or (expected and toks[pos] != expected):
-            raise ValueError(f"expected {expected or 'more'} at token {pos} of {text!r}")
-        pos += 1
-        return toks[pos - 1]
-
-    def term():
-        if peek() in ("fun", "λ"):
-            take()
-            names = []
-            while peek() != "=>":
-                names.append(take())
-            take()
-            names = [n for n in names if n not in "()"]   # drop a binder's type: `(x : α)`
-            return ("fun", names[:names.index(":")] if ":" in names else names, term())
-        head, args = atom(), []
-        while peek() not in _STOP:
-            args.append(term() if peek() in ("fun", "λ") else atom())
-        return ("app", head, args) if args else head
-
-    def atom():
-        t = take()
-        if t == "(":
-            node = term()
-            take(")")
-        elif t == "⟨":
-            node = ("pair", [term()])
-            while peek() == ",":
-                take()
-                node[1].append(term())
-            take("⟩")
-        elif t in _STOP:
-            raise ValueError(f"unexpected {t!r} in {text!r}")
-        else:
-            node = ("name", t)
-        if (peek() or "").startswith("."):   # (h2 h1).1: h1.2 itself is one name token
-            node = ("proj", node, take()[1:])
-        return node
-
-    node = term()
-    if peek() is not None:
-        raise ValueError(f"trailing {peek()!r} in {text!r}")
-    return node
-
-
-def goal_head(statement):
-    """The first word of the conclusion of `theorem n (binders) : GOAL :=`, e.g. "Iff"."""
-    s, depth, colon = statement.rstrip().removesuffix(":="), 0, -1
-    for i, c in enumerate(s):
-        depth += (c in "([{⟨") - (c in ")]}⟩")
-        colon = i if c == ":" and depth == 0 else colon
-    return (s[colon + 1:].split() or [None])[0]
-
-
-def _show(node):
-    kind = node[0]
-    if kind == "name":
-        return node[1]
-    if kind == "proj":
-        return f"({_show(node[1])}).{node[2]}"
-    if kind == "pair":
-        return "⟨" + ", ".join(map(_show, node[1])) + "⟩"
-    if kind == "fun":
-        return f"fun {' '.join(node[1])} => {_show(node[2])}"
-    return " ".join(_show(x) if x[0] in ("name", "proj", "pair") else f"({_show(x)})" for x in [node[1]] + node[2])
-
-
-def rule(node, goal=None):
-    """The first rule of a proof term as an imperative phrase, e.g. "start with Or.elim h1"."""
-    kind = node[0]
-    if kind == "fun":
-        return f"introduce {' '.join(node[1])} with fun"
-    if kind == "pair":
-        first = node[1][0]
-        if goal == "Exists" and first[0] == "name":
-            return f"give the witness {first[1]} with ⟨{first[1]}, _⟩"
-        blanks = "⟨" + ", ".join("_" for _ in node[1]) + "⟩"
-        return f"build both directions {blanks}" if goal == "Iff" else f"build the pair {blanks}"
-    if kind == "name":
-        return f"use {node[1]}"
-    if kind == "proj":   # (h2 h1).1: name the function, not the whole term
-        fn = node[1]
-        while fn[0] in ("app", "proj"):
-            fn = fn[1]
-        return f"apply {_show(fn)} first, then take .{node[2]}"
-    head, args = node[1], node[2]
-    if kind != "app" or head[0] != "name":
-        return rule(head) if kind == "app" else f"start with {_show(node)}"
-    name = head[1]
-    if name in ("Or.inl", "Or.inr"):
-        return f"prove the {'left' if name == 'Or.inl' else 'right'} side with {name}"
-    if not (name[:1].isupper() or name in ("absurd", "trivial", "id", "mt")):   # a hypothesis
-        return f"apply {name}"
-    if len(args) > 1 and args[0][0] == "name":      # never the whole proof
-        return f"start with {name} {args[0][1]}"
-    return f"start with {name}"
-
-
-def first_difference(ref, att):
-    """Where an attempt that starts with the reference's first rule leaves it: the rule the
-    reference uses at that place ("Do apply h2 in the first part.")."""
-    where = ""
-    while True:
-        if where and rule(ref) != rule(att):
-            return f"Do {rule(ref)} {where}."
-        if ref[0] == "fun" and att[0] == "fun":
-            ref, att = ref[2], att[2]
-            continue
-        if ref[0] == "pair" and att[0] == "pair" and len(ref[1]) == len(att[1]):
-            pairs, place = list(zip(ref[1], att[1])), "in the {} part"
-        elif ref[0] == "app" and att[0] == "app" and ref[1] == att[1]:
-            if len(ref[2]) != len(att[2]):
-                return f"Do give {_show(ref[1])} {len(ref[2])} arguments {where}".rstrip() + "."
-            pairs, place = list(zip(ref[2], att[2])), "in argument {} of " + _show(ref[1])
-        else:
-            return None
-        i = next((i for i, (r, a) in enumerate(pairs) if r != a), None)
-        if i is None:
-            return None
-        ordinal = ["first", "second", "third", "fourth"][min(i, 3)] if "part" in place else i + 1
-        (ref, att), where = pairs[i], place.format(ordinal)
-
-
-def _as_written(term, attempt):
-    # Lean prints h1.1 as h1.left (or h1.mp): show the spelling the attempt used.
-    alt = re.sub(r"\.(left|mp)\b", ".1", re.sub(r"\.(right|mpr)\b", ".2", term))
-    return alt if alt in attempt and term not in attempt else term
-
-
-_ERRORS = [  # (pattern over one Lean message, "Don't" item from the match and the attempt)
-    (r"Unknown identifier `([^`]+)`", lambda m, a: f"Don't use {m[1]}: {m[1].split('.')[0]} is not a hypothesis here."),
-    (r"Invalid (?:projection|field notation).*?\n\s*(\S+)\n", lambda m, a: _bad_projection(m[1], a)),
-    (r"Invalid field `(\w+)`.*?expression\n\s*(\S+)\n", lambda m, a: f"Don't use {m[2]}.{m[1]}: {m[2]} has no field {m[1]}."),
-    (r"(?:Type|Application type) mismatch.*?\n\s*(.+?)\nhas type\n\s*(.+?)\nbut is expected to have type\n\s*(.+?)(?:\n|$)",
-     lambda m, a: _mismatch(_as_written(m[1], a), m[2], m[3])),
-    (r"notation: The expected type `([^`]+)` has more than one", lambda m, a: f"Don't build a pair for {m[1]}: use Or.inl or Or.inr."),
-    (r"notation: The expected type `([^`]+)` is not", lambda m, a: f"Don't build a pair for {m[1]}."),
-    (r"Insufficient number of fields", lambda m, a: "Don't leave out a part of ⟨_, _⟩."),
-    (r"^empty proof$", lambda m, a: "Don't leave the proof empty."),
-    (r"Function expected|Unknown constant `CoeFun`", lambda m, a: "Don't apply a proof that is not an implication."),
-    (r"unexpected (?:token|end of input)", lambda m, a: "Don't leave a bracket open: close every ( and ⟨."),
-]
-
-
-def _bad_projection(name, attempt):
-    used = (re.findall(re.escape(name) + r"\.\w+", attempt) or [name + ".1"])[0]
-    kind = "an iff" if used.endswith(("mp", "mpr")) else "a conjunction"
-    return f"Don't use {used}: {name} is not {kind}."
-
-
-def _mismatch(term, has, want):
-    if term.startswith("fun "):
-        return "Don't start with fun: the goal is not an implication."
-    if has.endswith("→ " + want):
-        return f"Don't stop at {term}: it needs one more argument."
-    if "?m" in has + want or len(has + want) > 40:   # unreadable or long types: leave them out
-        return f"Don't use {term} there: its type does not fit."
-    return f"Don't use {term} there: it proves {has}, not {want}."
-
-
-def error_item(attempt, result):
-    """A "Don't ..." item from the first Lean message the tutor understands, else None."""
-    for msg in result.messages:   # Lean's variants of one message, made alike first
-        msg = re.sub(r"The last\n\s*(.+?)\nargument ", r"The argument\n  \1\n", msg)
-        msg = re.sub(r"\nof sort `\w+` ", "\n", msg)
-        for pattern, item in _ERRORS:
-            m = re.search(pattern, msg, re.S)
-            if m:
-                text = item(m, attempt)
-                return text if len(text) <= 90 else text.split(":")[0] + "."   # long types: drop them
-    return None
-
-
-def tutor_items(task, attempt, result):
-    """1 to 3 items: the reference's first rule, where the attempt leaves the reference, what Lean
-    objected to; "Do write a shorter proof." replaces the last one when the attempt was cut off."""
-    text, truncated = attempt_parts(attempt)
-    if result.ok:
-        return ["Do keep the same proof."]
-    if not (task.solution or "").strip():
-        raise FeedbackError(f"tutor: task {task.name} has no reference solution")
-    goal = goal_head(task.statement)
-    try:
-        ref = parse_term(task.solution)
-    except ValueError:             # not a mini-world term (e.g. a tactic proof): its first word
-        return [f"Do start with {task.solution.split()[0]}."]
-    items = [f"Do {rule(ref, goal)}."]
-    try:
-        att = parse_term(text)
-        if rule(att, goal) == rule(ref, goal):
-            items.append(first_difference(ref, att))
-    except ValueError:
-        pass
-    items = [x for x in items + [error_item(text, result)] if x]
-    return items[:2] + ["Do write a shorter proof."] if truncated else items[:3]
 
 
 # ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------
@@ -501,6 +290,13 @@ class Feedback:
             return list(pool.map(one, items))
 
 
+def _tutor_items(task, attempt, result):
+    try:
+        return tutor.items(task, *attempt_parts(attempt), result)
+    except ValueError as e:   # a task without a reference proof
+        raise FeedbackError(str(e)) from None
+
+
 def _solution(task):
     if not (task.solution or "").strip():
         raise FeedbackError(f"ground-truth: task {task.name} has no reference solution")
@@ -515,7 +311,7 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
         raise ValueError(f"prompt must be one of {sorted(PROMPTS)}")
     kind, _, arg = spec.partition(":")
     offline = {
-        "tutor": lambda t, a, r: frame("hint", "\n".join(f"{i}. {x}" for i, x in enumerate(tutor_items(t, a, r), 1))),
+        "tutor": lambda t, a, r: frame("hint", "\n".join(f"{i}. {x}" for i, x in enumerate(_tutor_items(t, a, r), 1))),
         "lean": lambda t, a, r: lean_feedback(t, a, r, s),
         "ground-truth": lambda t, a, r: frame("solution", _solution(t)),
         "constant": lambda t, a, r: frame("hint", arg),
