@@ -486,9 +486,11 @@ def stream(spec="mini", seed=0, skip=0):
     level, weighted by Config.mix; "mini:1" or "mini:1,2": only those levels, same weights), or a
     JSONL set reshuffled every epoch. Deterministic in (spec, seed): a resumed run skips the `skip`
     it used."""
-    if spec.startswith("mini"):
-        mini_levels(spec)  # a bad spec fails here, before any training starts
-    return itertools.islice(_stream(spec, seed), skip, None)
+    if spec.startswith("mini"):  # the spec is read here, so a bad one fails before any training starts
+        source = train_stream(seed, Config(mix=mini_levels(spec)))
+    else:
+        source = _jsonl_stream(spec, seed)
+    return itertools.islice(source, skip, None)
 
 
 def mini_levels(spec):
@@ -505,10 +507,7 @@ def mini_levels(spec):
     return tuple(w if lv in levels else 0.0 for lv, w in zip((1, 2, 3), mix))
 
 
-def _stream(spec, seed):
-    if spec == "mini" or spec.startswith("mini:"):
-        yield from train_stream(seed, Config(mix=mini_levels(spec)))
-        return
+def _jsonl_stream(spec, seed):
     pool = load(spec)
     for epoch in itertools.count():
         order = list(pool)
