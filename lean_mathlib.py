@@ -59,6 +59,11 @@ def screen(task: Task, proof, max_chars: int = lean_env.MAX_CHARS) -> str | None
     return f"`{bad[0]}` is not allowed in a proof (meta-programming)" if bad else None
 
 
+def _problem(task: Task, proof, max_chars: int) -> str | None:
+    bad = lean_env.statement_problem(task)
+    return f"statement: {bad}" if bad else screen(task, proof, max_chars)
+
+
 def build(header: str, task: Task, proof: str, print_axioms: bool):
     """Lean text `header  statement proof  [#print axioms NAME]` and the proof's span in it: (first line, the
     proof's column there, last line), lines counted from 1 as Lean does."""
@@ -124,7 +129,7 @@ class _Backend:
     def check_many(self, items) -> list[Result]:
         items = list(items)
         results = [Result(False, "rejected", [why]) if why else None
-                   for why in (screen(task, proof, self.max_chars) for task, proof in items)]
+                   for why in (_problem(task, proof, self.max_chars) for task, proof in items)]
         todo = [i for i, r in enumerate(results) if r is None]
         for i, r in zip(todo, self._check_all([items[i] for i in todo])):
             results[i] = r
@@ -132,7 +137,15 @@ class _Backend:
 
     def _check_all(self, items) -> list[Result]:
         with ThreadPoolExecutor(max(1, min(self.workers, len(items)))) as pool:
-            return list(pool.map(lambda item: self._check(*item), items))
+            return list(pool.map(lambda item: self._guarded(*item), items))
+
+    def _guarded(self, task: Task, proof: str) -> Result:
+        try:
+            return self._check(task, proof)
+        except (LeanNotFound, KiminaError):
+            raise                     # set-up problems: the run cannot go on
+        except Exception as e:        # anything else is this proof's problem: never let it stop the run
+            return Result(False, "crash", [f"crash: the checker failed on this proof ({type(e).__name__}: {str(e)[:200]})"])
 
     def close(self):
         pass
@@ -183,7 +196,8 @@ class _Repl:
         if self.proc is None:
             cmd = lean_env.lean_command(self.argv[:1], self.argv[1:], self.memory_mb)   # RLIMIT_AS in the child
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, text=True, encoding="utf-8", start_new_session=True)
+                                         stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
+                                         start_new_session=True)
             self.lines, self.err = queue.Queue(), deque(maxlen=20)
             for stream, put in [(self.proc.stdout, self.lines.put), (self.proc.stderr, self.err.append)]:
                 threading.Thread(target=_pump, args=(stream, put), daemon=True).start()
@@ -305,8 +319,8 @@ def kimina_verify(post, codes: dict[str, str], timeout: float) -> dict[str, tupl
 
 def kimina_lines_dropped(code: str) -> int:
     """The server runs the leading `import` / blank lines apart (app/split.py), so positions count after them."""
-    return next((i for i, x in enumerate(code.splitlines()) if x.strip() and not x.strip().startswith("import ")),
-                len(code.splitlines()))
+    lines = code.split("\n")     # as Lean counts lines: not at U+2028 and friends, which splitlines() also splits at
+    return next((i for i, x in enumerate(lines) if x.strip() and not x.strip().startswith("import ")), len(lines))
 
 
 class KiminaClient(_Backend):
@@ -395,7 +409,7 @@ class LakeEnv(_Backend):
             f.write(text)
         cmd = lean_env.lean_command([self.lake], ["env", "lean", "--json", path], self.memory_mb)
         proc = subprocess.Popen(cmd, cwd=self.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                encoding="utf-8", start_new_session=True)
+                                encoding="utf-8", errors="replace", start_new_session=True)
         try:
             out, err = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
@@ -407,15 +421,7 @@ class LakeEnv(_Backend):
         if proc.returncode not in (0, 1):
             why = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:300]
             return Result(False, "crash", [f"crash: Lean stopped ({why})"])
-        msgs = [m for m in map(_json, out.splitlines()) if isinstance(m, dict)]
-        return judge_file(task.name, {"messages": msgs}, span)
-
-
-def _json(line: str):
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None                 # lake's own chatter
+        return judge_file(task.name, {"messages": lean_env.parse_messages(out)}, span)   # skips lake's chatter
 
 
 def load(world: str, **options):

@@ -19,7 +19,7 @@ is depth 1, level 2 depth 2, level 3 depth 3-4 (the calibration in NOTES-small-p
 import argparse, itertools, json, os, random, re
 from dataclasses import dataclass
 
-from lean_env import Task
+from lean_env import Task, statement_problem
 
 TEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mini_test.jsonl")
 DEPTHS = {1: (1, 1), 2: (2, 2), 3: (3, 4)}  # proof depth per level: deeper was unsolvable for a small model
@@ -467,9 +467,13 @@ def read_jsonl(path):
             if not isinstance(d.get('header', ''), str) or not isinstance(d.get('solution', ''), (str, type(None))) \
                     or type(d.get('level', 0)) is not int:
                 raise ValueError(f"{where}: 'header' and 'solution' must be text and 'level' an integer")
+            task = Task(name=d['name'], statement=d['statement'].rstrip(), header=d.get('header', ''),
+                        solution=d.get('solution'), level=d.get('level', 0))
+            problem = statement_problem(task)  # one theorem, no comment, no command: it cannot carry its own proof
+            if problem:
+                raise ValueError(f"{where}: statement of {task.name!r}: {problem}")
             names.add(d['name'])
-            tasks.append(Task(name=d['name'], statement=d['statement'].rstrip(), header=d.get('header', ''),
-                              solution=d.get('solution'), level=d.get('level', 0)))
+            tasks.append(task)
     return tasks
 
 

@@ -199,3 +199,68 @@ def test_command_line(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "lean_env.py"), "--mini", str(f)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Type mismatch" in out.stdout and "error" in out.stdout
+
+
+# ----------------------------------------------------------------------------- under attack (adversarial review)
+@pytest.mark.parametrize("proof", [
+    "h1.symm endλ", "⟨h1.2, h1.1⟩ sectionλ", "sorryλ x => x", "init_quotλ", "initializeλ", "h1 termination_byλ",
+    "h1 ·end", "h1→end", "⟨end⟩", "0b1end", "0xfopen", "1e5end", "h1 «end»", "h1\nrecall x", "h1\nmeta def x := 1",
+    "h1\ngrind_pattern x", "h1\nbinder_predicate x", "h1\nwith_weak_namespace X", "h1 partial_fixpoint",
+    "h1\nassert_not_exists Foo", "h1\nrun_cmd x", "h\udcff", "h1 where x := 1", "h1\npublic section",
+])
+def test_keywords_are_found_as_lean_reads_them(env, proof):
+    r = env.check(AND, proof)
+    assert r.status == "rejected" and not r.ok, (proof, r)
+
+
+def test_identifiers_that_merely_contain_keywords_pass(env):
+    for p in ["fun hend => hend", "fun endx => endx", "fun h_open => h_open"]:
+        assert lean_env.screen(T("t_imp", "(p : Prop) : p → p"), p)[0] != "reject", p
+
+
+def test_a_proof_cannot_close_a_header_scope_to_change_a_neighbour():
+    """The review's exploit: the first proof's `end` closed the header's section, so `P` meant `True` for the next
+    item. Handed straight to Lean (past the screen), the item's own `end item_...` fails and the rest is redone."""
+    env = lean_env.load("mini")
+    header = "def P : Prop := True\nsection\nvariable (P : Prop)\n"
+    ta = Task("ta", "theorem ta (p q : Prop) (h1 : And p q) : And q p :=", header=header)
+    tp = Task("tp", "theorem tp : P :=", header=header)
+    items = [(0, ta, "h1.symm\nend"), (1, tp, "trivial"), (2, ta, "h1.symm")]
+    batched = env._check_job(items)
+    solo = [env._check_job([it])[0] for it in items]
+    assert [r.ok for r in batched] == [r.ok for r in solo] == [False, False, True], (batched, solo)
+
+
+@pytest.mark.parametrize("proof", [
+    '("a\u2028null\u2028b" : False)', '(«a\u2028{}\u2028b» : False)', "h1\u2029", "h1\u0085", "(h1 \u2028 : False)",
+    "\ufeffh1", "h1\r\n", "h1\t", "x" * 19_999, "⟨" * 3000 + "h1" + "⟩" * 3000,
+])
+def test_text_that_broke_the_parser_fails_only_itself(env, proof):
+    res = env.check_many([GOOD[0], (AND, proof), GOOD[3]])
+    assert res[0].ok and res[2].ok and not res[1].ok and res[1].status in ("error", "rejected", "crash"), res
+
+
+def test_lean_messages_survive_unicode_separators(env):
+    r = env.check(AND, '("a\u2028b" : False)')
+    assert r.status == "error" and r.messages and "\u2028" in " ".join(r.messages), r
+
+
+def test_messages_are_parsed_from_newline_separated_json_only():
+    good = '{"pos": {"line": 3, "column": 0}, "severity": "error", "data": "a\u2028b"}'
+    out = "\n".join([good, "null", "{}", "[1]", '{"pos": null}', "garbage", '{"pos": {"line": "x", "column": 0}}'])
+    msgs = lean_env.parse_messages(out)
+    assert len(msgs) == 1 and msgs[0]["data"] == "a\u2028b"
+
+
+def test_a_slow_item_costs_one_timeout_and_keeps_its_neighbours():
+    """Lean is stopped on the item that hangs: one process up to it, one for the rest (bisection ran the slow item
+    once per level: about 7 timeouts here). Timing itself is measured by bench/bench_lean.py --slow."""
+    env = lean_env.load("mini", timeout=2, workers=1)
+    runs = []
+    run_lean = env._run_lean
+    env._run_lean = lambda job: runs.append(len(job)) or run_lean(job)
+    slow = (ALL, "id " * 400 + "(h a)")
+    items = [GOOD[i % len(GOOD)] for i in range(30)] + [slow] + [GOOD[i % len(GOOD)] for i in range(30)]
+    res = env.check_many(items)
+    assert [r.status for r in res] == ["ok"] * 30 + ["timeout"] + ["ok"] * 30, res
+    assert runs == [61, 30], runs

@@ -41,13 +41,20 @@ def imports(tmp_path):
 
 
 # ----------------------------------------------------------------------------- screening and judging
-def test_screen_mathlib_variant():
+def test_screen_mathlib_variant(tmp_path):
     assert lean_mathlib.screen(SQ, "by\n  have h := Nat.mod_two_eq_zero_or_one (n%2)\n  positivity") is None
     assert lean_mathlib.screen(SQ, "by nlinarith [sq_nonneg (x - 1), sq_abs x]") is None
     for bad in ["by sorry", "by admit", "by\n  #exit", "by run_tac pure ()", "by native_decide",
                 "by exact sq_nonneg_test x",
                 "by simp\n\ntheorem extra : True := trivial", "by\n  set_option maxHeartbeats 0 in simp", "", 3]:
         assert lean_mathlib.screen(SQ, bad), bad
+    # the same keyword tokenizer and statement validation as the mini world
+    for bad in ["by simp endλ", "by exact h\u2028sectionλ", "by simp\nmeta def x := 1"]:
+        assert lean_mathlib.screen(SQ, bad), bad
+    smuggled = lean_env.Task("sm", "theorem sm : True := trivial -- : False :=")
+    with lean_mathlib.load("lake", project=str(tmp_path), lake=sys.executable) as env:
+        r = env.check(smuggled, "by simp")
+    assert r.status == "rejected" and "statement" in r.messages[0]
 
 
 def test_judge_axioms_and_forgery():

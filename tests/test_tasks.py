@@ -173,7 +173,16 @@ def test_jsonl_loader(tmp_path):
                        ([ok, json.dumps({"statement": "theorem c : True :="})], "name"),
                        ([ok, json.dumps({"name": "c", "statement": "theorem c : True"})], ":="),
                        ([ok, ok], "duplicate"),
-                       ([ok, json.dumps({"name": "c", "statement": "theorem c : True :=", "level": "2"})], "integer")]:
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : True :=", "level": "2"})], "integer"),
+                       # statements that carry their own proof, or a second declaration, or a command
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : True := trivial -- : False :="})],
+                        "no other `:=`"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : False /- x -/ :="})], "comments"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : False\naxiom x : False :="})],
+                        "`axiom` is not allowed"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : False\n#exit :="})], "commands"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem d : False :="})], "theorem c"),
+                       ([ok, json.dumps({"name": "c", "statement": "theorem c : False endλ :="})], "`end`")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text("\n".join(lines) + "\n")
         with pytest.raises(ValueError, match=rf"bad\.jsonl, line 2: .*{re.escape(why)}"):
