@@ -1,5 +1,6 @@
 """Benchmark of lean_env: proof checks per second, batched (many proofs per Lean process) vs one Lean process
 per proof, side by side in one run.          Run: python bench/bench_lean.py [--n 4000] [--n-single 40]
+And the cost of one slow or crashing proof among many:     python bench/bench_lean.py --slow [--timeout 5]
 
 Thread counts are chosen on purpose: each Lean process runs single-threaded (-j1, Elab.async off), so
 "workers" = Lean processes at once = cores used. 1 worker gives the per-core figure; 2 workers uses both
@@ -19,6 +20,8 @@ class Args:
     n: int = 4000          # proofs per batched run
     n_single: int = 40     # proofs per one-process-per-proof run (each costs a whole Lean start)
     batch_size: int = 1000
+    slow: bool = False     # instead: one slow (or crashing) proof among 200, against the same proof checked alone
+    timeout: float = 5.0
 
 
 TEMPLATES = [  # (binders : type, correct proof, wrong proof)
@@ -50,11 +53,37 @@ def run(env, items):
     return dt, cpu
 
 
+def slow_item(a):
+    """Seconds to check 200 proofs of which one (in the middle) is slow or crashes Lean, against that proof alone."""
+    ALL = Task("bench_all", "theorem bench_all (α : Type) (P : α → Prop) (h : ∀ x, P x) (a : α) : P a :=")
+    cases = [("slow (timeout)", "id " * 400 + "(h a)", {}),
+             ("crash (stack overflow)", "(" * 5000 + "h a" + ")" * 5000, {"lean_args": ("-s", "256")})]
+    print(f"\n{'one bad proof':<24} {'status':>8} {'alone s':>8} {'in 200 s':>9} {'timeouts':>9}")
+    for what, proof, extra in cases:
+        env = lean_env.load("mini", timeout=a.timeout, workers=1, **extra)
+        t0 = time.perf_counter()
+        alone = env.check(ALL, proof)
+        t_alone = time.perf_counter() - t0
+        good = make(199, "slow")
+        items = good[:100] + [(ALL, proof)] + good[100:]
+        t0 = time.perf_counter()
+        res = env.check_many(items)
+        t_many = time.perf_counter() - t0
+        assert res[100].status == alone.status and [r.ok for r in res[:100] + res[101:]] == [i % 4 < 3 for i in range(199)]
+        print(f"{what:<24} {alone.status:>8} {t_alone:>8.2f} {t_many:>9.2f} {t_many / a.timeout:>9.2f}")
+    print(f"(timeout {a.timeout:g} s, 1 worker; 'timeouts' = seconds for the 200 / the timeout)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     for k, v in vars(Args()).items():
-        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+        if isinstance(v, bool):
+            ap.add_argument(f"--{k.replace('_', '-')}", action="store_true")
+        else:
+            ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     a = Args(**vars(ap.parse_args()))
+    if a.slow:
+        return slow_item(a)
     env0 = lean_env.load("mini")
     print(env0.version)
     print(f"cores available: {len(os.sched_getaffinity(0))}; Lean flags: {' '.join(env0.lean_args)}")
