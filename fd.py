@@ -3,7 +3,7 @@ when shown privileged feedback on its attempt. Paper: Narozniak et al., "Distill
 for Lean Theorem Proving", arXiv 2605.30861, Section 3 and Appendix B.
 
     python fd.py --model small-prover                   # the mini world on a laptop CPU, a few minutes
-    python fd.py --model small-prover --steps 200 --out runs/fd --feedback ground-truth
+    python fd.py --model small-prover --steps 200 --out runs/fd_200 --feedback tutor
     python fd.py --resume runs/fd                        # continue a killed run exactly
     python fd.py --model Qwen/Qwen3-8B --paper --feedback anthropic:MODEL ...   # a GPU, see README
 
@@ -159,23 +159,57 @@ def distill_step(cfg, policy, teacher, env, source, batch, generator):
     return loss, figures
 
 
-def train(cfg: Config):
-    """The FD loop: sample -> Lean -> feedback -> teacher top-K -> student loss -> step -> EMA."""
+# Settings checked before anything slow starts (checkpoint.RULES: those grpo.py shares)
+RULES = checkpoint.RULES + [
+    ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
+    ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
+    ("ema_every", lambda v: v >= 1, "at least 1"),
+]
+
+
+def setup(cfg: Config):
+    """Everything the user named, checked and loaded before the first step: the settings, the run
+    folder, the task files, the verifier, the feedback source, the model (last: the slow one). A
+    user's mistake is one line and exit status 2 (checkpoint.fail); anything else keeps its traceback."""
+    checkpoint.check(cfg, RULES, "fd.py")
+    checkpoint.check_out(cfg, "fd.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    os.makedirs(cfg.out, exist_ok=True)
+    with checkpoint.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
+        model.check_name(cfg.model)
+    with checkpoint.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
+        if cfg.tasks.startswith("mini"):
+            tasks.stream(cfg.tasks, cfg.seed)  # reads the spec now: a bad one fails here, not at step 1
+        elif not tasks.load(cfg.tasks):  # a missing file or a bad line fails here; an empty one would never end
+            raise ValueError("no tasks in that file")
+    with checkpoint.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
+        heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
+        if not heldout:
+            raise ValueError("no tasks in that file")
+    lean = f" --lean {cfg.lean}" if cfg.lean else ""
+    with checkpoint.user_errors(f"fd.py: --verifier {cfg.verifier}{lean}", ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
+    self_fd = cfg.feedback.split(":")[0] == "self"  # Self-FD's critic is the model itself: loaded below
+    options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"))
+    with checkpoint.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
+        source = None if self_fd else feedback.load(cfg.feedback, **options)
     # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
-    policy = model.load(cfg.model, device=cfg.device or None, dtype=torch.float32)
+    with checkpoint.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
+        policy = model.load(cfg.model, device=cfg.device or None, dtype=torch.float32)
+    if self_fd:
+        source = feedback.load(cfg.feedback, policy=policy, **options)
+    os.makedirs(cfg.out, exist_ok=True)
+    return policy, env, source, heldout
+
+
+def train(cfg: Config):
+    """The FD loop: sample -> Lean -> feedback -> teacher top-K -> student loss -> step -> EMA."""
+    policy, env, source, heldout = setup(cfg)
     student = policy.model
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         student.gradient_checkpointing_enable()
     student.train()
     teacher = make_teacher(student)
-    env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
-    source = feedback.load(cfg.feedback, base_url=cfg.base_url or None,
-                           cache_dir=os.path.join(cfg.out, "feedback_cache"),
-                           **({"policy": policy} if cfg.feedback.startswith("self") else {}))
-    heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
     optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     nets = {"student": student, "teacher": teacher}
@@ -224,7 +258,8 @@ def train(cfg: Config):
 
 
 def parse_args(argv=None) -> Config:
-    return checkpoint.parse_config(Config, PAPER, "Feedback Distillation (arXiv 2605.30861, Section 3)", argv)
+    return checkpoint.parse_config(Config, PAPER, "Feedback Distillation (arXiv 2605.30861, Section 3)", argv,
+                                   prog="fd.py")
 
 
 if __name__ == "__main__":

@@ -329,11 +329,13 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
         fb.critic = policy
         return fb
     if kind not in APIS:
-        raise ValueError(f"unknown feedback spec {spec!r}")
+        raise ValueError(f"unknown feedback spec {spec!r}: use tutor, ground-truth, lean, self, constant:TEXT, "
+                         "none, openai:MODEL or anthropic:MODEL")
     if not arg:
         raise ValueError(f"{spec!r}: name the model, e.g. {kind}:MODEL")
     key = api_key if api_key is not None else os.environ.get(APIS[kind][3], "")
     if not key and base_url is None:
-        raise FeedbackError(f"{kind}: no API key (pass api_key= or set {APIS[kind][3]})")
+        raise FeedbackError(f"{kind}: no API key: set {APIS[kind][3]} (or pass api_key=), or name a local "
+                            "OpenAI-compatible server with base_url (fd.py: --base-url URL)")
     ask = _http_critic(kind, arg, s, key, base_url or APIS[kind][4])
     return Feedback(spec, s, ask=ask, model_name=arg, remote=True)

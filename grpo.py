@@ -234,13 +234,19 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
 # ---------------------------------------------------------------------------------------------
 # 4. The training loop (mirrors fd.py: same run folder, metrics, checkpoints and resume)
 # ---------------------------------------------------------------------------------------------
+def start_model(cfg: Config) -> str:
+    """--init-from (a run folder means its final model), else --model."""
+    init = cfg.init_from or cfg.model
+    if os.path.isfile(os.path.join(init, "final", "config.json")):  # a run folder: its final model
+        init = os.path.join(init, "final")
+    return init
+
+
 def load_nets(cfg: Config):
     """pi_theta, trained (fp32 master weights, see model.autocast()), and pi_ref: the same starting
     checkpoint (an FD one with --init-from), frozen for the whole run: eval mode, no gradient,
     never given to the optimizer. No pi_ref when kl_coef = 0."""
-    init = cfg.init_from or cfg.model
-    if os.path.isfile(os.path.join(init, "final", "config.json")):  # a run folder: its final model
-        init = os.path.join(init, "final")
+    init = start_model(cfg)
     policy = model.load(init, device=cfg.device or None, dtype=torch.float32)
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         policy.model.gradient_checkpointing_enable()
@@ -251,14 +257,49 @@ def load_nets(cfg: Config):
     return policy, ref
 
 
-def train(cfg: Config):
-    """The GRPO loop: sample G per statement -> Lean -> advantages -> clipped objective + KL -> step."""
+# Settings checked before anything slow starts (checkpoint.RULES: those fd.py shares)
+RULES = checkpoint.RULES + [
+    ("group", lambda v: v >= 2, "at least 2 (group advantages compare attempts at one statement)"),
+    ("kl_coef", lambda v: v >= 0, "0 or more (0: no reference model)"),
+    ("clip_eps", lambda v: 0 < v < 1, "between 0 and 1, both excluded"),
+    ("inner_steps", lambda v: v >= 1, "at least 1"),
+    ("micro_batch", lambda v: v >= 1, "at least 1"),
+    ("agg", lambda v: v in ("token", "seq", "constant"), "token, seq or constant"),
+]
+
+
+def setup(cfg: Config):
+    """Everything the user named, checked and loaded before the first step: the settings, the run
+    folder, the task files, the verifier, the models (last: the slow part). A user's mistake is one
+    line and exit status 2 (checkpoint.fail); anything else keeps its traceback."""
+    checkpoint.check(cfg, RULES, "grpo.py")
+    checkpoint.check_out(cfg, "grpo.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    option = f"grpo.py: --init-from {cfg.init_from}" if cfg.init_from else f"grpo.py: --model {cfg.model}"
+    with checkpoint.user_errors(option, model.ModelNotFound):
+        model.check_name(start_model(cfg))
+    with checkpoint.user_errors(f"grpo.py: --tasks {cfg.tasks}", OSError, ValueError):
+        if cfg.tasks.startswith("mini"):
+            tasks.stream(cfg.tasks, cfg.seed)  # reads the spec now: a bad one fails here, not at step 1
+        elif not tasks.load(cfg.tasks):  # a missing file or a bad line fails here; an empty one would never end
+            raise ValueError("no tasks in that file")
+    with checkpoint.user_errors(f"grpo.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
+        heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
+        if not heldout:
+            raise ValueError("no tasks in that file")
+    lean = f" --lean {cfg.lean}" if cfg.lean else ""
+    with checkpoint.user_errors(f"grpo.py: --verifier {cfg.verifier}{lean}", ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
+    with checkpoint.user_errors(option, model.ModelNotFound):
+        policy, ref = load_nets(cfg)
     os.makedirs(cfg.out, exist_ok=True)
-    policy, ref = load_nets(cfg)
-    env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
-    heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
+    return policy, ref, env, heldout
+
+
+def train(cfg: Config):
+    """The GRPO loop: sample G per statement -> Lean -> advantages -> clipped objective + KL -> step."""
+    policy, ref, env, heldout = setup(cfg)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
     nets = {"policy": policy.model, **({"reference": ref} if ref is not None else {})}
@@ -293,10 +334,8 @@ def train(cfg: Config):
 
 
 def parse_args(argv=None) -> Config:
-    cfg = checkpoint.parse_config(Config, PAPER, "GRPO and FD -> GRPO (arXiv 2605.30861, GRPO baseline)", argv)
-    if cfg.agg not in ("token", "seq", "constant"):
-        raise SystemExit(f"--agg {cfg.agg}: choose token, seq or constant")
-    return cfg
+    return checkpoint.parse_config(Config, PAPER, "GRPO and FD -> GRPO (arXiv 2605.30861, GRPO baseline)", argv,
+                                   prog="grpo.py")
 
 
 if __name__ == "__main__":

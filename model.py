@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +66,7 @@ def default_dtype(device) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, **kwargs):
     """A tokenizer saved as a plain PreTrainedTokenizerFast (ours) is loaded as exactly that class:
     AutoTokenizer would swap in the class of the model's config (e.g. Qwen2Tokenizer) and rebuild it."""
     cfg_file = os.path.join(path, "tokenizer_config.json")
@@ -73,27 +74,77 @@ def load_tokenizer(path: str):
         with open(cfg_file) as f:
             if json.load(f).get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend"):
                 return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+class ModelNotFound(FileNotFoundError):
+    """A model name that is no preset, no HF-format folder here, and nothing the Hugging Face hub gave."""
+
+
+def check_name(name: str) -> None:
+    """Raise ModelNotFound, without loading anything, for a name `load` cannot read, so that a
+    script can refuse it before its long set-up. A name is the preset, a folder, or a hub id
+    'org/name' whose 'org' is not a local folder. Any other name is a folder that does not exist:
+    it never goes to the hub, whose retries take 50 s without network and end in a traceback."""
+    path = os.path.expanduser(name)
+    if name == "small-prover":
+        return
+    if os.path.isdir(path):
+        config, text = os.path.join(path, "config.json"), ""
+        if os.path.isfile(config):
+            with open(config) as f:
+                text = f.read()
+        if "model_type" not in text:  # a run folder has a config.json too: the run's settings
+            final = os.path.join(path, "final")
+            hint = f"; a run folder's model is {final}" if os.path.isdir(final) else ""
+            raise ModelNotFound(f"model {name!r}: that folder holds no HF-format model "
+                                f"(a config.json with a model_type){hint}")
+        return
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or os.path.exists(name.split("/")[0]):
+        raise ModelNotFound(f"model {name!r}: no such folder; give an HF-format checkpoint folder (e.g. "
+                            "runs/fd/final), the preset 'small-prover', or a Hugging Face hub id 'org/name' "
+                            "(which needs network access to huggingface.co)")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached? Without network its client retries for about 50 s
+    before it says no. Through a proxy we cannot tell: yes, and the client tries."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    from urllib.parse import urlparse
+    from huggingface_hub import constants
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def load(name_or_path: str, device=None, dtype=None, rebuild: bool = False) -> Policy:
-    """`small-prover` (built by sft.py and cached on first use), a local folder, or an HF hub id."""
-    name = name_or_path
-    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(name_or_path)):
-        raise FileNotFoundError(f"model {name_or_path!r}: no such folder (expected an HF-format checkpoint "
-                                "such as OUT/final, the preset 'small-prover', or a hub id 'org/name')")
-    name_or_path = os.path.expanduser(name_or_path)
-    if name_or_path == "small-prover":
+    """`small-prover` (built by sft.py and cached on first use), a local folder, or an HF hub id.
+    Raises ModelNotFound for a name it cannot read (see check_name) or a hub id the hub did not give."""
+    check_name(name_or_path)
+    name, path = name_or_path, os.path.expanduser(name_or_path)
+    if name == "small-prover":
         import sft  # local import: sft.py imports this module
-        name_or_path = sft.build_small_prover(rebuild=rebuild)
+        path = sft.build_small_prover(rebuild=rebuild)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    tokenizer = load_tokenizer(name_or_path)
+    offline = not os.path.isdir(path) and not hub_reachable()  # a hub id and no network: the HF cache only
+    try:
+        tokenizer = load_tokenizer(path, local_files_only=offline)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline)
+    except OSError as e:
+        if os.path.isdir(path):  # a broken local folder: its own error, with the traceback
+            raise
+        why = ("the Hugging Face hub cannot be reached from here and it is not in the local HF cache" if offline
+               else f"the Hugging Face hub did not give it ({(str(e).strip() or type(e).__name__).splitlines()[0]})")
+        raise ModelNotFound(f"model {name!r}: no such folder here, and {why}; give a local HF-format folder "
+                            "(e.g. runs/fd/final)") from e
     if tokenizer.pad_token_id is None:  # left padding for batched sampling needs some pad id
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
-    return Policy(model, tokenizer, device, name)
+    return Policy(model.to(device).eval(), tokenizer, device, name)
 
 
 def save(policy: Policy, path: str) -> None:

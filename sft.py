@@ -15,9 +15,11 @@ feedback.py's own sources so the text matches what FD's teacher will read: the r
     python sft.py --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
     model.load("small-prover")   # builds once into ~/.cache/fd-lean/small-prover-<recipe hash>
                                  # ($FD_LEAN_CACHE or $XDG_CACHE_HOME/fd-lean); --rebuild to redo
+Two processes asking for the preset at once: one builds, the other waits for it (a lock file).
 """
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -33,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+import checkpoint
 import model as M
 
 RECIPE_VERSION = 5  # bump when the data or training code changes what the build produces
@@ -162,15 +165,23 @@ def check_attempts(pairs):
 
 
 def jsonl_examples(path):
+    """(task, feedback, proof) per line of {statement, proof or solution[, name, header, feedback]}.
+    A bad line is a ValueError naming the file and the line."""
     from lean_env import Task
     out = []
     with open(path) as f:
-        for n, line in enumerate(f):
-            if line.strip():
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
                 r = json.loads(line)
-                proof = r.get("proof", r.get("solution"))
-                task = Task(r.get("name", f"jsonl_{n}"), r["statement"], r.get("header", ""), proof)
-                out.append((task, r.get("feedback"), proof))
+            except ValueError as e:
+                raise ValueError(f"{path}, line {n}: bad JSON ({e})") from None
+            proof = r.get("proof", r.get("solution")) if isinstance(r, dict) else None
+            if not isinstance(proof, str) or not isinstance(r.get("statement"), str):
+                raise ValueError(f"{path}, line {n}: needs text fields 'statement' and 'proof' (or 'solution')")
+            task = Task(r.get("name", f"jsonl_{n - 1}"), r["statement"], r.get("header", ""), proof)
+            out.append((task, r.get("feedback"), proof))
     return out
 
 
@@ -304,23 +315,77 @@ def recipe_hash(s: Settings) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
-def build_small_prover(rebuild: bool = False, settings: Settings | None = None) -> str:
-    """The `small-prover` preset: built on first use (minutes), then loaded from the cache."""
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale(root: str):
+    """Leftovers of killed builds (`small-prover-*.tmp<PID>`, `.old<PID>`) whose process is gone."""
+    for name in os.listdir(root) if os.path.isdir(root) else []:
+        m = re.fullmatch(r"small-prover-\w+\.(?:tmp|old)(\d+)", name)
+        if m and not _alive(int(m.group(1))):
+            print(f"sft: removing {os.path.join(root, name)}, left by a build that was killed")
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def build_small_prover(rebuild: bool = False, settings: Settings | None = None, build=None) -> str:
+    """The `small-prover` preset: built on first use (minutes), then loaded from the cache.
+    The build goes into `PATH.tmp<PID>` and is renamed to PATH when complete, so a published PATH
+    is always a whole model and is never removed (except by an explicit --rebuild). An exclusive
+    lock on `PATH.lock` around check / build / publish: a second process waits for the first build
+    and then loads it, instead of building too. `build(settings)` trains into settings.out (train)."""
     s = settings or Settings()
-    path = os.path.join(cache_dir(), f"small-prover-{recipe_hash(s)}")
-    if os.path.isfile(os.path.join(path, "config.json")) and not (rebuild or s.rebuild):
+    rebuild = rebuild or s.rebuild
+    root = cache_dir()
+    path = os.path.join(root, f"small-prover-{recipe_hash(s)}")
+    published = lambda: os.path.isfile(os.path.join(path, "config.json"))
+    remove_stale(root)
+    if published() and not rebuild:
         return path
-    print(f"sft: building small-prover into {path} (once; about 6 minutes on 2 CPU cores)")
-    tmp = f"{path}.tmp{os.getpid()}"  # build aside, then rename: a concurrent or killed build never leaves half a model
-    train(dataclasses.replace(s, out=tmp))
-    if os.path.exists(path):
-        shutil.rmtree(path)
-    os.replace(tmp, path)
+    os.makedirs(root, exist_ok=True)
+    with open(path + ".lock", "w") as lock:  # the lock goes when the file closes, or the process dies
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"sft: waiting for another process that is building {path}", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if published():  # built while we waited: a rebuild asked for here is that build
+                return path
+        if published() and not rebuild:
+            return path
+        print(f"sft: building small-prover into {path} (once; about 6 minutes on 2 CPU cores)")
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            (build or train)(dataclasses.replace(s, out=tmp))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if os.path.exists(path):  # --rebuild: the old model aside first, deleted once the new one is in
+            old = f"{path}.old{os.getpid()}"
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
     return path
 
 
+# (field, test, what it must be): checked before anything slow starts (checkpoint.check)
+RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("steps", "batch_size", "warmup", "n_tasks", "d_model", "n_layers",
+                                                       "n_heads", "d_ff", "max_len", "threads", "eval_n", "eval_n_feedback")]
+RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("weight_decay", "plain", "solution", "prefix", "tutor", "keep",
+                                                       "lean", "copy_warmup", "lean_checks", "eval_limit")]
+RULES += [("lr", lambda v: v > 0, "above 0")]
+
+
 def parse_args(argv=None) -> Settings:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = checkpoint.Parser(prog="sft.py", description=__doc__.split("\n")[0])
     for f in dataclasses.fields(Settings):
         if f.type in (bool, "bool"):
             p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
@@ -328,6 +393,29 @@ def parse_args(argv=None) -> Settings:
             kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
             p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     return Settings(**vars(p.parse_args(argv)))
+
+
+def check(s: Settings):
+    """Every setting in range, and the files named, before anything slow starts: one line, exit 2."""
+    checkpoint.check(s, RULES, "sft.py")
+    if s.d_model % s.n_heads:
+        checkpoint.fail(f"sft.py: --n-heads {s.n_heads}: must divide --d-model {s.d_model}")
+    kinds = ("plain", "solution", "prefix", "tutor", "keep", "lean")
+    if not sum(getattr(s, k) for k in kinds) > 0:
+        checkpoint.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
+    mix = s.level_mix.split(",")
+    if not (len(mix) == 3 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in mix)
+            and sum(map(float, mix)) > 0):
+        checkpoint.fail(f"sft.py: --level-mix {s.level_mix}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
+    if s.jsonl:
+        with checkpoint.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
+            jsonl_examples(s.jsonl)
+    if s.model:
+        with checkpoint.user_errors(f"sft.py: --model {s.model}", M.ModelNotFound):
+            M.check_name(s.model)
+    if s.calibrate and s.out:
+        with checkpoint.user_errors(f"sft.py: --calibrate --out {s.out}", M.ModelNotFound):
+            M.check_name(s.out)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -379,11 +467,18 @@ def calibrate(path: str, s: Settings) -> dict:
             "seed": s.seed, "lean": env.version, "pass_percent": table}
 
 
+def main(argv=None):
+    s = parse_args(argv)
+    check(s)
+    # a hub id the hub did not give (--model), or a --calibrate --out folder without a model
+    with checkpoint.user_errors("sft.py", M.ModelNotFound):
+        path = train(s) if s.out and not s.calibrate else (s.out or build_small_prover(settings=s))
+        print(path)
+        if s.calibrate:
+            report = calibrate(path, s)
+            with open(os.path.join(path, "calibration.json"), "w") as f:
+                json.dump(report, f, indent=1)
+
+
 if __name__ == "__main__":
-    s = parse_args()
-    path = train(s) if s.out and not s.calibrate else (s.out or build_small_prover(settings=s))
-    print(path)
-    if s.calibrate:
-        report = calibrate(path, s)
-        with open(os.path.join(path, "calibration.json"), "w") as f:
-            json.dump(report, f, indent=1)
+    main()

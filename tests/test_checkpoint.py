@@ -1,7 +1,9 @@
-"""checkpoint.py: a saved state restores weights, optimizer, RNG and trims later metric lines."""
+"""checkpoint.py: a saved state restores weights, optimizer, RNG and trims later metric lines; a run
+folder holds one run; settings out of range are one line and exit status 2."""
 import json
 import os
 import random
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -51,9 +53,53 @@ def test_nonfinite_metrics_stay_json(tmp_path):
     assert row == {"step": 1, "loss": None, "kl": None}
 
 
-def test_missing_state_is_a_clear_error(tmp_path):
+def test_missing_state_is_a_clear_error(tmp_path, capsys):
     net, opt, sched = _setup(0)
-    with pytest.raises(SystemExit, match="no state.pt"):
+    with pytest.raises(SystemExit) as e:
         checkpoint.load_state(str(tmp_path), {"student": net}, opt, sched)
-    with pytest.raises(SystemExit, match="no config.json"):
+    assert e.value.code == 2 and "no state.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
         checkpoint.read_config(str(tmp_path))
+    assert e.value.code == 2 and "no config.json" in capsys.readouterr().err
+
+
+def refusal(cfg, capsys):
+    """check_out's one line, or None when it lets the run start."""
+    try:
+        checkpoint.check_out(cfg, "fd.py")
+    except SystemExit as e:
+        assert e.code == 2
+        [line] = capsys.readouterr().err.splitlines()
+        return line
+    return None
+
+
+def test_a_run_folder_holds_one_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    new = SimpleNamespace(out=str(out), resume="")
+    assert refusal(new, capsys) is None  # no folder yet
+    out.mkdir()
+    (out / "feedback_cache").mkdir()
+    assert refusal(new, capsys) is None  # a folder without a run (a start that failed early)
+    checkpoint.write_config(str(out), {"steps": 1})
+    checkpoint.append_metrics(str(out), {"step": 0, "heldout_pass1": 0.2})
+    line = refusal(new, capsys)  # a run killed before its first save: nothing to resume
+    assert "never saved" in line and f"delete {out}" in line and "new --out" in line
+    assert "no state.pt" in refusal(SimpleNamespace(out=str(out), resume=str(out)), capsys)
+    (out / "state.pt").write_bytes(b"")
+    line = refusal(new, capsys)
+    assert line.startswith(f"fd.py: --out {out} already holds a run")
+    assert f"--resume {out}" in line and "--steps N" in line and "new --out" in line
+    assert refusal(SimpleNamespace(out=str(out), resume=str(out)), capsys) is None
+
+
+def test_rules_name_the_option_and_the_range(capsys):
+    rules = [r for r in checkpoint.RULES if r[0] in ("steps", "top_p", "lr")]
+    good = dict(steps=1, top_p=1.0, lr=1e-4)
+    checkpoint.check(SimpleNamespace(**good), rules, "fd.py")
+    for field, bad, line in [("steps", 0, "fd.py: --steps 0: must be at least 1"),
+                             ("top_p", 1.5, "fd.py: --top-p 1.5: must be above 0 and at most 1"),
+                             ("lr", float("nan"), "fd.py: --lr nan: must be above 0")]:
+        with pytest.raises(SystemExit) as e:
+            checkpoint.check(SimpleNamespace(**{**good, field: bad}), rules, "fd.py")
+        assert e.value.code == 2 and capsys.readouterr().err == line + "\n"

@@ -74,6 +74,12 @@ def test_run_writes_metrics_and_loadable_checkpoints(tiny_prover, tmp_path):
     reloaded = model.load(str(out / "final"))
     ids = torch.tensor([model.encode_prompt(reloaded.tokenizer, fd.tasks.load("mini")[0])])
     assert torch.isfinite(reloaded.model(ids).logits).all()
+    # a second run with the same --out is refused: the finished run stays exactly as it was
+    files = {name: (out / name).read_bytes() for name in ("config.json", "metrics.jsonl", "final/model.safetensors")}
+    with pytest.raises(SystemExit) as e:
+        fd.train(small_config(tiny_prover, out, steps=1, alpha=0.5))
+    assert e.value.code == 2
+    assert all((out / name).read_bytes() == data for name, data in files.items())
 
 
 def test_resumed_run_equals_an_uninterrupted_one(tiny_prover, tmp_path):
@@ -106,11 +112,26 @@ def test_nonfinite_loss_skips_the_step(tiny_prover, tmp_path, monkeypatch):
     assert all(torch.isfinite(t).all() for t in state["nets"]["student"].values())
 
 
-def test_bad_option_is_a_clear_error(tmp_path):
+def test_bad_option_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         fd.parse_args(["--alpha", "not-a-number"])
-    with pytest.raises(SystemExit, match="no config.json"):
+    with pytest.raises(SystemExit):
         fd.parse_args(["--resume", str(tmp_path)])
+    assert capsys.readouterr().err.endswith(f"fd.py: --resume {tmp_path}: no config.json there; "
+                                            "is this a run folder of fd.py / grpo.py?\n")
+
+
+@pytest.mark.parametrize("field, bad", [("steps", 0), ("prompts", 0), ("lr", 0.0), ("topk", -1), ("alpha", 1.5),
+                                        ("alpha", -0.1), ("ema_every", 0), ("temperature", -1.0), ("top_p", 0.0),
+                                        ("max_new_tokens", 0), ("chunk_size", 0), ("eval_limit", -1),
+                                        ("threads", 0), ("save_every", 0), ("grad_clip", 0.0)])
+def test_every_setting_is_checked_before_a_model_loads(field, bad, tmp_path, capsys):
+    cfg = fd.Config(model=str(tmp_path / "never-loaded"), out=str(tmp_path / "out"), **{field: bad})
+    with pytest.raises(SystemExit) as e:
+        fd.setup(cfg)
+    assert e.value.code == 2
+    assert capsys.readouterr().err.startswith(f"fd.py: --{field.replace('_', '-')} {bad}: must be ")
+    assert not os.path.exists(tmp_path / "out")
 
 
 def test_real_hf_model_with_chat_template_two_steps(qwen_dir, tmp_path):

@@ -238,6 +238,8 @@ def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_p
 
     # 4 uninterrupted steps == 2 steps, then --resume for 2 more (up to the wall-clock fields)
     grpo.train(small_config(tiny_prover, easy_tasks, a, steps=4))
+    with pytest.raises(SystemExit):  # a new run never writes into a run's folder: --resume continues it
+        grpo.train(small_config(tiny_prover, easy_tasks, b, steps=4))
     grpo.train(grpo.parse_args(["--resume", str(b), "--steps", "4"]))
     ra, rb = without_times(checkpoint.read_metrics(str(a))), without_times(checkpoint.read_metrics(str(b)))
     assert [r["step"] for r in rb] == [0, 1, 2, 3, 4]
@@ -275,9 +277,16 @@ def test_one_step_trains_the_policy_never_the_reference(tiny_prover, easy_tasks,
     assert all(torch.equal(v, now[k]) for k, v in policy.model.state_dict().items())
 
 
-def test_paper_flag_and_options():
+def test_paper_flag_and_options(tmp_path, capsys):
     cfg = grpo.parse_args(["--paper", "--lr", "1e-6", "--no-std", "--agg", "seq"])
     assert (cfg.prompts, cfg.group, cfg.kl_coef, cfg.warmup, cfg.lr) == (128, 5, 0.001, 50, 1e-6)
     assert cfg.no_std and cfg.agg == "seq"
-    with pytest.raises(SystemExit):
-        grpo.parse_args(["--agg", "mean"])
+    for args, line in [(["--agg", "mean"], "grpo.py: --agg mean: must be token, seq or constant"),
+                       (["--group", "1"], "grpo.py: --group 1: must be at least 2"),
+                       (["--clip-eps", "1"], "grpo.py: --clip-eps 1.0: must be between 0 and 1"),
+                       (["--kl-coef", "-0.1"], "grpo.py: --kl-coef -0.1: must be 0 or more"),
+                       (["--inner-steps", "0"], "grpo.py: --inner-steps 0: must be at least 1"),
+                       (["--micro-batch", "0"], "grpo.py: --micro-batch 0: must be at least 1")]:
+        with pytest.raises(SystemExit) as e:  # before any model loads: this one does not exist
+            grpo.setup(grpo.parse_args(args + ["--model", str(tmp_path / "never"), "--out", str(tmp_path / "o")]))
+        assert e.value.code == 2 and capsys.readouterr().err.startswith(line)

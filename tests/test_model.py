@@ -176,3 +176,28 @@ def test_hf_path_with_chat_template(qwen_dir):
         attention_mask=torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts]),
         max_new_tokens=6, do_sample=False, eos_token_id=M.stop_ids(policy), pad_token_id=tok.pad_token_id)
     assert [row[: len(g)] for row, g in zip(out[:, T:].tolist(), greedy)] == greedy
+
+
+# ----------------------------------------------------------------------------- names load cannot read
+
+def test_names_that_are_no_model_fail_fast_and_clearly(tiny_prover, tmp_path, monkeypatch):
+    import time
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"  # a run folder: its config.json is the run's settings, its model is run/final
+    (run / "final").mkdir(parents=True)
+    (run / "config.json").write_text('{"model": "small-prover", "steps": 2}')
+    (tmp_path / "runs").mkdir()
+    for name, says in [("nonexistent_dir", "no such folder"), ("./nope", "no such folder"), ("a/b/c", "no such folder"),
+                       ("runs/fd", "no such folder"),  # 'runs' is a folder here: a path, not a hub id
+                       (str(run), f"a run folder's model is {run / 'final'}"), (str(tmp_path), "no HF-format model")]:
+        with pytest.raises(M.ModelNotFound, match=says):
+            M.check_name(name)
+        with pytest.raises(M.ModelNotFound, match=says):
+            M.load(name)
+    for name in ("small-prover", tiny_prover, "Qwen/Qwen3-8B"):  # the preset, a folder, a hub id: no error yet
+        M.check_name(name)
+    if not M.hub_reachable():  # as on this project's machines: the HF cache only, at once (not 50 s of retries)
+        clock = time.time()
+        with pytest.raises(M.ModelNotFound, match="hub cannot be reached from here"):
+            M.load("fd-lean-tests/no-such-model")
+        assert time.time() - clock < 15

@@ -93,3 +93,70 @@ def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
     task = Task("t", rows[0]["statement"])
     [s] = M.sample(policy, [M.encode_prompt(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
     assert s.text.replace(" ", "") == "⟨h2,h1⟩" and not s.truncated
+
+
+def test_stale_leftovers_of_killed_builds_are_removed(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(dead.stdout)  # a process that has exited: its build folder is a leftover
+    for name in (f"small-prover-abc.tmp{dead}", f"small-prover-abc.old{dead}", f"small-prover-abc.tmp{os.getpid()}"):
+        os.makedirs(tmp_path / name / "sub")
+    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Settings(**MICRO))}"
+    published.mkdir()
+    (published / "config.json").write_text("{}")
+    assert sft.build_small_prover(settings=sft.Settings(**MICRO), build=None) == str(published)  # no build
+    assert sorted(os.listdir(tmp_path)) == sorted([published.name, f"small-prover-abc.tmp{os.getpid()}"])
+
+
+def test_two_builders_at_once_build_once_and_share_the_model(tmp_path, monkeypatch, capsys):
+    import threading
+    monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
+    s, started, builds, paths = sft.Settings(**MICRO), threading.Event(), [], []
+
+    def build(settings):  # the real recipe, at MICRO size; counts its runs
+        builds.append(settings.out)
+        started.set()
+        return sft.train(settings)
+
+    def ask():
+        paths.append(sft.build_small_prover(settings=s, build=build))
+
+    first = threading.Thread(target=ask)
+    first.start()
+    started.wait(60)
+    second = threading.Thread(target=ask)  # arrives while the first is building
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert len(builds) == 1 and len(paths) == 2 and paths[0] == paths[1]
+    assert "waiting for another process" in capsys.readouterr().out
+    name = os.path.basename(paths[0])
+    assert sorted(os.listdir(tmp_path)) == [name, name + ".lock"]  # one published model, no build folders
+    assert os.path.isfile(os.path.join(paths[0], "model.safetensors"))
+
+
+def test_a_failed_build_leaves_nothing_and_the_next_call_builds(tmp_path, monkeypatch):
+    import pytest
+    monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
+    s = sft.Settings(**MICRO)
+
+    def broken(settings):
+        os.makedirs(settings.out)
+        raise KeyboardInterrupt  # Ctrl-C in the middle of a build
+
+    with pytest.raises(KeyboardInterrupt):
+        sft.build_small_prover(settings=s, build=broken)
+    assert [n for n in os.listdir(tmp_path) if not n.endswith(".lock")] == []
+    path = sft.build_small_prover(settings=s)
+    assert os.path.isfile(os.path.join(path, "config.json"))
+
+
+def test_the_preset_loads_from_the_cache(tiny_prover, tmp_path, monkeypatch):
+    import shutil
+    monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
+    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Settings())}"
+    shutil.copytree(tiny_prover, published)  # as if the full recipe had been built: no 6-minute build here
+    policy = M.load("small-prover", device="cpu")
+    assert policy.name == "small-prover" and policy.model.name_or_path == str(published)
