@@ -18,7 +18,6 @@ import inspect
 import json
 import os
 import re
-import socket
 from dataclasses import dataclass
 
 import torch
@@ -106,21 +105,6 @@ def check_name(name: str) -> None:
                             "(which needs network access to huggingface.co)")
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Can the Hugging Face hub be reached? Without network its client retries for about 50 s
-    before it says no. Through a proxy we cannot tell: yes, and the client tries."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    from urllib.parse import urlparse
-    from huggingface_hub import constants
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (80 if url.scheme == "http" else 443)), timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def load(name_or_path: str, device=None, dtype=None, rebuild: bool = False) -> Policy:
     """`small-prover` (built by sft.py and cached on first use), a local folder, or an HF hub id.
     Raises ModelNotFound for a name it cannot read (see check_name) or a hub id the hub did not give."""
@@ -131,17 +115,15 @@ def load(name_or_path: str, device=None, dtype=None, rebuild: bool = False) -> P
         path = sft.build_small_prover(rebuild=rebuild)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    offline = not os.path.isdir(path) and not hub_reachable()  # a hub id and no network: the HF cache only
     try:
-        tokenizer = load_tokenizer(path, local_files_only=offline)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=offline)
+        tokenizer = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:
         if os.path.isdir(path):  # a broken local folder: its own error, with the traceback
             raise
-        why = ("the Hugging Face hub cannot be reached from here and it is not in the local HF cache" if offline
-               else f"the Hugging Face hub did not give it ({(str(e).strip() or type(e).__name__).splitlines()[0]})")
-        raise ModelNotFound(f"model {name!r}: no such folder here, and {why}; give a local HF-format folder "
-                            "(e.g. runs/fd/final)") from e
+        why = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise ModelNotFound(f"model {name!r}: no such folder here, and the Hugging Face hub did not give it "
+                            f"({why}); give a local HF-format folder (e.g. runs/fd/final)") from e
     if tokenizer.pad_token_id is None:  # left padding for batched sampling needs some pad id
         tokenizer.pad_token = tokenizer.eos_token
     return Policy(model.to(device).eval(), tokenizer, device, name)

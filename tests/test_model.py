@@ -181,7 +181,6 @@ def test_hf_path_with_chat_template(qwen_dir):
 # ----------------------------------------------------------------------------- names load cannot read
 
 def test_names_that_are_no_model_fail_fast_and_clearly(tiny_prover, tmp_path, monkeypatch):
-    import time
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"  # a run folder: its config.json is the run's settings, its model is run/final
     (run / "final").mkdir(parents=True)
@@ -196,8 +195,3 @@ def test_names_that_are_no_model_fail_fast_and_clearly(tiny_prover, tmp_path, mo
             M.load(name)
     for name in ("small-prover", tiny_prover, "Qwen/Qwen3-8B"):  # the preset, a folder, a hub id: no error yet
         M.check_name(name)
-    if not M.hub_reachable():  # as on this project's machines: the HF cache only, at once (not 50 s of retries)
-        clock = time.time()
-        with pytest.raises(M.ModelNotFound, match="hub cannot be reached from here"):
-            M.load("fd-lean-tests/no-such-model")
-        assert time.time() - clock < 15
