@@ -514,6 +514,8 @@ def mini_levels(spec):
 
 def _jsonl_stream(spec, seed):
     pool = load(spec)
+    if not pool:  # an empty file would make this loop spin forever
+        raise ValueError(f"{spec}: the file holds no tasks")
     for epoch in itertools.count():
         order = list(pool)
         random.Random(f"{seed}-{epoch}").shuffle(order)
