@@ -1,7 +1,7 @@
 """Evaluation: pass@k, entropy, diversity, length and "epistemic" words; tables and plots.
 
 The figures of the paper's results (Narozniak et al., arXiv 2605.30861, results section and its
-figures; see PAPER.md "Metrics the paper reports"): pass@1 over training on held-out statements,
+figures): pass@1 over training on held-out statements,
 the mean token entropy of the policy, pass@k for k = 1, 2, 4, 8, 16, the distinct lemmas that
 appear in correct proofs, the response length, and counts of epistemic words (wait, hmm, ...).
 

@@ -1,6 +1,6 @@
-"""The Mathlib world (DESIGN.md "Two worlds", item 2): checking whole-proof attempts against Lean 4 + Mathlib.
+"""The Mathlib world: checking whole-proof attempts against Lean 4 + Mathlib.
 
-The paper (PAPER.md "Setting") verifies with the Kimina Lean Server, a pool of Lean REPLs. Three backends with the
+The paper (its "Setting") verifies with the Kimina Lean Server, a pool of Lean REPLs. Three backends with the
 mini world's interface (check / check_many -> lean_env.Result(ok, status, messages), in order):
     env = lean_env.load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl", workers=8)   # REPL pool
     env = lean_env.load("kimina", url="http://localhost:8000")       # a running Kimina Lean Server

@@ -145,7 +145,7 @@ def render_prompt(tokenizer, task, feedback: str | None = None) -> str:
     statement, then the feedback; the generation prompt opens the assistant turn, which is the proof.
     Plain template (the small prover): the statement with the theorem's name normalised to `thm`
     (the name carries no information), the feedback as a Lean comment right before the final `:=`
-    (where the small prover uses it best, see NOTES-small-prover.md), then `:=`; the proof follows."""
+    (where a small prover measurably uses it best), then `:=`; the proof follows."""
     if getattr(tokenizer, "chat_template", None):
         user = CHAT_INSTRUCTION + "\n\n```lean\n" + (task.header.strip() + "\n\n" if task.header else "")
         user += task.statement + "\n```"

@@ -7,7 +7,7 @@ feedback F(y) is in its prompt (that is the teacher pi_mu(. | x, F(y))), so besi
 (statement -> proof) examples the warm-up trains on feedback-conditioned ones, framed by
 feedback.py's own sources so the text matches what FD's teacher will read: the reference proof
 ("ground-truth"), the first half of it, the offline tutor's hints on a corrupted attempt, and
-(sparingly: it hurt in the notes) the Lean error of a wrong attempt. See NOTES-small-prover.md.
+(sparingly: it hurt in the notes) the Lean error of a wrong attempt.
 
     python sft.py                                  # build the preset into the cache (about 6 min, 2 cores)
     python sft.py --out runs/small-prover          # build it into a folder instead

@@ -5,7 +5,7 @@ The mini world is propositional and simple first-order logic in plain Lean 4 cor
 reference proofs that use only the mini prelude's names. A task is generated backwards from a random
 goal: each step picks an introduction rule for the goal's shape or an elimination that ends in it, and
 every leaf left open becomes a hypothesis. Difficulty is the depth of the reference proof term: level 1
-is depth 1, level 2 depth 2, level 3 depth 3-4 (the calibration in NOTES-small-prover.md).
+is depth 1, level 2 depth 2, level 3 depth 3-4 (deeper levels were far beyond a few-million-parameter model).
 
     python tasks.py --write-test           # regenerate data/mini_test.jsonl (fixed seed; 300 / 200 / 100 per level)
     python tasks.py --show 6 --seed 0      # print a few training tasks

@@ -18,7 +18,7 @@ import re
 # Terms parse into tuples: ("name", s) | ("proj", term, field) | ("app", head, args) | ("pair", items)
 # | ("fun", binders, body). Hints reuse the proof's own identifiers (the tiny
 # model's tokenizer is word-level) and name the FIRST RULE of the reference proof: measured as the
-# best feedback for a tiny model (NOTES-small-prover.md). Deterministic, pure Python.
+# best feedback for a tiny model. Deterministic, pure Python.
 _TOKEN = re.compile(r"=>|⟨|⟩|\(|\)|,|:|[^\s()⟨⟩,:]+")
 _STOP = (None, ")", "⟩", ",", ":", "=>")
 

