@@ -32,6 +32,7 @@ has an RLIMIT_AS memory limit (Lean maps a large fixed address space first, so t
 from __future__ import annotations
 
 import argparse, bisect, json, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -109,6 +110,14 @@ def _child(args: list[str]) -> None:
     os._exit(rc)
 
 
+def pump(stream, put):
+    """Reader thread: every line of a child's stream, then None at its end."""
+    for line in stream:
+        put(line)
+    put(None)
+    stream.close()
+
+
 def lean_command(prefix: list[str], args: list[str], memory_mb: int | None) -> list[str]:
     """Full command line; limits are set by our own child wrapper (no preexec_fn: we run in threads)."""
     lim = [f"--as-mb={LEAN_RESERVE_MB + memory_mb}"] if memory_mb else []
@@ -161,11 +170,10 @@ class LeanEnv:
         groups: dict[str, list[int]] = {}   # batchable items, by header (headers may open namespaces)
         jobs = []                           # lists of (index, task, proof), one Lean process each
         for i, (task, proof) in enumerate(items):
-            kind, why = screen(task, proof, self.max_chars, self.known)
             bad_task = statement_problem(task)
-            if bad_task:
-                results[i] = Result(False, "rejected", [f"statement: {bad_task}"])
-            elif kind in ("reject", "error"):
+            kind, why = ("reject", f"statement: {bad_task}") if bad_task else screen(task, proof, self.max_chars,
+                                                                                     self.known)
+            if kind in ("reject", "error"):
                 results[i] = Result(False, "rejected" if kind == "reject" else "error", [why])
             elif kind == "solo":
                 jobs.append([(i, task, proof)])
@@ -218,11 +226,10 @@ class LeanEnv:
                 f.write(text)
             cmd = lean_command(self.prefix, self.lean_args + ["--json", path], self.memory_mb)
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            lines, err = queue.Queue(), []
-            threading.Thread(target=lambda: [lines.put(x) for x in iter(proc.stdout.readline, b"")] + [lines.put(None)],
-                             daemon=True).start()
-            threading.Thread(target=lambda: err.append(proc.stderr.read()), daemon=True).start()
-            out, done, failure = [], 0, None
+            lines, err = queue.Queue(), deque(maxlen=20)
+            for stream, put in [(proc.stdout, lines.put), (proc.stderr, err.append)]:
+                threading.Thread(target=pump, args=(stream, put), daemon=True).start()
+            msgs, done, failure = [], 0, None
             deadline = time.monotonic() + self.timeout
             while True:
                 try:
@@ -233,9 +240,8 @@ class LeanEnv:
                     break
                 if line is None:
                     break
-                out.append(line.decode("utf-8", "replace"))
-                seen = parse_messages(out[-1])
-                while seen and done < len(spans) and seen[0]["pos"]["line"] >= spans[done][2]:
+                msgs += parse_messages(line.decode("utf-8", "replace"))
+                while msgs and done < len(spans) and msgs[-1]["pos"]["line"] >= spans[done][2]:
                     done += 1                  # a message at or after item `done`'s check line: it has finished
                     deadline = time.monotonic() + self.timeout
             proc.wait()
@@ -243,10 +249,10 @@ class LeanEnv:
             if os.path.exists(path):
                 os.remove(path)
         if failure is None and proc.returncode not in (0, 1):
-            why = (bytes(b"".join(err)).decode("utf-8", "replace").strip().splitlines()
+            why = ([x.decode("utf-8", "replace").strip() for x in err if x.strip()]
                    or [f"exit code {proc.returncode}"])[-1][:300]
             failure = ("crash", f"crash: Lean stopped ({why})")
-        msgs = sorted(parse_messages("".join(out)), key=lambda m: m["pos"]["line"])   # stable within a line
+        msgs.sort(key=lambda m: m["pos"]["line"])   # stable: Lean's order within a line is kept
         lines_at = [m["pos"]["line"] for m in msgs]
         results, finished, broken = [], [], False
         for k, ((i, task, proof), (first, proof_line, check_line, end_line, name)) in enumerate(zip(job, spans)):

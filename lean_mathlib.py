@@ -179,13 +179,6 @@ class _Fail(Exception):
     """args: (kind: "timeout" | "crash", what happened)."""
 
 
-def _pump(stream, put):
-    for line in stream:                          # reader thread: every line, then None at the end
-        put(line)
-    put(None)
-    stream.close()
-
-
 class _Repl:
     """One REPL process (started on first use) and the header environments it has imported."""
 
@@ -201,7 +194,7 @@ class _Repl:
                                          start_new_session=True)
             self.lines, self.err = queue.Queue(), deque(maxlen=20)
             for stream, put in [(self.proc.stdout, self.lines.put), (self.proc.stderr, self.err.append)]:
-                threading.Thread(target=_pump, args=(stream, put), daemon=True).start()
+                threading.Thread(target=lean_env.pump, args=(stream, put), daemon=True).start()
         try:
             self.proc.stdin.write(json.dumps(request, ensure_ascii=False) + "\n\n")
             self.proc.stdin.flush()
