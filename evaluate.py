@@ -415,8 +415,6 @@ def main(argv=None) -> dict | None:
             model.check_name(m)
     with checkpoint.user_errors(f"evaluate.py: --tasks {cfg.tasks}", OSError, ValueError):
         tasks = load_tasks(cfg.tasks, cfg.limit)
-        if not tasks:
-            raise ValueError("no tasks in that file")
     with checkpoint.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, lean_env.LeanNotFound):
         env = lean_env.load(cfg.verifier)
 

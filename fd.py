@@ -178,14 +178,9 @@ def setup(cfg: Config):
     with checkpoint.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
         model.check_name(cfg.model)
     with checkpoint.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
-        if cfg.tasks.startswith("mini"):
-            tasks.stream(cfg.tasks, cfg.seed)  # reads the spec now: a bad one fails here, not at step 1
-        elif not tasks.load(cfg.tasks):  # a missing file or a bad line fails here; an empty one would never end
-            raise ValueError("no tasks in that file")
+        next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
     with checkpoint.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
         heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
-        if not heldout:
-            raise ValueError("no tasks in that file")
     lean = f" --lean {cfg.lean}" if cfg.lean else ""
     with checkpoint.user_errors(f"fd.py: --verifier {cfg.verifier}{lean}", ValueError, lean_env.LeanNotFound):
         env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))

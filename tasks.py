@@ -475,6 +475,8 @@ def read_jsonl(path):
                 raise ValueError(f"{where}: statement of {task.name!r}: {problem}")
             names.add(d['name'])
             tasks.append(task)
+    if not tasks:  # nothing to train or evaluate on (and a stream over it would never yield)
+        raise ValueError(f"no tasks in that file ({path})")
     return tasks
 
 
@@ -514,8 +516,6 @@ def mini_levels(spec):
 
 def _jsonl_stream(spec, seed):
     pool = load(spec)
-    if not pool:  # an empty file would make this loop spin forever
-        raise ValueError(f"{spec}: the file holds no tasks")
     for epoch in itertools.count():
         order = list(pool)
         random.Random(f"{seed}-{epoch}").shuffle(order)
