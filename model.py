@@ -65,7 +65,7 @@ def default_dtype(device) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
-def load_tokenizer(path: str, **kwargs):
+def load_tokenizer(path: str):
     """A tokenizer saved as a plain PreTrainedTokenizerFast (ours) is loaded as exactly that class:
     AutoTokenizer would swap in the class of the model's config (e.g. Qwen2Tokenizer) and rebuild it."""
     cfg_file = os.path.join(path, "tokenizer_config.json")
@@ -73,7 +73,7 @@ def load_tokenizer(path: str, **kwargs):
         with open(cfg_file) as f:
             if json.load(f).get("tokenizer_class") in ("PreTrainedTokenizerFast", "TokenizersBackend"):
                 return PreTrainedTokenizerFast.from_pretrained(path)
-    return AutoTokenizer.from_pretrained(path, **kwargs)
+    return AutoTokenizer.from_pretrained(path)
 
 
 class ModelNotFound(FileNotFoundError):
