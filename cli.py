@@ -1,0 +1,127 @@
+"""The command line of every script, from its settings dataclass; and user errors as one line.
+
+Every script (fd.py, grpo.py, evaluate.py, sft.py, ...) declares its settings ONCE, as a dataclass at
+the top of the file, each field with its comment:
+
+    @dataclass
+    class Config:
+        alpha: float = 0.9            # EMA coefficient of the teacher
+        tasks: str = "mini:1"         # training statements: mini, mini:LEVELS
+                                      # or jsonl:PATH  (a comment line under a field continues its help)
+
+and `cli.parse(Config, argv, prog="fd.py")` turns it into `--alpha`, `--tasks`, ... whose --help is the
+whole comment and the default. A bool field is a switch (`--paper`, `--no-bf16`), a tuple field takes one
+or more values and may repeat (`--model A --model B`). A user's mistake (a setting out of range, a missing
+file, no API key, no Lean) is one line on stderr and exit status 2, found before any model loads
+(`fail`, `check`, `user_errors`); anything unexpected keeps its traceback.
+"""
+import argparse
+import ast
+import contextlib
+import inspect
+import io
+import sys
+import textwrap
+import tokenize
+from dataclasses import MISSING, asdict, fields
+
+
+def fail(message: str):
+    """A user error: one line on stderr (what is wrong, what to do), exit status 2, no traceback."""
+    print(message, file=sys.stderr)
+    raise SystemExit(2)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not a usage block of 40 flags (--help shows those)
+        fail(f"{self.prog}: {message} (see --help)")
+
+
+@contextlib.contextmanager
+def user_errors(what: str, *errors):
+    """Set-up steps that read what the user named (a task file, a verifier, a feedback spec, a
+    model): the listed exception types become one line "WHAT: why"; any other keeps its traceback."""
+    try:
+        yield
+    except errors as e:
+        why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else str(e)
+        fail(f"{what}: {why}")
+
+
+def check(cfg, rules, script: str):
+    """Every setting in range before anything slow starts: "fd.py: --alpha 1.5: must be between 0 and 1".
+    rules: (field, test, what the value must be). A NaN fails every test, as it should."""
+    for name, ok, must in rules:
+        value = getattr(cfg, name)
+        if not ok(value):
+            fail(f"{script}: --{flag(name)} {value}: must be {must}")
+
+
+def flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def field_help(Config) -> dict:
+    """{field: its whole comment}: the comment after the field and every comment-only line right under
+    it that is indented deeper than the field (a comment line at the field's own indent is a section
+    heading, not help). Read with Python's own tokenizer, so a `#` inside a string is no comment."""
+    source = textwrap.dedent(inspect.getsource(Config))
+    names = {n.lineno: (n.target.id, n.col_offset) for n in ast.walk(ast.parse(source))
+             if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    code = {t.start[0] for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                                          tokenize.INDENT, tokenize.DEDENT)}
+    helps, last, indent, row_before = {}, None, 0, 0
+    for tok in tokens:
+        if tok.type != tokenize.COMMENT:
+            continue
+        row, col = tok.start
+        text = tok.string.lstrip("#").strip()
+        if row in names:  # the comment after a field
+            (last, indent), row_before = names[row], row
+            helps[last] = text
+        elif last and row not in code and row == row_before + 1 and col > indent:  # its next line
+            helps[last] += " " + text
+            row_before = row
+        else:
+            last = None
+    return helps
+
+
+def build_parser(Config, prog: str, description: str = "", positional=()) -> Parser:
+    helps = field_help(Config)
+    p = Parser(prog=prog, description=description)
+    for f in fields(Config):
+        default = f.default_factory() if f.default is MISSING else f.default
+        text = helps.get(f.name, "").replace("%", "%%")
+        name = "--" + flag(f.name)
+        if f.name in positional:  # e.g. `python lean_env.py FILE`
+            p.add_argument(f.name, nargs="?", default=None, help=text)
+        elif isinstance(default, bool):
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default: {'on' if default else 'off'})")
+        elif isinstance(default, tuple):
+            p.add_argument(name, nargs="+", action="extend", default=None, metavar=f.name.upper().rstrip("S"),
+                           help=f"{text} (repeatable)")
+        else:
+            p.add_argument(name, type=type(default), default=None, help=f"{text} (default: {default})")
+    return p
+
+
+def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict | None = None, read_run=None,
+          positional=()):
+    """Config from the command line. Only the flags given are set; the rest keep their defaults.
+    paper: the paper's values, applied by `--paper` under the flags given explicitly.
+    read_run(folder) -> dict: with `--resume FOLDER`, the run's own settings are read back from it and
+    only --steps may change (to extend the run). positional: fields given without a flag (`FILE`)."""
+    p = build_parser(Config, prog, description, positional)
+    given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    if read_run is not None and given.get("resume"):
+        saved = read_run(given["resume"])
+        saved.update(resume=given["resume"], out=given["resume"], **{k: given[k] for k in ("steps",) if k in given})
+        return Config(**saved)
+    cfg = Config(**given)
+    if paper and getattr(cfg, "paper", False):
+        cfg = Config(**{**asdict(cfg), **paper, **{k: v for k, v in given.items() if k in paper}})
+    return cfg
