@@ -65,7 +65,10 @@ def field_help(Config) -> dict:
     """{field: its whole comment}: the comment after the field and every comment-only line right under
     it that is indented deeper than the field (a comment line at the field's own indent is a section
     heading, not help). Read with Python's own tokenizer, so a `#` inside a string is no comment."""
-    source = textwrap.dedent(inspect.getsource(Config))
+    try:
+        source = textwrap.dedent(inspect.getsource(Config))
+    except (OSError, TypeError):  # defined where there is no source (python -c): no help texts
+        return {}
     names = {n.lineno: (n.target.id, n.col_offset) for n in ast.walk(ast.parse(source))
              if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
     tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
