@@ -5,6 +5,7 @@ import collections
 import itertools
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import sys
 import pytest
 
 import lean_env
+import mini_world
 import tasks
 
 PRELUDE_NAMES = {"fun", "absurd", "Or.inl", "Or.inr", "Or.elim", "False.elim", "Iff.intro", "Exists.elim"}
@@ -75,8 +77,8 @@ def test_train_never_repeats_a_test_statement(test_split, train):
     canon = {tasks.canonical(t.statement) for t in test_split}
     assert not [t for t in train if tasks.canonical(t.statement) in canon]
     # the filter is needed: the raw generator does hit test statements (level 1 is a small world)
-    rng, cfg = tasks.random.Random(5), tasks.Config()
-    raw = [tasks.make_task(rng, 1, rng.random() < 0.3, "x", cfg) for _ in range(1500)]
+    rng = random.Random(5)
+    raw = [mini_world.make_task(rng, 1, rng.random() < 0.3, "x") for _ in range(1500)]
     assert sum(tasks.canonical(t.statement) in canon for t in raw) > 0
 
 
@@ -129,7 +131,7 @@ def test_variety(train):
     for lv in (1, 2, 3):
         level = [t for t in train if t.level == lv]
         assert 0.1 < sum("α" in t.statement for t in level) / len(level) < 0.3   # first-order at every level
-    assert max(len(t.statement) for t in train) <= tasks.Config().max_chars
+    assert max(len(t.statement) for t in train) <= mini_world.Limits().max_chars
     assert max(len(re.findall(r"\((\S+) : (?!Prop|Type|α)", t.statement)) for t in train) <= 4
     for word in ("Or.elim", "Exists.elim", "absurd", "Iff.intro", "False.elim", ".mpr", "fun", "Or.inr"):
         assert any(word in t.solution for t in train), word
