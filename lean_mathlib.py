@@ -1,31 +1,24 @@
-"""The Mathlib world: checking whole-proof attempts against Lean 4 + Mathlib.
+"""The Mathlib world: checking whole-proof attempts against Lean 4 + Mathlib, with the mini world's interface
+(check / check_many -> lean_env.Result(ok, status, messages), in order). The paper verifies with the Kimina Lean
+Server, a pool of Lean REPLs. Three backends; scripts choose one with verifier.load("repl:PROJECT") and the like:
+    env = ReplPool(project="mathlib4", repl="repl/.lake/build/bin/repl", workers=8)   # a pool of Lean REPLs
+    env = KiminaClient(url="http://localhost:8000")                                  # a running Kimina Lean Server
+    env = LakeEnv(project="mathlib4")                                  # `lake env lean --json FILE` per attempt
+Tested only against fakes (tests/test_lean_mathlib.py: a fake REPL and `lake`, a local HTTP server speaking
+Kimina's format): Lean + Mathlib cannot be installed on this project's machines. Watch the first real run.
 
-The paper (its "Setting") verifies with the Kimina Lean Server, a pool of Lean REPLs. Three backends with the
-mini world's interface (check / check_many -> lean_env.Result(ok, status, messages), in order):
-    env = lean_env.load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl", workers=8)   # REPL pool
-    env = lean_env.load("kimina", url="http://localhost:8000")       # a running Kimina Lean Server
-    env = lean_env.load("lake", project="mathlib4")                  # `lake env lean --json FILE` per attempt
-VERIFIED ONLY AGAINST FAKES: Lean + Mathlib cannot be installed on this project's machines (no toolchain, no
-GitHub); tests/test_lean_mathlib.py runs these paths against tests/fake_repl.py (a fake REPL and a fake `lake`)
-and a local HTTP server speaking Kimina's format. Watch the first real run.
-
-On a GPU machine (as Kimina's setup.sh does; V = a Lean version tag both repositories have, e.g. v4.19.0):
+Set-up on a GPU machine (as Kimina's setup.sh does; V = a Lean version tag both repositories have, e.g. v4.19.0):
     curl https://raw.githubusercontent.com/leanprover/elan/master/elan-init.sh -sSf | sh -s -- -y --default-toolchain V
     git clone --depth 1 -b V https://github.com/leanprover-community/repl && (cd repl && lake build)
     git clone --depth 1 -b V https://github.com/leanprover-community/mathlib4 && (cd mathlib4 && lake exe cache get)
-then load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl") (`cache get` downloads Mathlib's built
-.olean files; a project that `require`s REPL needs no repl=). Or run project-numina/kimina-lean-server and pass url.
+(`cache get` downloads Mathlib's built .olean files; a project that `require`s REPL needs no repl=). Or run
+project-numina/kimina-lean-server and pass its url.
 
 Accepted only if the proof passes screen(), Lean reports no error and no sorry, and `#print axioms THEOREM` run
 after it names nothing beyond propext, Classical.choice, Quot.sound. In the REPL that command runs in the env the
 proof produced, so its answer is ours alone; in a file (Kimina, lake) it is our last line and every message of its
 form placed after the proof must be clean (nothing skips that line without an error: `#`, `end` and commands are
-screened out). REPL timeout: its process group (lake + REPL) is killed, the item is "timeout", the next item
-restarts it and re-imports the header; a dead process: "crash", restarted the same way. RLIMIT_AS per process =
-lean_env.LEAN_RESERVE_MB + memory_mb (mmapped .oleans count; the default is a guess). Kimina: the server's own
-timeouts / crashes come back per item ("timeout" / "crash"); connection errors, 429 and 5xx are retried, then
-KiminaError; an unreadable answer makes its batch "crash". lake: killed at the timeout ("timeout"); exit code
-other than 0 / 1: "crash".
+screened out). A slow proof is "timeout" and a dead Lean "crash", for that item only.
 """
 from __future__ import annotations
 
@@ -41,7 +34,6 @@ from lean_env import LeanNotFound, Result, Task
 DEFAULT_HEADER = ("import Mathlib\nimport Aesop\nset_option maxHeartbeats 400000\n"   # miniF2F-style, as Kimina uses
                   "open BigOperators Real Nat Topology Rat\n")
 STANDARD_AXIOMS = {"propext", "Classical.choice", "Quot.sound"}
-META = {"run_tac", "addDecl", "addAndCompile"}    # meta-programming entry points not already in lean_screen.FORBIDDEN
 
 
 class KiminaError(RuntimeError):
@@ -50,19 +42,14 @@ class KiminaError(RuntimeError):
 
 # ----------------------------------------------------------------------------- screening and judging
 def screen(task: Task, proof, max_chars: int = lean_screen.MAX_CHARS) -> str | None:
-    """Why `proof` is rejected unread, or None: lean_screen.screen's rules (sorry / admit, declarations, commands,
-    options, attributes, `#`, the theorem's own name) but not `x%` (`n%2` is arithmetic here), plus META.
-    Tactic proofs are normal in Mathlib; `#` also rejects Mathlib's `#s` card notation (conservative)."""
-    kind, why = lean_screen.screen(task, proof.replace("%", " ") if isinstance(proof, str) else proof, max_chars)
-    if kind == "reject":
-        return why
-    bad = sorted(lean_screen.words(proof) & META)
-    return f"`{bad[0]}` is not allowed in a proof (meta-programming)" if bad else None
-
-
-def _problem(task: Task, proof, max_chars: int) -> str | None:
+    """Why an attempt is rejected unread, or None: its statement's problem, else lean_screen.screen's rules (sorry /
+    admit, declarations, commands, options, attributes, `#`, the theorem's own name) but not `x%` (`n%2` is
+    arithmetic here). Tactic proofs are normal in Mathlib; `#` also rejects Mathlib's `#s` card notation."""
     bad = lean_screen.statement_problem(task)
-    return f"statement: {bad}" if bad else screen(task, proof, max_chars)
+    if bad:
+        return f"statement: {bad}"
+    kind, why = lean_screen.screen(task, proof.replace("%", " ") if isinstance(proof, str) else proof, max_chars)
+    return why if kind == "reject" else None
 
 
 def build(header: str, task: Task, proof: str, print_axioms: bool):
@@ -130,7 +117,7 @@ class _Backend:
     def check_many(self, items) -> list[Result]:
         items = list(items)
         results = [Result(False, "rejected", [why]) if why else None
-                   for why in (_problem(task, proof, self.max_chars) for task, proof in items)]
+                   for why in (screen(task, proof, self.max_chars) for task, proof in items)]
         todo = [i for i, r in enumerate(results) if r is None]
         for i, r in zip(todo, self._check_all([items[i] for i in todo])):
             results[i] = r
@@ -233,7 +220,9 @@ class ReplPool(_Backend):
     header once ({"cmd": header} -> env), then per attempt sends {"cmd": statement + " " + proof, "env": that env}
     and {"cmd": "#print axioms NAME", "env": the env it produced}. A task's own header (e.g. "import Mathlib\\nopen
     Real") wins over `header`: one env per distinct header per process. repl: a path or a command list.
-    recycle_after: restart a process after that many attempts (the REPL keeps every env it made)."""
+    recycle_after: restart a process after that many attempts (the REPL keeps every env it made). A slow proof
+    ("timeout") kills its process group (lake + REPL), a dead process is a "crash"; the next attempt restarts it and
+    re-imports its header. RLIMIT_AS = lean_env.LEAN_RESERVE_MB + memory_mb (mapped .oleans count; a guess)."""
 
     def __init__(self, project: str = ".", repl=None, lake: str | None = "lake", workers: int = 2,
                  timeout: float = 60.0, import_timeout: float = 600.0, memory_mb: int | None = 12288,
@@ -318,7 +307,9 @@ def kimina_lines_dropped(code: str) -> int:
 
 
 class KiminaClient(_Backend):
-    """POSTs batches of whole files (header, statement + proof, `#print axioms`) to a Kimina Lean Server."""
+    """POSTs batches of whole files (header, statement + proof, `#print axioms`) to a Kimina Lean Server. Its own
+    timeouts and crashes come back per item; connection errors, 429 and 5xx are retried with a doubling backoff,
+    then KiminaError; an unreadable answer makes its batch "crash"."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, api_key: str | None = None,
                  batch_size: int = 8, workers: int = 4, retries: int = 3, backoff: float = 1.0,
@@ -385,7 +376,8 @@ class KiminaClient(_Backend):
 
 # ----------------------------------------------------------------------------- lake env lean, one file per attempt
 class LakeEnv(_Backend):
-    """Each attempt is a file in a hidden folder of `project`, run there as `lake env lean --json FILE`."""
+    """Each attempt is a file in a hidden folder of `project`, run there as `lake env lean --json FILE`; killed at
+    the timeout ("timeout"), an exit code other than 0 / 1 is "crash"."""
 
     def __init__(self, project: str = ".", lake: str = "lake", timeout: float = 300.0, memory_mb: int | None = 12288,
                  workers: int = 2, header: str = DEFAULT_HEADER, max_chars: int = lean_screen.MAX_CHARS):
@@ -417,10 +409,3 @@ class LakeEnv(_Backend):
             return Result(False, "crash", [f"crash: Lean stopped ({why})"])
         return judge_file(task.name, {"messages": lean_screen.parse_messages(out)}, span)   # skips lake's chatter
 
-
-def load(world: str, **options):
-    """world "repl" -> ReplPool, "kimina" -> KiminaClient, "lake" -> LakeEnv; options are their arguments."""
-    backends = {"repl": ReplPool, "kimina": KiminaClient, "lake": LakeEnv}
-    if world not in backends:
-        raise ValueError(f"unknown Mathlib backend {world!r}; known: {sorted(backends)}")
-    return backends[world](**options)

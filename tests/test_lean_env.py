@@ -78,7 +78,7 @@ def test_cheats_and_junk_are_rejected(env, proof):
 
 def test_lean_itself_rejects_sorry_without_the_screen(env):
     """Defense in depth: hand sorry straight to Lean (bypassing screen()); the #print-axioms check must fail it.
-    Also the "internal exception #3" that Lean printed without Lean.Name in the prelude must be gone."""
+    Lean reports sorry as usual only if the prelude defines Lean.Name; else it prints "internal exception"."""
     items = [(0, AND, "sorry"), (1, AND, "sorryAx _ Bool.false"), (2, AND, "⟨sorry, h1.1⟩"), (3, AND, "h1"),
              (4, AND, "⟨h1.2, h1.1⟩")]
     res = env._check_job(items)
@@ -201,7 +201,16 @@ def test_command_line(tmp_path):
     assert out.returncode == 1 and "Type mismatch" in out.stdout and "error" in out.stdout
 
 
-# ----------------------------------------------------------------------------- under attack (adversarial review)
+def test_imports_go_one_way():
+    """lean_screen <- lean_env <- lean_mathlib <- verifier: importing one never imports a later one."""
+    code = ("import sys\norder = ['lean_screen', 'lean_env', 'lean_mathlib', 'verifier']\n"
+            "for i, m in enumerate(order):\n    __import__(m)\n"
+            "    later = [n for n in order[i + 1:] if n in sys.modules]\n    assert not later, (m, later)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+
+
+# ----------------------------------------------------------------------------- under attack
 @pytest.mark.parametrize("proof", [
     "h1.symm endλ", "⟨h1.2, h1.1⟩ sectionλ", "sorryλ x => x", "init_quotλ", "initializeλ", "h1 termination_byλ",
     "h1 ·end", "h1→end", "⟨end⟩", "0b1end", "0xfopen", "1e5end", "h1 «end»", "h1\nrecall x", "h1\nmeta def x := 1",
@@ -219,8 +228,8 @@ def test_identifiers_that_merely_contain_keywords_pass(env):
 
 
 def test_a_proof_cannot_close_a_header_scope_to_change_a_neighbour():
-    """The review's exploit: the first proof's `end` closed the header's section, so `P` meant `True` for the next
-    item. Handed straight to Lean (past the screen), the item's own `end item_...` fails and the rest is redone."""
+    """An exploit: the first proof's `end` closes the header's section, so `P` would mean `True` for the next item.
+    Handed straight to Lean (past the screen), the item's own `end item_...` fails and the rest is redone."""
     env = lean_env.load("mini")
     header = "def P : Prop := True\nsection\nvariable (P : Prop)\n"
     ta = Task("ta", "theorem ta (p q : Prop) (h1 : And p q) : And q p :=", header=header)
@@ -253,8 +262,8 @@ def test_messages_are_parsed_from_newline_separated_json_only():
 
 
 def test_a_slow_item_costs_one_timeout_and_keeps_its_neighbours():
-    """Lean is stopped on the item that hangs: one process up to it, one for the rest (bisection ran the slow item
-    once per level: about 7 timeouts here). Timing itself is measured by bench/bench_lean.py --slow."""
+    """Lean is stopped on the item that hangs: one process up to it, one for the rest, so the slow item costs one
+    timeout (bisecting would run it once per level). Timing itself is measured by bench/bench_lean.py --slow."""
     env = lean_env.load("mini", timeout=2, workers=1)
     runs = []
     run_lean = env._run_lean

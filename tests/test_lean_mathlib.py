@@ -1,6 +1,7 @@
 """lean_mathlib's Mathlib-world backends against FAKES (Lean + Mathlib cannot be installed here): the REPL pool
 against tests/fake_repl.py, the Kimina client against a local http.server, the lake backend against a fake
-`lake` script.   Run: python -m pytest -q tests/test_lean_mathlib.py"""
+`lake` script; and verifier.load, which chooses among them and the mini world from a spec.
+    Run: python -m pytest -q tests/test_lean_mathlib.py"""
 import collections, http.server, json, os, socket, sys, threading
 
 import pytest
@@ -11,6 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import fake_repl  # noqa: E402
 import lean_env  # noqa: E402
 import lean_mathlib  # noqa: E402
+import verifier  # noqa: E402
 from lean_env import Task  # noqa: E402
 
 FAKE = [sys.executable, os.path.join(ROOT, "tests", "fake_repl.py")]
@@ -22,7 +24,16 @@ STD = "by positivity"
 def pool(tmp_path, **kw):
     opts = dict(project=str(tmp_path), repl=FAKE + ["--log", str(tmp_path / "log")], lake=None, workers=1,
                 timeout=1.5, import_timeout=30)
-    return lean_env.load("repl", **{**opts, **kw})
+    return verifier.load("repl", **{**opts, **kw})
+
+
+def fake_lake(tmp_path):
+    """A `lake` script that runs tests/fake_repl.py as `lake env lean --json FILE`."""
+    (tmp_path / "bin").mkdir(exist_ok=True)
+    lake = tmp_path / "bin" / "lake"
+    lake.write_text(f'#!/bin/sh\nexec "{FAKE[0]}" "{FAKE[1]}" --lake "$@"\n')
+    lake.chmod(0o755)
+    return str(lake)
 
 
 def log(tmp_path):
@@ -52,7 +63,7 @@ def test_screen_mathlib_variant(tmp_path):
     for bad in ["by simp endλ", "by exact h\u2028sectionλ", "by simp\nmeta def x := 1"]:
         assert lean_mathlib.screen(SQ, bad), bad
     smuggled = lean_env.Task("sm", "theorem sm : True := trivial -- : False :=")
-    with lean_mathlib.load("lake", project=str(tmp_path), lake=sys.executable) as env:
+    with verifier.load("lake", project=str(tmp_path), lake=sys.executable) as env:
         r = env.check(smuggled, "by simp")
     assert r.status == "rejected" and "statement" in r.messages[0]
 
@@ -131,11 +142,11 @@ def test_repl_memory_limit_and_recycling(tmp_path):
 
 def test_repl_setup_errors(tmp_path):
     with pytest.raises(lean_env.LeanNotFound):
-        lean_env.load("repl", project=str(tmp_path), repl=str(tmp_path / "no-repl"), lake=None)
+        verifier.load("repl", project=str(tmp_path), repl=str(tmp_path / "no-repl"), lake=None)
     if not lean_mathlib.shutil.which("repl"):
         with pytest.raises(lean_env.LeanNotFound, match="REPL binary"):
-            lean_env.load("repl", project=str(tmp_path), lake=None)
-    dead = lean_env.load("repl", project=str(tmp_path), repl=[sys.executable, "-c", "import sys; sys.exit(3)"],
+            verifier.load("repl", project=str(tmp_path), lake=None)
+    dead = verifier.load("repl", project=str(tmp_path), repl=[sys.executable, "-c", "import sys; sys.exit(3)"],
                          lake=None, import_timeout=30)
     with pytest.raises(lean_env.LeanNotFound, match="exit code 3"):
         dead.check(SQ, STD)
@@ -189,7 +200,7 @@ def server():
 
 
 def test_kimina_verdicts_and_format(server):
-    env = lean_env.load("kimina", url=server, api_key="k3y", batch_size=3, backoff=0.01)
+    env = verifier.load("kimina", url=server, api_key="k3y", batch_size=3, backoff=0.01)
     items = [(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, "by exact cheat_axiom"), (SQ, "by hang"),
              (SQ, "by crash"), (SQ, "by sorry"), (OPEN, STD)]
     res = env.check_many(items)
@@ -207,7 +218,7 @@ def test_kimina_verdicts_and_format(server):
 
 
 def test_kimina_retries_and_failures(server):
-    env = lean_env.load("kimina", url=server, backoff=0.01, retries=2)
+    env = verifier.load("kimina", url=server, backoff=0.01, retries=2)
     Kimina.script = ["500", "500"]
     assert env.check(SQ, STD).ok and len(Kimina.requests) == 3
     Kimina.script = ["garbage"]
@@ -226,18 +237,14 @@ def test_kimina_connection_refused():
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    env = lean_env.load("kimina", url=f"http://127.0.0.1:{port}", retries=1, backoff=0.01)
+    env = verifier.load("kimina", url=f"http://127.0.0.1:{port}", retries=1, backoff=0.01)
     with pytest.raises(lean_mathlib.KiminaError, match="did not answer after 2 tries.*refused"):
         env.check_many([(SQ, STD)])
 
 
 # ----------------------------------------------------------------------------- lake env lean (fake lake)
 def test_lake_backend(tmp_path):
-    (tmp_path / "bin").mkdir()
-    lake = tmp_path / "bin" / "lake"
-    lake.write_text(f'#!/bin/sh\nexec "{FAKE[0]}" "{FAKE[1]}" --lake "$@"\n')
-    lake.chmod(0o755)
-    env = lean_env.load("lake", project=str(tmp_path), lake=str(lake), timeout=1.5, workers=2)
+    env = verifier.load("lake", project=str(tmp_path), lake=fake_lake(tmp_path), timeout=1.5, workers=2)
     res = env.check_many([(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, "by exact cheat_axiom"),
                           (SQ, "by hang"), (SQ, "by crash"), (OPEN, "by noaxioms")])
     assert [r.status for r in res] == ["ok", "error", "error", "timeout", "crash", "ok"]
@@ -248,14 +255,27 @@ def test_lake_backend(tmp_path):
     assert not os.path.exists(env.tmp)
 
 
-def test_unknown_world():
-    with pytest.raises(ValueError):
-        lean_mathlib.load("nope")
+# ----------------------------------------------------------------------------- verifier.load: a spec -> a checker
+def test_verifier_load_chooses_the_checker_from_a_spec(tmp_path, server):
+    mini = verifier.load("mini", workers=1)
+    assert isinstance(mini, lean_env.LeanEnv)
+    assert mini.check(Task("t_id", "theorem t_id (p : Prop) (hp : p) : p :="), "hp").ok     # the real Lean
+    with verifier.load(f"repl:{tmp_path}", repl=FAKE, lake=None, workers=1) as env:
+        assert isinstance(env, lean_mathlib.ReplPool) and env.project == str(tmp_path)
+        assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
+    with verifier.load(f"lake:{tmp_path}", lake=fake_lake(tmp_path)) as env:
+        assert isinstance(env, lean_mathlib.LakeEnv) and env.project == str(tmp_path)
+        assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
+    env = verifier.load(f"kimina:{server}", backoff=0.01)
+    assert isinstance(env, lean_mathlib.KiminaClient) and env.url == server
+    assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.requests] == ["/verify"]
+    for bad in ("nonsense", "mini:extra", "repl2:/x", "Mini"):
+        with pytest.raises(ValueError, match="unknown verifier .*use mini, repl:PROJECT, lake:PROJECT or kimina:URL"):
+            verifier.load(bad)
+    assert (verifier.Task, verifier.Result, verifier.LeanNotFound) == (Task, lean_env.Result, lean_env.LeanNotFound)
 
 
-def test_verifier_specs_name_the_backend_and_its_place():
-    client = lean_env.load("kimina:http://127.0.0.1:9")   # nothing is contacted until a check
-    assert isinstance(client, lean_mathlib.KiminaClient) and "127.0.0.1:9" in client.url
-    for bad in ("nonsense", "mini:extra", "repl2:/x"):
-        with pytest.raises(ValueError, match="unknown"):
-            lean_env.load(bad)
+def test_lean_env_load_serves_only_the_mini_world():
+    for spec in ("repl:/x", "kimina:http://127.0.0.1:9", "lake"):
+        with pytest.raises(ValueError, match="mini world only: use verifier.load"):
+            lean_env.load(spec)
