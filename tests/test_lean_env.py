@@ -199,6 +199,18 @@ def test_command_line(tmp_path):
     out = subprocess.run([sys.executable, os.path.join(ROOT, "lean_env.py"), "--mini", str(f)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "Type mismatch" in out.stdout and "error" in out.stdout
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "lean_env.py"), "--mini", "--json", str(f)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and [m["severity"] for m in lean_env.parse_messages(out.stdout)] == ["error"]
+    for args, says in [([str(tmp_path / "none.lean")], "lean_env.py: No such file or directory: "),
+                       (["--bogus"], "lean_env.py: unrecognized arguments: --bogus"),
+                       (["--lean", str(tmp_path / "no-lean")], "lean_env.py: no Lean executable at")]:
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "lean_env.py")] + args,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and out.stderr.startswith(says) and out.stderr.count("\n") == 1, (args, out)
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "lean_env.py"), "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and all(f in out.stdout for f in ("--mini", "--json", "--lean", "--version", "file"))
 
 
 def test_imports_go_one_way():
