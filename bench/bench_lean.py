@@ -2,15 +2,16 @@
 per proof, side by side in one run.          Run: python bench/bench_lean.py [--n 4000] [--n-single 40]
 And the cost of one slow or crashing proof among many:     python bench/bench_lean.py --slow [--timeout 5]
 
-Thread counts are chosen on purpose: each Lean process runs single-threaded (-j1, Elab.async off), so
-"workers" = Lean processes at once = cores used. 1 worker gives the per-core figure; 2 workers uses both
-cores of the project machine. The per-process baseline uses the same code path with batch_size=1.
-Half the proofs are correct, a quarter wrong (Lean reports an error), a quarter pass only after Or.elim.
+"workers" = Lean processes at once. Each process runs with lean_env.LEAN_FLAGS (-j2: a second thread reports each
+item as it ends), so wall-clock rates depend on what else shares the cores; checks per CPU-second of the Lean
+processes do not. The per-process baseline uses the same code path with batch_size=1. Half the proofs are
+correct, a quarter wrong (Lean reports an error), a quarter pass only after Or.elim.
 """
-import argparse, os, sys, time
+import os, sys, time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import lean_env  # noqa: E402
 from lean_env import Task  # noqa: E402
 
@@ -19,9 +20,9 @@ from lean_env import Task  # noqa: E402
 class Args:
     n: int = 4000          # proofs per batched run
     n_single: int = 40     # proofs per one-process-per-proof run (each costs a whole Lean start)
-    batch_size: int = 1000
+    batch_size: int = 1000  # proofs per Lean process in the batched runs
     slow: bool = False     # instead: one slow (or crashing) proof among 200, against the same proof checked alone
-    timeout: float = 5.0
+    timeout: float = 5.0   # seconds Lean may spend on one proof (--slow)
 
 
 TEMPLATES = [  # (binders : type, correct proof, wrong proof)
@@ -75,13 +76,7 @@ def slow_item(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    for k, v in vars(Args()).items():
-        if isinstance(v, bool):
-            ap.add_argument(f"--{k.replace('_', '-')}", action="store_true")
-        else:
-            ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
-    a = Args(**vars(ap.parse_args()))
+    a = cli.parse(Args, prog="bench/bench_lean.py", description="Proof checks per second with the mini world's Lean.")
     if a.slow:
         return slow_item(a)
     env0 = lean_env.load("mini")
