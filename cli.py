@@ -10,7 +10,7 @@ the top of the file, each field with its comment:
                                       # or jsonl:PATH  (a comment line under a field continues its help)
 
 and `cli.parse(Config, argv, prog="fd.py")` turns it into `--alpha`, `--tasks`, ... whose --help is the
-whole comment and the default. A bool field is a switch (`--paper`, `--no-bf16`), a tuple field takes one
+whole comment and the default. A bool field is a switch (`--paper`; `--no-bf16` for one that is on by default), a tuple field takes one
 or more values and may repeat (`--model A --model B`). A user's mistake (a setting out of range, a missing
 file, no API key, no Lean) is one line on stderr and exit status 2, found before any model loads
 (`fail`, `check`, `user_errors`); anything unexpected keeps its traceback.
@@ -100,9 +100,10 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
         name = "--" + flag(f.name)
         if f.name in positional:  # e.g. `python lean_env.py FILE`
             p.add_argument(f.name, nargs="?", default=None, help=text)
-        elif isinstance(default, bool):
-            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
-                           help=f"{text} (default: {'on' if default else 'off'})")
+        elif isinstance(default, bool) and not default:  # a switch: --paper
+            p.add_argument(name, action="store_const", const=True, default=None, help=f"{text} (default: off)")
+        elif isinstance(default, bool):  # on by default: --no-bf16 turns it off
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: on)")
         elif isinstance(default, tuple):
             p.add_argument(name, nargs="+", action="extend", default=None, metavar=f.name.upper().rstrip("S"),
                            help=f"{text} (repeatable)")
@@ -121,7 +122,7 @@ def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict 
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     if read_run is not None and given.get("resume"):
-        saved = read_run(given["resume"])
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in read_run(given["resume"]).items()}  # JSON has no tuple
         saved.update(resume=given["resume"], out=given["resume"], **{k: given[k] for k in ("steps",) if k in given})
         return Config(**saved)
     cfg = Config(**given)

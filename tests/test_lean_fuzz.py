@@ -1,7 +1,7 @@
 """Seeded fuzzing of the mini world's checker with the real Lean: mutations of real proofs (inserted keywords, glued
 suffixes, Unicode separators, comments, brackets), on true and false statements, with and without headers.
 Invariants: no false statement is ever accepted; every item gets the same verdict batched as alone; nothing raises.
-    Run: python -m pytest -q tests/test_lean_fuzz.py        (FUZZ_SEED=N FUZZ_N=M for other draws; about 30 s)"""
+    Run: python -m pytest -q tests/test_lean_fuzz.py        (FUZZ_SEED=N FUZZ_N=M for other draws)"""
 import os, random, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
