@@ -10,9 +10,10 @@ the generator in mini_world.py, never a test statement), and JSONL task files (m
     tasks.stream("mini:1", seed=0)                     # level 1 only, forever (fd.py's default pool)
     tasks.load("jsonl:PATH")                           # miniF2F / LeanWorkbook style JSONL
 """
-import argparse, itertools, json, os, random, re
+import itertools, json, os, random, re
 from dataclasses import dataclass
 
+import cli
 from lean_env import Task
 from lean_screen import statement_problem
 from mini_world import Limits, make_task
@@ -37,18 +38,18 @@ def canonical(statement):
     s = re.sub(r'^(theorem|lemma)\s+\S+\s*', '', ' '.join(statement.split()))
     binders = []
     while s[:1] in ('(', '{', '['):
-        depth_, j = 0, 0
-        while j == 0 or depth_:
-            depth_, j = depth_ + (s[j] in '({[') - (s[j] in ')}]'), j + 1
-        binders, s = binders + [s[:j]], s[j:].lstrip()
+        nesting, end = 0, 0  # the binder ends where its bracket closes
+        while end == 0 or nesting:
+            nesting, end = nesting + (s[end] in '({[') - (s[end] in ')}]'), end + 1
+        binders, s = binders + [s[:end]], s[end:].lstrip()
     kept, anonymous = [], []
-    for k, b in enumerate(binders):
-        names, typ = b[1:-1].split(':', 1)
+    for k, binder in enumerate(binders):
+        names, type_ = binder[1:-1].split(':', 1)
         later = set(re.findall(r"[\w'.]+", ' '.join(binders[k + 1:] + [s])))
         if any(n in later for n in names.split()):
-            kept.append(b)
+            kept.append(binder)
         else:
-            anonymous += [b[0] + typ.strip() + b[-1]] * len(names.split())
+            anonymous += [binder[0] + type_.strip() + binder[-1]] * len(names.split())
     return ' '.join(kept + sorted(anonymous) + [s])
 
 
@@ -60,7 +61,8 @@ def train_stream(seed=0, cfg=None):
     global _test_canonical
     cfg = cfg or Config()
     if _test_canonical is None:
-        _test_canonical = {canonical(t.statement) for t in read_jsonl(TEST_PATH)} if os.path.exists(TEST_PATH) else set()
+        test = read_jsonl(TEST_PATH) if os.path.exists(TEST_PATH) else []
+        _test_canonical = {canonical(t.statement) for t in test}
     rng, i = random.Random(f"mini-train-{seed}"), 0
     while True:
         level = rng.choices([1, 2, 3], cfg.mix)[0]
@@ -157,20 +159,44 @@ def _jsonl_stream(spec, seed):
         yield from order
 
 
-if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--write-test", action="store_true", help=f"regenerate {TEST_PATH}")
-    p.add_argument("--show", type=int, default=0, help="print this many training tasks")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mix", type=float, nargs=3, default=Config.mix, help="weights of levels 1 2 3 (train)")
-    p.add_argument("--first-order", type=float, default=Config.first_order)
-    args = p.parse_args()
-    cfg = Config(mix=tuple(args.mix), first_order=args.first_order)
-    if args.write_test:
-        with open(TEST_PATH, "w") as f:
-            for t in make_test(cfg):
-                f.write(json.dumps(dict(name=t.name, statement=t.statement, solution=t.solution, level=t.level),
-                                   ensure_ascii=False) + "\n")
+def write_jsonl(items, path):
+    """One task a line, in the format read_jsonl reads (name, statement, solution, level)."""
+    with open(path, "w") as f:
+        for t in items:
+            f.write(json.dumps(dict(name=t.name, statement=t.statement, solution=t.solution, level=t.level),
+                               ensure_ascii=False) + "\n")
+
+
+# ---- the command line
+@dataclass
+class Settings:
+    write_test: bool = False                  # regenerate data/mini_test.jsonl (its seed is fixed)
+    show: int = 0                             # print this many training tasks
+    seed: int = 0                             # seed of the training tasks shown
+    mix: tuple = Config.mix                   # weights of levels 1 2 3 in training: three numbers
+    first_order: float = Config.first_order   # fraction of tasks over predicates on a type α
+                                              # (in the test split too, with --write-test)
+
+
+def main(argv=None):
+    s = cli.parse(Settings, argv, prog="tasks.py",
+                  description="The mini world's test split and training tasks: regenerate the split, show tasks.")
+    try:
+        mix = tuple(float(w) for w in s.mix)
+    except ValueError:
+        mix = ()
+    if not (len(mix) == 3 and all(w >= 0 for w in mix) and sum(mix) > 0):  # a NaN fails too
+        cli.fail(f"tasks.py: --mix {' '.join(map(str, s.mix))}: must be three weights, not negative, "
+                 f"not all 0 (e.g. --mix 0.45 0.35 0.2)")
+    cli.check(s, [("show", lambda v: v >= 0, "0 or more"),
+                  ("first_order", lambda v: 0 <= v <= 1, "between 0 and 1")], "tasks.py")
+    cfg = Config(mix=mix, first_order=s.first_order)
+    if s.write_test:
+        write_jsonl(make_test(cfg), TEST_PATH)
         print(f"wrote {TEST_PATH}")
-    for t in itertools.islice(train_stream(args.seed, cfg), args.show):
+    for t in itertools.islice(train_stream(s.seed, cfg), s.show):
         print(f"-- level {t.level}\n{t.statement}\n  {t.solution}")
+
+
+if __name__ == "__main__":
+    main()
