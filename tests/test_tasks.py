@@ -1,6 +1,7 @@
-"""tasks.py: the committed test split and fresh training tasks check with the real Lean; training never
-repeats a test statement; generation is deterministic, varied, and leveled as configured; JSONL loading
-fails loudly on bad input."""
+"""tasks.py and mini_world.py: the committed test split and fresh training tasks check with the real Lean;
+`python tasks.py --write-test` writes the committed split byte for byte; training never repeats a test
+statement; generation is deterministic, varied, and leveled as configured; JSONL loading fails loudly on
+bad input."""
 import collections
 import itertools
 import json
@@ -60,8 +61,35 @@ def test_fresh_train_tasks_check_with_lean(env):
     assert not bad, bad[:3]
 
 
-def test_split_is_what_the_documented_command_writes(test_split):
-    assert tasks.make_test() == test_split   # `python tasks.py --write-test` writes exactly these
+def test_split_is_what_the_documented_command_writes(tmp_path, monkeypatch, capsys):
+    """`python tasks.py --write-test` regenerates data/mini_test.jsonl byte for byte: the split is the
+    generator's output for a fixed seed, so a change to the generator that alters it shows here."""
+    written = tmp_path / "mini_test.jsonl"
+    committed = tasks.TEST_PATH
+    monkeypatch.setattr(tasks, "TEST_PATH", str(written))
+    tasks.main(["--write-test"])
+    assert capsys.readouterr().out == f"wrote {written}\n"
+    with open(committed, "rb") as a, open(written, "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_command_line_shows_training_tasks_and_refuses_bad_settings(capsys):
+    tasks.main(["--show", "2", "--seed", "3", "--mix", "0", "0", "1", "--first-order", "1"])
+    want = tasks.load("mini", split="train", n=2, seed=3, cfg=tasks.Config(mix=(0, 0, 1), first_order=1))
+    assert capsys.readouterr().out == "".join(f"-- level 3\n{t.statement}\n  {t.solution}\n" for t in want)
+    assert all("α" in t.statement for t in want)
+    for argv, why in [(["--mix", "1", "2"], "three weights"), (["--mix", "1", "x", "1"], "--mix"),
+                      (["--mix", "0", "0", "0"], "not all 0"), (["--first-order", "1.5"], "between 0 and 1"),
+                      (["--show", "-1"], "0 or more")]:
+        with pytest.raises(SystemExit) as e:
+            tasks.main(argv)
+        assert e.value.code == 2 and why in capsys.readouterr().err, argv
+
+
+def test_the_generator_does_not_read_the_theorem_sets():
+    """Imports go one way, lean_env <- mini_world <- tasks: the generator stands alone."""
+    code = "import sys, mini_world; assert 'tasks' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.abspath(tasks.__file__)))
 
 
 def test_canonical_form_ignores_names_and_order_only():
