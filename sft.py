@@ -7,17 +7,16 @@ feedback F(y) is in its prompt (that is the teacher pi_mu(. | x, F(y))), so besi
 (statement -> proof) examples the warm-up trains on feedback-conditioned ones, framed by
 feedback.py's own sources so the text matches what FD's teacher will read: the reference proof
 ("ground-truth"), the first half of it, the offline tutor's hints on a corrupted attempt, and
-(sparingly: it hurt in the notes) the Lean error of a wrong attempt.
+(sparingly: a larger share hurt the small prover) the Lean error of a wrong attempt.
 
-    python sft.py                                  # build the preset into the cache (about 6 min, 2 cores)
+    python sft.py                                  # build the preset into the cache (minutes on 2 cores)
     python sft.py --out runs/small-prover          # build it into a folder instead
-    python sft.py --calibrate [--out DIR]          # student pass@1/pass@16 and teacher pass@1 per level
     python sft.py --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
-    model.load("small-prover")   # builds once into ~/.cache/fd-lean/small-prover-<recipe hash>
-                                 # ($FD_LEAN_CACHE or $XDG_CACHE_HOME/fd-lean); --rebuild to redo
+    python calibrate.py                            # is the preset's teacher better than its student?
+    model.load(sft.resolve_model("small-prover"))  # builds once into ~/.cache/fd-lean/small-prover-<recipe hash>
+                                                   # ($FD_LEAN_CACHE or $XDG_CACHE_HOME/fd-lean); --rebuild to redo
 Two processes asking for the preset at once: one builds, the other waits for it (a lock file).
 """
-import argparse
 import dataclasses
 import fcntl
 import hashlib
@@ -32,12 +31,18 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import checkpoint
+import cli
+import feedback
+import lean_env
 import model as M
+import tasks
+from lean_env import Task
 
+PRESET = "small-prover"  # the model name that means "this file's recipe, built on first use"
 RECIPE_VERSION = 5  # bump when the data or training code changes what the build produces
 
 
@@ -46,17 +51,18 @@ class Settings:
     out: str = ""                 # where to save (empty: the user cache, see cache_dir)
     jsonl: str = ""               # fine-tune on this JSONL of {statement, proof|solution[, header]}
     model: str = ""               # with --jsonl: the HF id / folder to fine-tune ("" = a fresh small prover)
-    seed: int = 0
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 2e-3
-    warmup: int = 50
-    weight_decay: float = 0.01
+    seed: int = 0                 # data, initial weights and batch order
+    steps: int = 1500             # optimizer steps
+    batch_size: int = 32          # examples per step
+    lr: float = 2e-3              # peak learning rate (AdamW), cosine to 10% of it
+    warmup: int = 50              # linear warmup steps
+    weight_decay: float = 0.01    # on matrices only
     n_tasks: int = 32000          # generated training tasks (1.5 epochs at 1,500 x 32)
-    d_model: int = 256            # Llama: d=256, 4 layers, 4 heads, FFN 688, tied embeddings: 3.23M with the 258-token vocabulary
-    n_layers: int = 4
-    n_heads: int = 4
-    d_ff: int = 688
+    d_model: int = 256            # Llama width; with 4 layers, 4 heads, FFN 688 and tied embeddings
+                                  # about 3.2M parameters for the word-level vocabulary
+    n_layers: int = 4             # Llama layers
+    n_heads: int = 4              # attention heads (must divide --d-model)
+    d_ff: int = 688               # feed-forward width
     max_len: int = 320            # examples longer than this (prompt + feedback + proof) are dropped
     # the training mix: share of examples per prompt kind (normalised)
     plain: float = 0.35           # statement -> proof (the student's prompt)
@@ -64,17 +70,13 @@ class Settings:
     prefix: float = 0.05          # a hint naming the first half of the reference proof
     tutor: float = 0.24           # the tutor's hints on a corrupted attempt
     keep: float = 0.03            # the tutor's verdict on a correct attempt ("Do keep the same proof.")
-    lean: float = 0.03            # the Lean output of a corrupted attempt (sparingly: it hurt in the notes)
+    lean: float = 0.03            # the Lean output of a corrupted attempt (sparingly: a larger share hurt)
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Config.mix)
     copy_warmup: int = 250        # first steps on feedback examples only (copying the hint is learnt first)
     lean_checks: int = 10000      # corrupted attempts checked by real Lean (all "lean" ones, then tutor ones)
-    bf16: bool = True             # bf16 autocast on CPU: 1.3-1.5x faster here
-    threads: int = 2
-    rebuild: bool = False
-    calibrate: bool = False       # after building (or for --out DIR): measure student and teacher
-    eval_n: int = 16              # samples per test task for the student's pass@1 / pass@n
-    eval_n_feedback: int = 4      # samples per task with feedback in context
-    eval_limit: int = 0           # first N test tasks (0 = all)
+    bf16: bool = True             # bf16 autocast on CPU (faster than fp32 on these machines)
+    threads: int = 2              # torch CPU threads
+    rebuild: bool = False         # build the cached preset again even if it is there
 
 
 # ----------------------------------------------------------------------------- the tokenizer
@@ -87,9 +89,8 @@ SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>"]
 
 
 def train_tokenizer(texts) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer: 40% fewer tokens than a byte-level BPE for mini-world proofs, and
+    """A word-level tokenizer: far fewer tokens than a byte-level BPE for mini-world proofs, and
     decoding (words joined by spaces) gives text Lean accepts. Unknown words become <unk>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
                                                  pre_tokenizers.Split(Regex(WORD), behavior="isolated")])
@@ -127,18 +128,17 @@ def corrupt(task, rng: random.Random) -> str:
 
 def mini_examples(s: Settings):
     """(task, feedback or None, proof) triples for the mini world, drawn with the mix's shares."""
-    import feedback
-    import tasks as tasks_lib
     rng = random.Random(s.seed)
     mix = tuple(float(w) for w in s.level_mix.split(","))
-    train = tasks_lib.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks_lib.Config(mix=mix))
+    train = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
     kinds = ["plain", "solution", "prefix", "tutor", "keep", "lean"]
     picks = rng.choices(kinds, [getattr(s, k) for k in kinds], k=len(train))
     wrong = {i: corrupt(t, rng) for i, (t, k) in enumerate(zip(train, picks)) if k in ("tutor", "lean")}
     # Lean checks the corrupted attempts of every "lean" example and of the first tutor examples
     # up to the cap (the tutor quotes Lean's messages); other tutor hints go without messages.
     checked = sorted(wrong, key=lambda i: picks[i] != "lean")[: max(s.lean_checks, picks.count("lean"))]
-    results = dict(zip(checked, check_attempts([(train[i], wrong[i]) for i in checked])))
+    pairs = [(train[i], wrong[i]) for i in checked]
+    results = dict(zip(checked, lean_env.load("mini").check_many(pairs) if pairs else []))  # no Lean if none
     no_messages = SimpleNamespace(ok=False, status="error", messages=[])
     sources = {k: feedback.load(k) for k in ("ground-truth", "tutor", "lean")}
     examples = []
@@ -157,17 +157,9 @@ def mini_examples(s: Settings):
     return examples
 
 
-def check_attempts(pairs):
-    if not pairs:
-        return []
-    import lean_env
-    return lean_env.load("mini").check_many(pairs)
-
-
 def jsonl_examples(path):
     """(task, feedback, proof) per line of {statement, proof or solution[, name, header, feedback]}.
     A bad line is a ValueError naming the file and the line."""
-    from lean_env import Task
     out = []
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -249,7 +241,7 @@ def train(s: Settings) -> str:
     else:
         examples = mini_examples(s)
     if s.model:
-        policy = M.load(s.model, device="cpu", dtype=torch.float32)
+        policy = M.load(resolve_model(s.model), device="cpu", dtype=torch.float32)
         tokenizer, net = policy.tokenizer, policy.model
     else:
         plain = SimpleNamespace(chat_template=None, bos_token="")  # the plain template, before a tokenizer exists
@@ -268,7 +260,7 @@ def train(s: Settings) -> str:
     lr_at = lambda i: s.lr * (min(1.0, (i + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / s.steps))))
     net.train()
     # copy warm-up: the first steps see only examples with feedback, where the proof can be read off
-    # the context; without it the 1,000-step model barely copied even a two-token reference proof
+    # the context; without it the small model barely learns to copy even a two-token reference proof
     rng = random.Random(s.seed + 1)
     warm = [i for i, e in enumerate(encoded) if e[2]]
     warm = rng.sample(warm, min(len(warm), s.copy_warmup * s.batch_size))
@@ -300,17 +292,14 @@ def train(s: Settings) -> str:
 # ----------------------------------------------------------------------------- the cached preset
 
 def cache_dir() -> str:
-    root = os.environ.get("FD_LEAN_CACHE") or os.path.join(
+    return os.environ.get("FD_LEAN_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fd-lean")
-    return root
 
 
 def recipe_hash(s: Settings) -> str:
     """What decides the built model: the settings (minus where/whether to build), the recipe
     version and feedback.py's framing templates (the teacher must read the trained frames)."""
-    import feedback
-    keep = {k: v for k, v in dataclasses.asdict(s).items()
-            if k not in ("out", "rebuild", "threads") and not k.startswith(("eval_", "calibrate"))}
+    keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("out", "rebuild", "threads")}
     text = json.dumps([keep, RECIPE_VERSION, feedback.TEMPLATES], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -376,108 +365,49 @@ def build_small_prover(rebuild: bool = False, settings: Settings | None = None, 
     return path
 
 
-# (field, test, what it must be): checked before anything slow starts (checkpoint.check)
+def resolve_model(name: str) -> str:
+    """What model.load should read for a model name a user gave: the preset is this file's recipe,
+    built on first use (minutes, once) and then its cached folder; any other name is returned as it is."""
+    return build_small_prover() if name == PRESET else name
+
+
+# (field, test, what it must be): checked before anything slow starts (cli.check)
 RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("steps", "batch_size", "warmup", "n_tasks", "d_model", "n_layers",
-                                                       "n_heads", "d_ff", "max_len", "threads", "eval_n", "eval_n_feedback")]
+                                                       "n_heads", "d_ff", "max_len", "threads")]
 RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("weight_decay", "plain", "solution", "prefix", "tutor", "keep",
-                                                       "lean", "copy_warmup", "lean_checks", "eval_limit")]
+                                                       "lean", "copy_warmup", "lean_checks")]
 RULES += [("lr", lambda v: v > 0, "above 0")]
 
 
 def parse_args(argv=None) -> Settings:
-    p = checkpoint.Parser(prog="sft.py", description=__doc__.split("\n")[0])
-    for f in dataclasses.fields(Settings):
-        if f.type in (bool, "bool"):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            kind = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__)
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
-    return Settings(**vars(p.parse_args(argv)))
+    return cli.parse(Settings, argv, prog="sft.py", description=__doc__.split("\n")[0])
 
 
 def check(s: Settings):
     """Every setting in range, and the files named, before anything slow starts: one line, exit 2."""
-    checkpoint.check(s, RULES, "sft.py")
+    cli.check(s, RULES, "sft.py")
     if s.d_model % s.n_heads:
-        checkpoint.fail(f"sft.py: --n-heads {s.n_heads}: must divide --d-model {s.d_model}")
+        cli.fail(f"sft.py: --n-heads {s.n_heads}: must divide --d-model {s.d_model}")
     kinds = ("plain", "solution", "prefix", "tutor", "keep", "lean")
     if not sum(getattr(s, k) for k in kinds) > 0:
-        checkpoint.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
+        cli.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
     mix = s.level_mix.split(",")
     if not (len(mix) == 3 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in mix)
             and sum(map(float, mix)) > 0):
-        checkpoint.fail(f"sft.py: --level-mix {s.level_mix}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
+        cli.fail(f"sft.py: --level-mix {s.level_mix}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
     if s.jsonl:
-        with checkpoint.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
+        with cli.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
             jsonl_examples(s.jsonl)
     if s.model:
-        with checkpoint.user_errors(f"sft.py: --model {s.model}", M.ModelNotFound):
+        with cli.user_errors(f"sft.py: --model {s.model}", M.ModelNotFound):
             M.check_name(s.model)
-    if s.calibrate and s.out:
-        with checkpoint.user_errors(f"sft.py: --calibrate --out {s.out}", M.ModelNotFound):
-            M.check_name(s.out)
-
-
-# ----------------------------------------------------------------------------- calibration
-
-def calibrate(path: str, s: Settings) -> dict:
-    """Is the student in a useful range, and is the teacher (same weights, feedback in context)
-    clearly better? Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher:
-    pass@1 with each feedback source computed on the student's FIRST attempt at the task (exactly
-    what FD's teacher reads). Per level. Identical (task, proof) pairs are checked by Lean once."""
-    import evaluate
-    import feedback
-    import lean_env
-    import tasks as tasks_lib
-    torch.set_num_threads(s.threads)
-    policy, env = M.load(path), lean_env.load("mini")
-    test = tasks_lib.load("mini", split="test")[: s.eval_limit or None]
-    generator, verdicts = torch.Generator(policy.device).manual_seed(s.seed), {}
-
-    def attempts(feedback_texts, k):  # k samples per task -> (samples, results), task-major
-        prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
-        jobs = [i for i in range(len(test)) for _ in range(k)]
-        samples = M.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
-        keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
-        todo = sorted(set(keys) - set(verdicts))
-        verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))
-        return samples, [verdicts[key] for key in keys]
-
-    def pass_at(results, k, n):  # per task, unbiased pass@k from n samples
-        return [evaluate.pass_at_k(n, sum(r.ok for r in results[i * n:(i + 1) * n]), k) for i in range(len(test))]
-
-    t0 = time.time()
-    samples, results = attempts([None] * len(test), s.eval_n)
-    columns = {"student pass@1": pass_at(results, 1, s.eval_n), f"student pass@{s.eval_n}": pass_at(results, s.eval_n, s.eval_n)}
-    first = [(samples[i * s.eval_n], results[i * s.eval_n]) for i in range(len(test))]
-    for source in ("ground-truth", "tutor", "lean"):
-        fb = feedback.load(source)
-        texts = [fb(t, a, r) for t, (a, r) in zip(test, first)]
-        columns[f"{source} pass@1"] = pass_at(attempts(texts, s.eval_n_feedback)[1], 1, s.eval_n_feedback)
-    table = {}
-    for level in sorted({t.level for t in test}) + ["all"]:
-        rows = [i for i, t in enumerate(test) if level in ("all", t.level)]
-        table[str(level)] = {c: round(100 * sum(v[i] for i in rows) / len(rows), 1) for c, v in columns.items()}
-        table[str(level)]["tasks"] = len(rows)
-    print(f"calibration of {path} ({len(verdicts)} distinct Lean checks, {time.time() - t0:.0f} s):")
-    print("level  " + "  ".join(f"{c:>18s}" for c in columns))
-    for level, row in table.items():
-        print(f"{level:5s}  " + "  ".join(f"{row[c]:18.1f}" for c in columns))
-    return {"model": path, "test_tasks": len(test), "eval_n": s.eval_n, "eval_n_feedback": s.eval_n_feedback,
-            "seed": s.seed, "lean": env.version, "pass_percent": table}
 
 
 def main(argv=None):
     s = parse_args(argv)
     check(s)
-    # a hub id the hub did not give (--model), or a --calibrate --out folder without a model
-    with checkpoint.user_errors("sft.py", M.ModelNotFound):
-        path = train(s) if s.out and not s.calibrate else (s.out or build_small_prover(settings=s))
-        print(path)
-        if s.calibrate:
-            report = calibrate(path, s)
-            with open(os.path.join(path, "calibration.json"), "w") as f:
-                json.dump(report, f, indent=1)
+    with cli.user_errors("sft.py", M.ModelNotFound):  # a hub id the hub did not give (--model)
+        print(train(s) if s.out else build_small_prover(settings=s))
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert sft.build_small_prover(settings=s) == path
     assert os.path.getmtime(os.path.join(path, "model.safetensors")) == stamp
     assert sft.recipe_hash(sft.Settings(**{**MICRO, "seed": 1})) != sft.recipe_hash(s)
-    assert sft.recipe_hash(sft.Settings(**{**MICRO, "threads": 2, "eval_n": 4})) == sft.recipe_hash(s)
+    assert sft.recipe_hash(sft.Settings(**{**MICRO, "threads": 2, "rebuild": True})) == sft.recipe_hash(s)
 
 
 def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
@@ -153,10 +153,20 @@ def test_a_failed_build_leaves_nothing_and_the_next_call_builds(tmp_path, monkey
     assert os.path.isfile(os.path.join(path, "config.json"))
 
 
-def test_the_preset_loads_from_the_cache(tiny_prover, tmp_path, monkeypatch):
+def test_the_preset_resolves_to_the_cached_build(tiny_prover, tmp_path, monkeypatch):
     import shutil
     monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
     published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Settings())}"
     shutil.copytree(tiny_prover, published)  # as if the full recipe had been built: no 6-minute build here
-    policy = M.load("small-prover", device="cpu")
-    assert policy.name == "small-prover" and policy.model.name_or_path == str(published)
+    assert sft.resolve_model("small-prover") == str(published)
+    assert sft.resolve_model("runs/fd/final") == "runs/fd/final"  # any other name as it is
+    policy = M.load(sft.resolve_model("small-prover"), device="cpu")
+    assert policy.model.name_or_path == str(published)
+
+
+def test_sft_imports_neither_evaluation_nor_trainers():
+    import ast
+    tree = ast.parse(open(sft.__file__).read())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                for a in n.names} | {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not imported & {"evaluate", "calibrate", "fd", "grpo", "report"}

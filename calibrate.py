@@ -1,0 +1,100 @@
+"""Is a small prover ready for FD: how often its student, and its teacher, prove the mini test tasks.
+
+The student should solve some tasks, and the teacher (the same weights with feedback in the prompt)
+clearly more: that gap is what FD distills into the student (arXiv 2605.30861, Section 3).
+
+    python calibrate.py                                # the small-prover preset (built on first use)
+    python calibrate.py --model runs/fd/final --eval-limit 120
+
+Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher: pass@1 with each feedback
+source computed on the student's FIRST attempt at the task (exactly what FD's teacher reads). Per
+level; printed as a table and written to calibration.json in the model's folder.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+
+import cli
+import evaluate
+import feedback
+import lean_env
+import model as M
+import sft
+import tasks
+
+
+@dataclass
+class Config:
+    model: str = sft.PRESET   # the model to measure: the small-prover preset or a local folder
+    eval_n: int = 16          # samples per test task for the student's pass@1 / pass@n
+    eval_n_feedback: int = 4  # samples per task with feedback in context
+    eval_limit: int = 0       # first N test tasks (0 = all)
+    seed: int = 0             # seed of the sampling generator
+    threads: int = 2          # torch CPU threads
+
+
+RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("eval_n", "eval_n_feedback", "threads")]
+RULES += [("eval_limit", lambda v: v >= 0, "0 or more (0: every task)")]
+
+
+def calibrate(path: str, cfg: Config) -> dict:
+    """Student and teacher pass rates (percent) per level of the mini test split, for the model in
+    `path`. Identical (task, proof) pairs are checked by Lean once."""
+    torch.set_num_threads(cfg.threads)
+    policy, env = M.load(path), lean_env.load("mini")
+    test = tasks.load("mini", split="test")[: cfg.eval_limit or None]
+    generator, verdicts = torch.Generator(policy.device).manual_seed(cfg.seed), {}
+
+    def attempts(feedback_texts, k):  # k samples per task -> (samples, results), task-major
+        prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
+        jobs = [i for i in range(len(test)) for _ in range(k)]
+        samples = M.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
+        keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
+        todo = sorted(set(keys) - set(verdicts))
+        verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))
+        return samples, [verdicts[key] for key in keys]
+
+    def pass_at(results, k, n):  # per task, unbiased pass@k from n samples
+        return [evaluate.pass_at_k(n, sum(r.ok for r in results[i * n:(i + 1) * n]), k) for i in range(len(test))]
+
+    t0, n = time.time(), cfg.eval_n
+    samples, results = attempts([None] * len(test), n)
+    columns = {"student pass@1": pass_at(results, 1, n), f"student pass@{n}": pass_at(results, n, n)}
+    first = [(samples[i * n], results[i * n]) for i in range(len(test))]
+    for source in ("ground-truth", "tutor", "lean"):
+        fb = feedback.load(source)
+        texts = [fb(t, a, r) for t, (a, r) in zip(test, first)]
+        columns[f"{source} pass@1"] = pass_at(attempts(texts, cfg.eval_n_feedback)[1], 1, cfg.eval_n_feedback)
+    table = {}
+    for level in sorted({t.level for t in test}) + ["all"]:
+        rows = [i for i, t in enumerate(test) if level in ("all", t.level)]
+        table[str(level)] = {c: round(100 * sum(v[i] for i in rows) / len(rows), 1) for c, v in columns.items()}
+        table[str(level)]["tasks"] = len(rows)
+    print(f"calibration of {path} ({len(verdicts)} distinct Lean checks, {time.time() - t0:.0f} s):")
+    print("level  " + "  ".join(f"{c:>18s}" for c in columns))
+    for level, row in table.items():
+        print(f"{level:5s}  " + "  ".join(f"{row[c]:18.1f}" for c in columns))
+    return {"model": path, "test_tasks": len(test), "eval_n": n, "eval_n_feedback": cfg.eval_n_feedback,
+            "seed": cfg.seed, "lean": env.version, "pass_percent": table}
+
+
+def main(argv=None) -> dict:
+    cfg = cli.parse(Config, argv, prog="calibrate.py", description=__doc__.split("\n")[0])
+    cli.check(cfg, RULES, "calibrate.py")
+    with cli.user_errors(f"calibrate.py: --model {cfg.model}", M.ModelNotFound):
+        M.check_name(cfg.model)
+    if cfg.model != sft.PRESET and not os.path.isdir(os.path.expanduser(cfg.model)):
+        cli.fail(f"calibrate.py: --model {cfg.model}: give a local model folder (calibration.json is written "
+                 f"into it) or {sft.PRESET}")
+    path = os.path.expanduser(sft.resolve_model(cfg.model))
+    report = calibrate(path, cfg)
+    with open(os.path.join(path, "calibration.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main()
