@@ -23,8 +23,12 @@ MATHLIB = {"repl": (lean_mathlib.ReplPool, "project"), "lake": (lean_mathlib.Lak
 
 def load(spec: str = "mini", **options):
     """The checker a spec names: "mini" | "repl[:PROJECT]" | "lake[:PROJECT]" | "kimina[:URL]"; options are the
-    checker's own arguments. Raises ValueError for an unknown spec, LeanNotFound when no Lean can run."""
+    checker's own arguments; lean=None or "" names no Lean (the scripts' default). Raises ValueError for an unknown spec, LeanNotFound when no Lean can run."""
     world, _, where = spec.partition(":")
+    if options.get("lean", "") in ("", None):  # no `lean` named: the mini world finds one, the others need none
+        options.pop("lean", None)
+    if world in MATHLIB and "lean" in options:
+        raise ValueError(f"{spec}: a `lean` executable is for the mini world; a Mathlib project brings its own Lean")
     if world in MATHLIB:
         backend, place = MATHLIB[world]
         if where:

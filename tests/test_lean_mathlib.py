@@ -266,8 +266,10 @@ def test_verifier_load_chooses_the_checker_from_a_spec(tmp_path, server):
     with verifier.load(f"lake:{tmp_path}", lake=fake_lake(tmp_path)) as env:
         assert isinstance(env, lean_mathlib.LakeEnv) and env.project == str(tmp_path)
         assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
-    env = verifier.load(f"kimina:{server}", backoff=0.01)
+    env = verifier.load(f"kimina:{server}", backoff=0.01, lean="")  # the scripts pass --lean "" when none is named
     assert isinstance(env, lean_mathlib.KiminaClient) and env.url == server
+    with pytest.raises(ValueError, match="a `lean` executable is for the mini world"):
+        verifier.load(f"kimina:{server}", lean="/usr/bin/lean")
     assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.requests] == ["/verify"]
     for bad in ("nonsense", "mini:extra", "repl2:/x", "Mini"):
         with pytest.raises(ValueError, match="unknown verifier .*use mini, repl:PROJECT, lake:PROJECT or kimina:URL"):
