@@ -35,6 +35,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import model
 import tutor
 
 
@@ -202,8 +203,6 @@ def _http_critic(style, model_name, s, key, base_url):
 
 
 def _self_critic(policy, s):
-    import model   # lazy: model.py pulls in torch, which the other sources do not need
-
     def ask(prompt, stats):
         tok = policy.tokenizer   # the critique prompt as the policy's own user turn (or plain text)
         if getattr(tok, "chat_template", None):
@@ -320,14 +319,14 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
     if kind in offline and (kind == "constant") == bool(arg):
         return Feedback(spec, s, write=offline[kind])
     if kind == "self":
+        if policy is None and not arg:
+            raise ValueError("self: the critic is the policy itself: pass policy= (fd.py does), or name a "
+                             "model folder, self:FOLDER")
         if policy is None:
-            import model
-            policy = model.load(arg or "small-prover")
+            policy = model.load(arg)
         elif copy_policy:   # the paper's self-feedback comes from the INITIAL model, frozen
             policy = copy.deepcopy(policy)
-        fb = Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg))
-        fb.critic = policy
-        return fb
+        return Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg))
     if kind not in APIS:
         raise ValueError(f"unknown feedback spec {spec!r}: use tutor, ground-truth, lean, self, constant:TEXT, "
                          "none, openai:MODEL or anthropic:MODEL")

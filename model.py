@@ -1,4 +1,4 @@
-"""The policy pi_theta: load it, render its prompt, sample attempts, score tokens, save checkpoints.
+"""The policy pi_theta: load it, render its prompt, sample attempts (sampling.py), score tokens.
 
 Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3. The student
 pi_theta(. | x) and the teacher pi_mu(. | x, F(y)) are the SAME network; they differ only in the
@@ -6,15 +6,15 @@ prompt, and both prompts come from `render_prompt` so they can never drift apart
 exactly where the proof starts, so the student's sampled ids y are appended unchanged to either
 prompt and re-scored token by token (never re-tokenised from text).
 
-    policy = load("small-prover")               # or an HF id / a local folder (built by sft.py on first use)
+    policy = load("runs/fd/final")              # a local HF-format folder or an HF hub id
     ids = encode_prompt(policy.tokenizer, task)  # student; encode_prompt(tok, task, feedback) = teacher
     [s] = sample(policy, [ids], max_new_tokens=64, temperature=1.0, generator=0)
-    logprobs, entropies = token_logprobs(policy.model, ids, s.ids)
+    logprobs, entropies = token_logprobs(policy.model, [ids], [s.ids])
 
-Run `python model.py small-prover` to print a student and a teacher prompt and one sample.
+The `small-prover` preset is a folder that sft.py builds on first use: `load(sft.resolve_model("small-prover"))`.
+Run `python model.py FOLDER` to print a student and a teacher prompt and one greedy sample.
 """
 import contextlib
-import inspect
 import json
 import os
 import re
@@ -23,7 +23,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+
+from sampling import Sample, sample, sample_plain, stop_ids  # noqa: F401  (model.sample is the public name)
 
 # The chat-template path (real HF models): one user message, the assistant turn is the proof.
 CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "
@@ -36,13 +38,6 @@ class Policy:
     tokenizer: object
     device: torch.device
     name: str
-
-
-@dataclass
-class Sample:
-    ids: list[int]   # exactly the sampled ids, including the final EOS when one was sampled
-    text: str        # decoded ids without EOS / special tokens
-    truncated: bool  # True when the token budget ran out before an EOS
 
 
 # ----------------------------------------------------------------------------- loading and saving
@@ -77,13 +72,13 @@ def load_tokenizer(path: str):
 
 
 class ModelNotFound(FileNotFoundError):
-    """A model name that is no preset, no HF-format folder here, and nothing the Hugging Face hub gave."""
+    """A model name that is no HF-format folder here and nothing the Hugging Face hub gave."""
 
 
 def check_name(name: str) -> None:
     """Raise ModelNotFound, without loading anything, for a name `load` cannot read, so that a
-    script can refuse it before its long set-up. A name is the preset, a folder, or a hub id
-    'org/name' whose 'org' is not a local folder. Any other name is a folder that does not exist:
+    script can refuse it before its long set-up. A name is the preset (which the scripts build
+    with sft.resolve_model), a folder, or a hub id 'org/name' whose 'org' is not a local folder. Any other name is a folder that does not exist:
     it never goes to the hub, whose retries take 50 s without network and end in a traceback."""
     path = os.path.expanduser(name)
     if name == "small-prover":
@@ -105,14 +100,15 @@ def check_name(name: str) -> None:
                             "(which needs network access to huggingface.co)")
 
 
-def load(name_or_path: str, device=None, dtype=None, rebuild: bool = False) -> Policy:
-    """`small-prover` (built by sft.py and cached on first use), a local folder, or an HF hub id.
-    Raises ModelNotFound for a name it cannot read (see check_name) or a hub id the hub did not give."""
+def load(name_or_path: str, device=None, dtype=None) -> Policy:
+    """A local HF-format folder or an HF hub id. Raises ModelNotFound for a name it cannot read (see
+    check_name) or a hub id the hub did not give. The `small-prover` preset is a folder sft.py builds:
+    the scripts pass `sft.resolve_model(name)` here."""
+    if name_or_path == "small-prover":
+        raise ModelNotFound("model 'small-prover': the preset is built by sft.py; "
+                            "load sft.resolve_model('small-prover') (its folder, built on first use)")
     check_name(name_or_path)
     name, path = name_or_path, os.path.expanduser(name_or_path)
-    if name == "small-prover":
-        import sft  # local import: sft.py imports this module
-        path = sft.build_small_prover(rebuild=rebuild)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
     try:
@@ -178,145 +174,6 @@ def proof_text(sample_or_text) -> str:
     return text.strip()
 
 
-# ----------------------------------------------------------------------------- sampling
-
-def stop_ids(policy: Policy) -> list[int]:
-    """EOS ends the proof: the tokenizer's EOS plus the model's generation EOS ids (chat models)."""
-    ids = {policy.tokenizer.eos_token_id}
-    gen_eos = getattr(getattr(policy.model, "generation_config", None), "eos_token_id", None)
-    ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos])
-    return sorted(i for i in ids if i is not None)
-
-
-def _next_tokens(logits, temperature, top_p, generator, live, batch_size, pad_id):
-    """One sampling step, done like HF generate (float32 logits, temperature, then top-p, then
-    multinomial over the WHOLE batch) so that the same RNG gives the same tokens: finished rows get
-    a one-hot on the pad id, which consumes the random numbers HF consumes for them."""
-    if temperature == 0:
-        return logits.argmax(-1)
-    scores = logits / temperature
-    if top_p < 1.0:  # nucleus: drop the least likely tokens whose total mass is <= 1 - top_p
-        sorted_scores, order = torch.sort(scores, descending=False)
-        drop_sorted = sorted_scores.softmax(-1).cumsum(-1) <= (1 - top_p)
-        drop_sorted[:, -1] = False
-        scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
-    probs = torch.zeros(batch_size, logits.shape[-1], device=logits.device)
-    probs[:, pad_id] = 1.0
-    probs[live] = scores.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)[live]
-
-
-def _cache_kwarg(model) -> str:
-    # transformers renamed `past_key_values` to `cache` during 5.x: pass whichever forward takes
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
-
-PREFILL_ROWS = 64  # prompts per prefill forward: rows of similar length, so little padding
-
-
-@torch.no_grad()
-def _prefill(model, ids, mask, pos, lengths):
-    """The prompts' KV cache and last logits. On distinct prompts of varied lengths the prefill is
-    most of the sampling time, and a left-padded batch spends it on padding: the rows are prefilled
-    in groups of similar length, and each group's cache is padded on the left (masked, so never
-    attended to) to the batch's width. Row results are the same as one big forward up to float
-    rounding (a different GEMM shape); models whose cache is not plain per-layer keys and values
-    (sliding windows, recurrent layers) take the single forward."""
-    U, T = ids.shape
-    kv_name = _cache_kwarg(model)
-    order = sorted(range(U), key=lambda u: lengths[u])
-    groups = [order[i:i + PREFILL_ROWS] for i in range(0, U, PREFILL_ROWS)]
-    if len(groups) > 1 and max(lengths) - min(lengths) > 8:
-        parts = []
-        for rows in groups:
-            width = max(lengths[u] for u in rows)  # left padding: the group's columns are the last `width`
-            cache = DynamicCache()
-            out = model(input_ids=ids[rows, T - width:], attention_mask=mask[rows, T - width:],
-                        position_ids=pos[rows, T - width:], **{kv_name: cache}, use_cache=True, logits_to_keep=1)
-            if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
-                break
-            parts.append((rows, width, cache, out.logits[:, -1].float()))
-        else:
-            back = torch.argsort(torch.tensor([u for rows, *_ in parts for u in rows], device=ids.device))
-            layers = []
-            for i in range(len(parts[0][2].layers)):
-                k, v = (torch.cat([F.pad(getattr(c.layers[i], name), (0, 0, T - w, 0)) for _, w, c, _ in parts])[back]
-                        for name in ("keys", "values"))
-                layers.append((k, v))
-            return DynamicCache(layers), torch.cat([lg for *_, lg in parts])[back]
-    cache = DynamicCache()
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **{kv_name: cache}, use_cache=True,
-                   logits_to_keep=1).logits[:, -1].float()
-    return cache, logits
-
-
-@torch.no_grad()
-def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator):
-    model, device = policy.model, policy.device
-    pad_id, eos = policy.tokenizer.pad_token_id, torch.tensor(stop_ids(policy), device=device)
-    # A prompt repeated in the batch (n samples per task, a GRPO group) is prefilled once; its
-    # cache rows are then copied, so on short proofs the prefill no longer dominates the time.
-    unique = {}
-    copy_of = torch.tensor([unique.setdefault(tuple(p), len(unique)) for p in prompts], device=device)
-    B, U, T = len(prompts), len(unique), max(len(p) for p in prompts)
-    ids = torch.full((U, T), pad_id, dtype=torch.long)
-    mask = torch.zeros((U, T), dtype=torch.long)
-    for u, p in enumerate(unique):  # left padding: every row's next token goes at column T
-        ids[u, T - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[u, T - len(p):] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
-    cache, logits = _prefill(model, ids, mask, pos, [len(p) for p in unique])
-    kv = {_cache_kwarg(model): cache}
-    if U < B:
-        cache.batch_select_indices(copy_of)
-        logits, mask, pos = logits[copy_of], mask[copy_of], pos[copy_of]
-    pos = pos[:, -1:]
-    live = torch.arange(B, device=device)  # batch rows still sampling, in cache order
-    out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
-    n_new = torch.zeros(B, dtype=torch.long, device=device)
-    for t in range(max_new_tokens):
-        tok = _next_tokens(logits, temperature, top_p, generator, live, B, pad_id)
-        out[live, t] = tok
-        n_new[live] += 1
-        going = ~torch.isin(tok, eos)
-        if t == max_new_tokens - 1 or not going.any():
-            break
-        if not going.all():  # drop finished rows from the batch and the cache: no wasted compute
-            live, tok, mask, pos = live[going], tok[going], mask[going], pos[going]
-            cache.batch_select_indices(going.nonzero().squeeze(1))
-        mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
-        pos = pos + 1
-        logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, **kv,
-                       use_cache=True).logits[:, -1].float()
-    samples, eos_set = [], set(eos.tolist())
-    for b in range(B):
-        seq = out[b, : n_new[b]].tolist()
-        ended = bool(seq) and seq[-1] in eos_set
-        text = policy.tokenizer.decode(seq[:-1] if ended else seq, skip_special_tokens=True)
-        samples.append(Sample(seq, text, truncated=not ended))
-    return samples
-
-
-def sample(policy: Policy, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
-           top_p: float = 1.0, generator=None, batch_size: int = 256) -> list[Sample]:
-    """Batched sampling with a KV cache; temperature 0 = greedy. `generator`: None (torch's global
-    RNG, as HF generate), an int seed, or a torch.Generator on the policy's device. Within one
-    batch the rows keep their order, so a batch draws exactly what HF generate draws on it."""
-    if isinstance(generator, int):
-        generator = torch.Generator(policy.device).manual_seed(generator)
-    order = list(range(len(prompts)))
-    if len(prompts) > batch_size:  # batches of similar lengths: less left padding to compute
-        order.sort(key=lambda i: len(prompts[i]))
-    samples = [None] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        rows = sorted(order[start:start + batch_size])
-        batch = _sample_batch(policy, [prompts[i] for i in rows], max_new_tokens, temperature, top_p, generator)
-        for i, s in zip(rows, batch):
-            samples[i] = s
-    return samples
-
-
 # ----------------------------------------------------------------------------- scoring
 
 def forward_hidden(model, input_ids, attention_mask=None, position_ids=None):
@@ -330,17 +187,11 @@ def lm_head_weight(model):
     return model.get_output_embeddings().weight
 
 
-def _batched(prompt_ids, attempt_ids):
-    single = len(prompt_ids) > 0 and isinstance(prompt_ids[0], int)
-    return ([prompt_ids], [attempt_ids], True) if single else (prompt_ids, attempt_ids, False)
-
-
 def attempt_hidden(model, prompt_ids, attempt_ids, pad_id: int = 0):
     """Hidden states that predict each attempt token: (hidden (B, L, H), targets (B, L), mask (B, L)).
     Rows are prompt + attempt, right-padded: causal attention never looks at the padding, so no
     attention mask is needed. Teacher and student prompts differ in length, but both results are
     aligned on the attempt's tokens, which is what the FD loss compares."""
-    prompt_ids, attempt_ids, _ = _batched(prompt_ids, attempt_ids)
     device = next(model.parameters()).device
     B = len(prompt_ids)
     T = max(len(p) + len(a) for p, a in zip(prompt_ids, attempt_ids))
@@ -402,25 +253,27 @@ def chunked_logprobs(hidden, weight, targets, mask, chunk_size=1024, entropy=Fal
     return (logp, ent) if entropy else logp
 
 
+def mean_entropy(hidden, weight, targets, mask, chunk_size=1024) -> float:
+    """The policy's mean entropy (nats) over the attempt tokens: what the paper tracks during training."""
+    _, entropies = chunked_logprobs(hidden.detach(), weight.detach(), targets, mask, chunk_size, entropy=True)
+    return float(entropies[mask].mean()) if mask.any() else float("nan")
+
+
 def token_logprobs(model, prompt_ids, attempt_ids, chunk_size: int = 1024):
-    """Per attempt token: log pi(y_t | prompt, y_<t) and the entropy of pi(. | prompt, y_<t).
-    Batched ((B, L) tensors, zero past each attempt's end) or single lists (1-D tensors), through
-    chunked_logprobs: a large vocabulary never sits in memory whole. Log-probs carry gradients
-    unless under torch.no_grad(); entropies are detached."""
-    prompt_ids, attempt_ids, single = _batched(prompt_ids, attempt_ids)
+    """Per attempt token: log pi(y_t | prompt, y_<t) and the entropy of pi(. | prompt, y_<t), as (B, L)
+    tensors, zero past each attempt's end, through chunked_logprobs: a large vocabulary never sits
+    in memory whole. Log-probs carry gradients unless under torch.no_grad(); entropies are detached."""
     hidden, targets, mask = attempt_hidden(model, prompt_ids, attempt_ids)
-    logprobs, entropies = chunked_logprobs(hidden, lm_head_weight(model), targets, mask, chunk_size, entropy=True)
-    if single:
-        n = len(attempt_ids[0])
-        return logprobs[0, :n], entropies[0, :n]
-    return logprobs, entropies
+    return chunked_logprobs(hidden, lm_head_weight(model), targets, mask, chunk_size, entropy=True)
 
 
 if __name__ == "__main__":
     import sys
     from types import SimpleNamespace
     torch.set_num_threads(1)
-    policy = load(sys.argv[1] if len(sys.argv) > 1 else "small-prover")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python model.py FOLDER_OR_HF_ID   (the preset: python sft.py prints its folder)")
+    policy = load(sys.argv[1])
     task = SimpleNamespace(name="mini_demo", header="", level=1, solution="⟨h1.2, h1.1⟩",
                            statement="theorem mini_demo (p q : Prop) (h1 : And p q) : And q p :=")
     print("student:", render_prompt(policy.tokenizer, task))

@@ -1,7 +1,7 @@
-"""Sampling throughput: model.sample (our KV-cache loop) against HF `generate`, same prompts, same RNG.
+"""Sampling throughput: sampling.sample (our KV-cache loop) against HF `generate`, same prompts, same RNG.
 
 Paper context: FD samples one on-policy attempt per prompt every step (Section 3); on CPU sampling
-is the bottleneck (measured: Lean checks hundreds of proofs per second), so model.py has its own loop. Same outputs are required:
+is the bottleneck (Lean checks hundreds of proofs per second), so sampling.py has its own loop. Same outputs are required:
 greedy must match exactly; sampled outputs with the same torch seed should match too (both draw
 one multinomial over the whole batch per step; rare float ties may differ).
 
@@ -10,15 +10,17 @@ Rows: greedy and sampled on 256 distinct prompts, then 16 prompts x 16 samples (
 GRPO groups), where our loop prefills each distinct prompt once.
     python bench/bench_sample.py --model DIR --n 512 --batch-size 256 --threads 2
 """
-import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import cli  # noqa: E402
 import model as M  # noqa: E402
+import sft  # noqa: E402
 import tasks  # noqa: E402
 
 
@@ -45,20 +47,23 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
+@dataclass
+class Config:
+    model: str = "small-prover"   # the preset (built by sft.py on first use), a folder or an HF id
+    n: int = 256                  # prompts (mini test split)
+    batch_size: int = 256
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    samples_per_prompt: int = 16  # the third row: repeated prompts
+    seed: int = 0
+    threads: int = 1
+
+
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--model", default="small-prover")
-    p.add_argument("--n", type=int, default=256, help="prompts (mini test split)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--samples-per-prompt", type=int, default=16, help="the third row: repeated prompts")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    a = p.parse_args()
+    a = cli.parse(Config, prog="bench_sample.py", description=__doc__.split("\n")[0])
     torch.set_num_threads(a.threads)
-    policy = M.load(a.model)
+    policy = M.load(sft.resolve_model(a.model))
     test = tasks.load("mini", split="test")[: a.n]
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in test]
     print(f"model {a.model}: {sum(x.numel() for x in policy.model.parameters()) / 1e6:.2f}M parameters, "
@@ -70,16 +75,17 @@ def main():
                                     (f"sampled, {k} per prompt", a.temperature, repeated)):
         chunks = [rows[i:i + a.batch_size] for i in range(0, len(rows), a.batch_size)]
         torch.manual_seed(a.seed)
-        ours, t_ours = timed(lambda: [s.ids for c in chunks for s in M.sample(
+        ours, t_ours = timed(lambda chunks=chunks, temperature=temperature: [s.ids for c in chunks for s in M.sample(
             policy, c, a.max_new_tokens, temperature, a.top_p, batch_size=a.batch_size)])
         torch.manual_seed(a.seed)
-        theirs, t_hf = timed(lambda: [s for c in chunks for s in hf_generate(
+        theirs, t_hf = timed(lambda chunks=chunks, temperature=temperature: [s for c in chunks for s in hf_generate(
             policy, c, a.max_new_tokens, temperature, a.top_p)])
         n_tok = sum(len(s) for s in ours)
         same = sum(x == y for x, y in zip(ours, theirs))
         print(f"{name:24s} tokens {n_tok:6d} | ours {n_tok / t_ours:6.0f} tok/s ({t_ours:5.1f} s) | "
               f"HF generate {sum(len(s) for s in theirs) / t_hf:6.0f} tok/s ({t_hf:5.1f} s) | "
               f"speed-up {t_hf / t_ours:4.1f}x | identical {same}/{len(ours)}")
+
 
 if __name__ == "__main__":
     main()

@@ -411,7 +411,14 @@ def test_self_feedback_with_a_tiny_model():
     fb = feedback.load("self", policy=policy, max_tokens=5)
     out = fb(T1, "h1", Result(False, "error", PROJ_ERR))
     assert out.startswith("Hint:\n") and fb.stats["completion_tokens"] >= 1 and fb.stats["prompt_tokens"] > 20
-    assert fb.critic is not policy   # frozen: training the policy afterwards leaves the critic alone
+    # frozen: training the policy afterwards leaves the critic alone (a critic that shares the weights does not)
+    wrong = Result(False, "error", PROJ_ERR)
+    frozen = feedback.load("self", policy=policy, max_tokens=5, temperature=0)
+    shared = feedback.load("self", policy=policy, copy_policy=False, max_tokens=5, temperature=0)
+    before = frozen(T1, "h1", wrong)
+    assert shared(T1, "h1", wrong) == before
     with torch.no_grad():
-        next(net.parameters()).add_(1.0)
-    assert not torch.equal(next(fb.critic.model.parameters()), next(net.parameters()))
+        net.lm_head.weight.zero_()   # the policy "trained on": greedy now says only <unk>, i.e. nothing
+    assert frozen(T1, "h1", wrong) == before
+    with pytest.raises(feedback.FeedbackError):
+        shared(T1, "h1", wrong)
