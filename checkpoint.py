@@ -1,4 +1,5 @@
-"""Nothing lost: the run folder, written so that a killed run resumes exactly where it stopped.
+"""Nothing lost: the run folder, written so that a killed run resumes exactly where it stopped, and
+the bookkeeping of a training loop (progress bar, held-out evaluations, metrics, saves).
 
 Used by fd.py and grpo.py (`--resume OUT`). A run folder holds ONE run: a new run refuses an OUT
 that already holds one (check_out). A run folder OUT holds:
@@ -13,48 +14,18 @@ that already holds one (check_out). A run folder OUT holds:
 `state.pt` is written to a temporary file and renamed, so a crash while saving leaves the previous
 state intact. On resume, metric lines written after the saved step are dropped: the resumed run
 writes them again, and with a seed on CPU it writes the same lines an uninterrupted run would.
-
-Also the scripts' command line (fd.py, grpo.py, evaluate.py, sft.py): a user error (a setting out of
-range, a missing file, no API key, no Lean) is one line on stderr and exit status 2, found before
-any model loads; anything unexpected keeps its traceback.
 """
-import argparse
-import contextlib
-import inspect
 import json
 import math
 import os
 import random
-import re
-import sys
-from dataclasses import asdict, fields
+import time
+from dataclasses import asdict
 
 import torch
+from tqdm.auto import tqdm
 
-
-# ----------------------------------------------------------------------------- user errors
-
-def fail(message: str):
-    """A user error: one line on stderr (what is wrong, what to do), exit status 2, no traceback."""
-    print(message, file=sys.stderr)
-    raise SystemExit(2)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not a usage block of 40 flags (--help shows those)
-        fail(f"{self.prog}: {message} (see --help)")
-
-
-@contextlib.contextmanager
-def user_errors(what: str, *errors):
-    """Set-up steps that read what the user named (a task file, a verifier, a feedback spec, a
-    model): the listed exception types become one line "WHAT: why"; any other keeps its traceback."""
-    try:
-        yield
-    except errors as e:
-        why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else str(e)
-        fail(f"{what}: {why}")
-
+import cli
 
 # Settings fd.py and grpo.py share: (field, test, what the value must be). Each script adds its own.
 RULES = [
@@ -75,15 +46,6 @@ RULES = [
 ]
 
 
-def check(cfg, rules, script: str):
-    """Every setting in range before anything slow starts: "fd.py: --alpha 1.5: must be between 0 and 1".
-    (A NaN fails every test, as it should.)"""
-    for name, ok, must in rules:
-        value = getattr(cfg, name)
-        if not ok(value):
-            fail(f"{script}: --{name.replace('_', '-')} {value}: must be {must}")
-
-
 def check_out(cfg, script: str):
     """A run folder holds one run. A new run never writes into a folder that holds one (it would
     mix its metric lines into the old ones and replace its config and models); --resume needs the
@@ -92,41 +54,18 @@ def check_out(cfg, script: str):
     found = [f for f in ("config.json", "metrics.jsonl", "state.pt") if os.path.exists(os.path.join(out, f))]
     saved = "state.pt" in found
     if cfg.resume and not saved:
-        fail(f"{script}: --resume {out}: no state.pt there (the run stopped before its first save, or this is "
-             f"not a run folder): start again with a new --out, or delete {out}")
+        cli.fail(f"{script}: --resume {out}: no state.pt there (the run stopped before its first save, or this is "
+                 f"not a run folder): start again with a new --out, or delete {out}")
     if cfg.resume or not found:
         return
     if saved:
-        fail(f"{script}: --out {out} already holds a run ({', '.join(found)}): continue it with "
-             f"`--resume {out}` (and --steps N to extend it), or choose a new --out")
-    fail(f"{script}: --out {out} holds a run that never saved its state ({', '.join(found)}): "
-         f"delete {out} (rm -r {out}) or choose a new --out")
+        cli.fail(f"{script}: --out {out} already holds a run ({', '.join(found)}): continue it with "
+                 f"`--resume {out}` (and --steps N to extend it), or choose a new --out")
+    cli.fail(f"{script}: --out {out} holds a run that never saved its state ({', '.join(found)}): "
+             f"delete {out} (rm -r {out}) or choose a new --out")
 
 
 # ----------------------------------------------------------------------------- the run folder
-
-def parse_config(Config, paper: dict, description: str, argv=None, prog=None):
-    """The command line of fd.py / grpo.py, mirrored from their settings dataclass: one --flag per
-    field, its help the field's comment. `--paper` applies the paper's values (explicit flags win);
-    `--resume OUT` reads the run's own settings back (only --steps may change, to extend a run)."""
-    helps = dict(re.findall(r"^\s+(\w+):[^#\n]*#\s*(.*)$", inspect.getsource(Config), re.M))
-    p = Parser(prog=prog, description=description)
-    for f in fields(Config):
-        flag, text = "--" + f.name.replace("_", "-"), helps.get(f.name, "").replace("%", "%%")
-        if isinstance(f.default, bool):
-            p.add_argument(flag, action="store_true", help=text)
-        else:
-            p.add_argument(flag, type=type(f.default), default=None, help=f"{text} (default: {f.default})")
-    args = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None and v is not False}
-    if args.get("resume"):
-        saved = read_config(args["resume"], p.prog)
-        saved.update(resume=args["resume"], out=args["resume"], **{k: args[k] for k in ("steps",) if k in args})
-        return Config(**saved)
-    cfg = Config(**args)
-    if cfg.paper:
-        cfg = Config(**{**asdict(cfg), **paper, **{k: v for k, v in args.items() if k in paper}})
-    return cfg
-
 
 def write_config(out, config: dict):
     os.makedirs(out, exist_ok=True)
@@ -137,7 +76,7 @@ def write_config(out, config: dict):
 def read_config(out, script="checkpoint.py") -> dict:
     path = os.path.join(out, "config.json")
     if not os.path.isfile(path):
-        fail(f"{script}: --resume {out}: no config.json there; is this a run folder of fd.py / grpo.py?")
+        cli.fail(f"{script}: --resume {out}: no config.json there; is this a run folder of fd.py / grpo.py?")
     with open(path) as f:
         return json.load(f)
 
@@ -190,7 +129,7 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
     """Restore what save_state wrote; returns {"step": ..., "extra": ...}. Drops later metric lines."""
     path = os.path.join(out, "state.pt")
     if not os.path.isfile(path):
-        fail(f"--resume {out}: no state.pt there (the run stopped before its first save)")
+        cli.fail(f"--resume {out}: no state.pt there (the run stopped before its first save)")
     state = torch.load(path, map_location="cpu", weights_only=False)
     for name, net in nets.items():
         net.load_state_dict(state["nets"][name])
@@ -204,22 +143,86 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
     return {"step": state["step"], "extra": state["extra"]}
 
 
-def begin(cfg, nets: dict, optimizer, scheduler, evaluate_before) -> tuple[int, dict]:
-    """Start the run in cfg.out (write config.json, evaluate the starting model, log it as step 0)
-    or, with cfg.resume, restore it. Returns (finished steps, extra state: skipped, before)."""
-    if cfg.resume:
-        state = load_state(cfg.out, nets, optimizer, scheduler)
-        return state["step"], state["extra"]
-    write_config(cfg.out, asdict(cfg))
-    before = evaluate_before()
-    append_metrics(cfg.out, {"step": 0, "heldout_pass1": before})
-    return 0, {"skipped": 0, "before": before}
-
-
 def save(cfg, step, nets: dict, optimizer, scheduler, extra: dict, policy):
-    """Every save_every steps and at the end: the training state, and an HF-format copy of the
-    trained model (model + tokenizer) that `--model OUT/step_N` or `--model OUT/final` loads."""
+    """The training state, and an HF-format copy of the trained model (model + tokenizer) that
+    `--model OUT/step_N` or `--model OUT/final` loads."""
     save_state(cfg.out, step, nets, optimizer, scheduler, extra)
     folder = os.path.join(cfg.out, "final" if step == cfg.steps else f"step_{step:06d}")
     policy.model.save_pretrained(folder, safe_serialization=True)
     policy.tokenizer.save_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------- the loop's bookkeeping
+
+def optimizer(cfg, net):
+    """AdamW, linear warmup over cfg.warmup steps, then a constant rate (both trainers)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+
+
+def update(optimizer, net, grad_clip: float, loss: float) -> float:
+    """After backward: clip the gradient and step. Returns the gradient norm. Never steps on a NaN or
+    inf (loss or gradient): the weights stay as they were and the norm is reported as NaN."""
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip))
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        optimizer.step()
+    else:
+        grad_norm = float("nan")
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+class Stopwatch:
+    """Seconds per stage of a step for the metrics line: lap("sample") when the sampling is done."""
+
+    def __init__(self):
+        self.times, self.clock = {}, time.perf_counter()
+
+    def lap(self, name: str):
+        now = time.perf_counter()
+        self.times[f"time_{name}"] = round(now - self.clock, 4)
+        self.clock = now
+
+
+class Run:
+    """What a training loop does besides training. It starts the run folder (settings, held-out pass@1
+    of the starting model as step 0) or restores it (--resume); then, per finished step, it writes the
+    metrics line, evaluates every eval_every steps and at the end, saves every save_every steps and at
+    the end, and keeps the progress bar. `heldout_pass1()` evaluates the policy being trained."""
+
+    def __init__(self, cfg, nets: dict, optimizer, scheduler, policy, heldout_pass1):
+        self.cfg, self.nets, self.optimizer, self.scheduler = cfg, nets, optimizer, scheduler
+        self.policy, self.heldout_pass1, self.after = policy, heldout_pass1, None
+        if cfg.resume:
+            state = load_state(cfg.out, nets, optimizer, scheduler)
+            self.start, self.skipped, self.before = state["step"], state["extra"]["skipped"], state["extra"]["before"]
+        else:
+            write_config(cfg.out, asdict(cfg))
+            self.start, self.skipped, self.before = 0, 0, heldout_pass1()
+            append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
+
+    def steps(self, desc: str):
+        self.bar = tqdm(range(self.start + 1, self.cfg.steps + 1), initial=self.start, total=self.cfg.steps, desc=desc)
+        return self.bar
+
+    def end_step(self, step: int, row: dict, show=("loss", "train_acc", "entropy")):
+        """After the optimizer step: the learning rate moves on, the step's line is written."""
+        cfg = self.cfg
+        lr = self.scheduler.get_last_lr()[0]  # the rate this step used
+        self.scheduler.step()
+        self.skipped += not math.isfinite(row["grad_norm"])
+        row = {"step": step, **row, "lr": lr, "skipped_nonfinite": self.skipped}
+        if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
+            row["heldout_pass1"] = self.after = self.heldout_pass1()
+        append_metrics(cfg.out, row)
+        self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            save(cfg, step, self.nets, self.optimizer, self.scheduler,
+                 {"skipped": self.skipped, "before": self.before}, self.policy)
+
+    def finish(self):
+        if self.start >= self.cfg.steps:
+            print(f"nothing to do: {self.cfg.out} already has {self.start} of {self.cfg.steps} steps")
+            return None
+        print(f"held-out pass@1: before {self.before:.3f} -> after {self.after:.3f}; model in {self.cfg.out}/final")
+        return {"before": self.before, "after": self.after}

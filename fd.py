@@ -4,31 +4,75 @@ for Lean Theorem Proving", arXiv 2605.30861, Section 3 and Appendix B.
 
     python fd.py --model small-prover                   # the mini world on a laptop CPU, a few minutes
     python fd.py --model small-prover --steps 200 --out runs/fd_200 --feedback tutor
+    python fd.py --feedback none --out runs/fd_none     # the control: the teacher sees no feedback
     python fd.py --resume runs/fd                        # continue a killed run exactly
     python fd.py --model Qwen/Qwen3-8B --paper --feedback anthropic:MODEL ...   # a GPU, see README
 
-One step, top to bottom in `distill_step`: statements x -> the student samples ONE attempt y each
--> Lean checks y -> feedback F(y) -> the teacher pi_mu(. | x, F(y), y_<t) keeps its top-K tokens
-at every attempt position -> the student pi_theta(. | x, y_<t) is trained on the same tokens
-with the loss of fd_loss.py -> optimizer step -> every `ema_every` steps the teacher's weights
-move toward the student's: mu <- alpha * mu + (1 - alpha) * theta.
+One step (`fd_step`): statements x -> the student samples ONE attempt y each -> Lean checks y ->
+feedback F(y) -> the teacher pi_mu(. | x, F(y), y_<t) keeps its top-K tokens at every attempt
+position -> the student pi_theta(. | x, y_<t) is trained toward them on the same tokens -> optimizer
+step; every `ema_every` steps the teacher's weights move toward the student's:
+mu <- alpha * mu + (1 - alpha) * theta. grpo.py has the same shape: `diff fd.py grpo.py`.
 """
 import copy
 import math
 import os
-import time
 from dataclasses import dataclass
 
 import torch
-from tqdm import tqdm
 
 import checkpoint
+import cli
 import evaluate
 import feedback
-import lean_env
 import model
+import sampling
+import sft
 import tasks
-from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, reference_loss, teacher_topk  # noqa: F401
+import verifier
+from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
+
+
+@dataclass
+class Config:
+    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder (e.g. OUT/final) or an HF id
+    out: str = "runs/fd"
+    tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
+                                  # or jsonl:PATH. Level 1 by default: the small teacher's advice on the
+                                  # longer level 2-3 attempts harms (README, Results)
+    eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
+    eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
+    eval_every: int = 50          # steps between held-out evaluations (0: only before and after)
+    steps: int = 100
+    prompts: int = 32             # statements per step, ONE attempt each (paper: 128)
+    lr: float = 1e-4              # AdamW (paper: 1e-5 for a 9B model)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    warmup: int = 5               # linear warmup steps, then constant (paper: 50)
+    temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
+    top_p: float = 1.0
+    max_new_tokens: int = 64      # attempt budget (paper: 8192)
+    chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
+    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
+                                  # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
+    topk: int = TOPK              # K; 0 = full-vocabulary forward KL
+    renorm: bool = False          # renormalise the teacher's top-K probabilities
+    tail: bool = False            # add the tail bucket: the teacher's mass outside the top K
+    alpha: float = 0.9            # EMA coefficient of the teacher
+    ema_every: int = 5            # optimizer steps between EMA updates
+    base_url: str = ""            # for openai:/anthropic: feedback (e.g. a local vLLM server)
+    save_every: int = 50          # HF checkpoint + training state every N steps (and at the end)
+    seed: int = 0
+    threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
+    device: str = ""              # "" = cuda if available, else cpu
+    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
+    lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
+    paper: bool = False           # use the paper's settings (PAPER below; explicit flags win)
+    resume: str = ""              # continue the run in this folder exactly where it stopped
+
+
+# The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
+PAPER = dict(prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -50,117 +94,69 @@ def ema_update(teacher, student, alpha):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. The training loop
+# 2. One FD step
 # ----------------------------------------------------------------------------------------------
-
-@dataclass
-class Config:
-    model: str = "small-prover"   # "small-prover", a local folder (e.g. OUT/final) or an HF id
-    out: str = "runs/fd"
-    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none | openai:M | anthropic:M
-                                  # (ground-truth: the small prover's best teacher, 47% vs 19% alone; tutor: 31%)
-    tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
-                                  # or jsonl:PATH. Level 1 by default: the small teacher's advice off
-                                  # the reference path (longer level 2-3 attempts) harms (README, Results)
-    eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
-    eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
-    eval_every: int = 50          # steps between held-out evaluations (0: only before and after)
-    steps: int = 100
-    prompts: int = 32             # statements per step, ONE attempt each (paper: 128)
-    lr: float = 1e-4              # AdamW (paper: 1e-5 for a 9B model)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    warmup: int = 5               # linear warmup steps, then constant (paper: 50)
-    topk: int = TOPK              # K; 0 = full-vocabulary forward KL
-    renorm: bool = False          # renormalise the teacher's top-K probabilities
-    tail: bool = False            # add the tail bucket
-    alpha: float = 0.9            # EMA coefficient of the teacher
-    ema_every: int = 5            # optimizer steps between EMA updates
-    temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
-    top_p: float = 1.0
-    max_new_tokens: int = 64      # attempt budget (paper: 8192)
-    chunk_size: int = CHUNK_SIZE
-    save_every: int = 50          # HF checkpoint + training state every N steps (and at the end)
-    seed: int = 0
-    threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
-    device: str = ""              # "" = cuda if available, else cpu
-    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
-    lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
-    base_url: str = ""            # for openai:/anthropic: feedback (e.g. a local vLLM server)
-    paper: bool = False           # use the paper's settings (table in the README)
-    resume: str = ""              # continue the run in this folder exactly where it stopped
-
-
-# The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
-PAPER = dict(prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
-
-
-def distill_step(cfg, policy, teacher, env, source, batch, generator):
-    """One FD step on a batch of statements x, up to the loss (the caller steps the optimizer).
-    Returns (loss, figures for the metrics line)."""
-    tok, student, times = policy.tokenizer, policy.model, {}
-    clock = time.perf_counter()
-
-    def lap(name):
-        nonlocal clock
-        now = time.perf_counter()
-        times[f"time_{name}"] = round(now - clock, 4)
-        clock = now
-
+def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generator) -> dict:
+    """One FD step on a batch of statements x, the optimizer step included. Returns the figures of the
+    metrics line."""
+    tok, student, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
     # 1. The student samples ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad).
     prompts = [model.encode_prompt(tok, t) for t in batch]
-    student.eval()
-    with torch.no_grad():
-        samples = model.sample(policy, prompts, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, top_p=cfg.top_p, generator=generator)
-    student.train()
+    samples = sampling.sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p, generator)
     attempts = [s.ids for s in samples]
-    lap("sample")
+    clock.lap("sample")
     # 2. Lean checks every attempt (train accuracy; the "lean" feedback shows its messages).
     results = env.check_many([(t, model.proof_text(s)) for t, s in zip(batch, samples)])
-    lap("lean")
+    clock.lap("lean")
     # 3. F(y): one feedback text per attempt, framed for the teacher's prompt by feedback.py.
     failures = source.stats["failures"]
     texts = source.batch([(t, s.text, r) for t, s, r in zip(batch, samples, results)])
-    failures = source.stats["failures"] - failures
     teacher_prompts = [model.encode_prompt(tok, t, f) for t, f in zip(batch, texts)]
-    lap("feedback")
-    # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: top-K per token.
-    with torch.no_grad():
-        t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, attempts, tok.pad_token_id)
+    clock.lap("feedback")
+    with model.autocast(policy.device):
+        # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
+        with torch.no_grad():
+            t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, attempts, tok.pad_token_id)
+            if cfg.topk:
+                top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
+                                                     cfg.chunk_size, mask=mask)
+        clock.lap("teacher")
+        # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context (no feedback):
+        #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
+        #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
+        #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
+        s_hidden, targets, _ = model.attempt_hidden(student, prompts, attempts, tok.pad_token_id)
+        weight = model.lm_head_weight(student)
         if cfg.topk:
-            ids, logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
-                                         cfg.chunk_size, mask=mask)
-    lap("teacher")
-    # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context: the FD loss.
-    s_hidden, targets, _ = model.attempt_hidden(student, prompts, attempts, tok.pad_token_id)
-    weight = model.lm_head_weight(student)
-    if cfg.topk:
-        loss, kl = fused_loss(s_hidden, weight, ids, logprobs, mask, cfg.chunk_size,
-                              renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
-    else:
-        loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
-                                 cfg.chunk_size, return_kl=True)
-    # the student's entropy on its own attempt (what the paper tracks), from the same states, no grad
-    _, entropies = model.chunked_logprobs(s_hidden.detach(), weight.detach(), targets, mask, cfg.chunk_size,
-                                          entropy=True)
-    entropy = float(entropies[mask].mean()) if mask.any() else float("nan")
-    lap("student_forward")
-    figures = dict(
+            loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
+                                  renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
+        else:
+            loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
+                                     cfg.chunk_size, return_kl=True)
+        entropy = model.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of the student's own attempt
+    clock.lap("student")
+    # 6. Backward and one optimizer step (none on a NaN or inf: see checkpoint.update).
+    loss.backward()
+    grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, loss.item())
+    clock.lap("update")
+    return dict(
+        loss=loss.item(),
         train_acc=sum(r.ok for r in results) / len(results),
         entropy=entropy,
         kl=float(kl),
         attempt_len=sum(map(len, attempts)) / len(attempts),
         truncated=sum(s.truncated for s in samples) / len(samples),
         feedback_len=sum(len(t) - len(p) for t, p in zip(teacher_prompts, prompts)) / len(batch),
-        feedback_failures=failures,
-        **times,
+        feedback_failures=source.stats["failures"] - failures,
+        grad_norm=grad_norm,
+        **clock.times,
     )
-    return loss, figures
 
 
-# Settings checked before anything slow starts (checkpoint.RULES: those grpo.py shares)
-RULES = checkpoint.RULES + [
+# ----------------------------------------------------------------------------------------------
+# 3. The training loop
+# ----------------------------------------------------------------------------------------------
+RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
     ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
     ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("ema_every", lambda v: v >= 1, "at least 1"),
@@ -170,29 +166,32 @@ RULES = checkpoint.RULES + [
 def setup(cfg: Config):
     """Everything the user named, checked and loaded before the first step: the settings, the run
     folder, the task files, the verifier, the feedback source, the model (last: the slow one). A
-    user's mistake is one line and exit status 2 (checkpoint.fail); anything else keeps its traceback."""
-    checkpoint.check(cfg, RULES, "fd.py")
+    user's mistake is one line and exit status 2 (cli.fail); anything else keeps its traceback."""
+    cli.check(cfg, RULES, "fd.py")
     checkpoint.check_out(cfg, "fd.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    with checkpoint.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
+    with cli.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
         model.check_name(cfg.model)
-    with checkpoint.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
+    with cli.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
         next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
-    with checkpoint.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
+    with cli.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
         heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
-    lean = f" --lean {cfg.lean}" if cfg.lean else ""
-    with checkpoint.user_errors(f"fd.py: --verifier {cfg.verifier}{lean}", ValueError, lean_env.LeanNotFound):
-        env = lean_env.load(cfg.verifier, **({"lean": cfg.lean} if cfg.lean else {}))
+    with cli.user_errors(f"fd.py: --verifier {cfg.verifier}" + (f" --lean {cfg.lean}" if cfg.lean else ""),
+                         ValueError, verifier.LeanNotFound):
+        env = verifier.load(cfg.verifier, lean=cfg.lean)
     self_fd = cfg.feedback.split(":")[0] == "self"  # Self-FD's critic is the model itself: loaded below
     options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"))
-    with checkpoint.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
+    with cli.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
     # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
-    with checkpoint.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
-        policy = model.load(cfg.model, device=cfg.device or None, dtype=torch.float32)
+    with cli.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
+        policy = model.load(sft.resolve_model(cfg.model), device=cfg.device or None, dtype=torch.float32)
     if self_fd:
         source = feedback.load(cfg.feedback, policy=policy, **options)
+    if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
+        policy.model.gradient_checkpointing_enable()
+    policy.model.train()
     os.makedirs(cfg.out, exist_ok=True)
     return policy, env, source, heldout
 
@@ -201,60 +200,26 @@ def train(cfg: Config):
     """The FD loop: sample -> Lean -> feedback -> teacher top-K -> student loss -> step -> EMA."""
     policy, env, source, heldout = setup(cfg)
     student = policy.model
-    if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
-        student.gradient_checkpointing_enable()
-    student.train()
     teacher = make_teacher(student)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
-    nets = {"student": student, "teacher": teacher}
-    start, extra = checkpoint.begin(cfg, nets, optimizer, scheduler, lambda: evaluate.heldout_pass1(
-        policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
-    skipped, before = extra["skipped"], extra["before"]
-    stream = tasks.stream(cfg.tasks, cfg.seed, skip=start * cfg.prompts)  # statements already used
+    optimizer, scheduler = checkpoint.optimizer(cfg, student)
+    run = checkpoint.Run(cfg, {"student": student, "teacher": teacher}, optimizer, scheduler, policy,
+                         lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
+    stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
-          f"held-out pass@1 before: {before:.3f} ({len(heldout)} tasks)")
-    bar = tqdm(range(start + 1, cfg.steps + 1), initial=start, total=cfg.steps, desc="FD")
-    for step in bar:
+          f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks)")
+    for step in run.steps("FD"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
-        with model.autocast(policy.device):
-            loss, row = distill_step(cfg, policy, teacher, env, source, batch, generator)
-        clock = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        if torch.isfinite(loss):
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip))
-        if not torch.isfinite(loss) or not math.isfinite(grad_norm):
-            skipped += 1  # never step on, nor save, a NaN / inf: the weights stay as they were
-            optimizer.zero_grad(set_to_none=True)
-            grad_norm = float("nan")
-        else:
-            optimizer.step()
-            if step % cfg.ema_every == 0:
-                ema_update(teacher, student, cfg.alpha)
-        lr = scheduler.get_last_lr()[0]  # the rate this step used
-        scheduler.step()
-        row = {"step": step, "loss": loss.item(), **row, "grad_norm": grad_norm,
-               "lr": lr, "skipped_nonfinite": skipped,
-               "time_student_update": round(time.perf_counter() - clock, 4)}
-        if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
-            row["heldout_pass1"] = after = evaluate.heldout_pass1(policy, env, heldout,
-                                                                  max_new_tokens=cfg.max_new_tokens)
-        checkpoint.append_metrics(cfg.out, row)
-        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.2f}", ent=f"{row['entropy']:.2f}")
-        if step % cfg.save_every == 0 or step == cfg.steps:
-            checkpoint.save(cfg, step, nets, optimizer, scheduler, {"skipped": skipped, "before": before}, policy)
-    if start >= cfg.steps:
-        print(f"nothing to do: {cfg.out} already has {start} of {cfg.steps} steps")
-        return
-    print(f"held-out pass@1: before {before:.3f} -> after {after:.3f}; model in {cfg.out}/final")
-    return {"before": before, "after": after}
+        row = fd_step(cfg, policy, teacher, env, source, optimizer, batch, generator)
+        if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
+            ema_update(teacher, student, cfg.alpha)
+        run.end_step(step, row)
+    return run.finish()
 
 
 def parse_args(argv=None) -> Config:
-    return checkpoint.parse_config(Config, PAPER, "Feedback Distillation (arXiv 2605.30861, Section 3)", argv,
-                                   prog="fd.py")
+    return cli.parse(Config, argv, prog="fd.py", description="Feedback Distillation (arXiv 2605.30861, Section 3)",
+                     paper=PAPER, read_run=lambda out: checkpoint.read_config(out, "fd.py"))
 
 
 if __name__ == "__main__":

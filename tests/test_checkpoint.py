@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import checkpoint
+import cli
 
 
 def _setup(seed):
@@ -96,10 +97,10 @@ def test_a_run_folder_holds_one_run(tmp_path, capsys):
 def test_rules_name_the_option_and_the_range(capsys):
     rules = [r for r in checkpoint.RULES if r[0] in ("steps", "top_p", "lr")]
     good = dict(steps=1, top_p=1.0, lr=1e-4)
-    checkpoint.check(SimpleNamespace(**good), rules, "fd.py")
+    cli.check(SimpleNamespace(**good), rules, "fd.py")
     for field, bad, line in [("steps", 0, "fd.py: --steps 0: must be at least 1"),
                              ("top_p", 1.5, "fd.py: --top-p 1.5: must be above 0 and at most 1"),
                              ("lr", float("nan"), "fd.py: --lr nan: must be above 0")]:
         with pytest.raises(SystemExit) as e:
-            checkpoint.check(SimpleNamespace(**{**good, field: bad}), rules, "fd.py")
+            cli.check(SimpleNamespace(**{**good, field: bad}), rules, "fd.py")
         assert e.value.code == 2 and capsys.readouterr().err == line + "\n"

@@ -41,7 +41,7 @@ CASES = [
     ("fd.py", "--verifier bogus", "fd.py: --verifier bogus: unknown verifier"),
     ("fd.py", "--lean {tmp}/no-lean", "fd.py: --verifier mini --lean {tmp}/no-lean: no Lean executable"),
     ("grpo.py", "--group 1", "grpo.py: --group 1: must be at least 2"),
-    ("grpo.py", "--clip-eps 0", "grpo.py: --clip-eps 0.0: must be between 0 and 1"),
+    ("grpo.py", "--inner-steps 2", "grpo.py: unrecognized arguments: --inner-steps 2 (see --help)"),
     ("grpo.py", "--kl-coef -1", "grpo.py: --kl-coef -1.0: must be 0 or more"),
     ("grpo.py", "--micro-batch 0", "grpo.py: --micro-batch 0: must be at least 1"),
     ("grpo.py", "--agg mean", "grpo.py: --agg mean: must be token, seq or constant"),

@@ -248,17 +248,20 @@ def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_p
 
 def test_one_step_trains_the_policy_never_the_reference(tiny_prover, easy_tasks, monkeypatch):
     import lean_env
+    import model
     import tasks
     # 8 statements x G = 8: a group has signal with odds of about 1 in 2 at this prover's ~10% success
-    cfg = small_config(tiny_prover, easy_tasks, "unused", group=8, micro_batch=32, inner_steps=3, kl_coef=0.1)
-    policy, ref = grpo.load_nets(cfg)
+    cfg = small_config(tiny_prover, easy_tasks, "unused", group=8, micro_batch=32, kl_coef=0.1)
+    policy = model.load(tiny_prover, dtype=torch.float32)
+    policy.model.train()
+    ref = model.load(tiny_prover).model.requires_grad_(False)
     env, batch = lean_env.load("mini"), tasks.load(cfg.tasks)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr)
     ref_before = {k: v.clone() for k, v in ref.state_dict().items()}
     pol_before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     row = grpo.grpo_step(cfg, policy, ref, env, optimizer, batch, torch.Generator().manual_seed(3))
-    assert row["frac_groups_with_signal"] > 0 and row["skipped"] == 0
-    assert row["clip_frac"] > 0  # three updates on one batch: pi_theta drifts from pi_old and gets clipped
+    assert row["frac_groups_with_signal"] > 0 and math.isfinite(row["grad_norm"])
+    assert row["clip_frac"] == 0  # one update per batch: rho = 1 exactly, the clip never binds
     assert not ref.training and all(p.grad is None and not p.requires_grad for p in ref.parameters())
     assert all(torch.equal(v, ref_before[k]) for k, v in ref.state_dict().items())
     assert any(not torch.equal(v, pol_before[k]) for k, v in policy.model.state_dict().items())
@@ -273,7 +276,7 @@ def test_one_step_trains_the_policy_never_the_reference(tiny_prover, easy_tasks,
     monkeypatch.setattr(grpo, "grpo_loss", nan_loss)
     now = {k: v.clone() for k, v in policy.model.state_dict().items()}
     row = grpo.grpo_step(cfg, policy, ref, env, optimizer, batch[:2], torch.Generator().manual_seed(4))
-    assert row["skipped"] == 1 and math.isnan(row["loss"])
+    assert math.isnan(row["grad_norm"]) and math.isnan(row["loss"])
     assert all(torch.equal(v, now[k]) for k, v in policy.model.state_dict().items())
 
 
@@ -283,9 +286,7 @@ def test_paper_flag_and_options(tmp_path, capsys):
     assert cfg.no_std and cfg.agg == "seq"
     for args, line in [(["--agg", "mean"], "grpo.py: --agg mean: must be token, seq or constant"),
                        (["--group", "1"], "grpo.py: --group 1: must be at least 2"),
-                       (["--clip-eps", "1"], "grpo.py: --clip-eps 1.0: must be between 0 and 1"),
                        (["--kl-coef", "-0.1"], "grpo.py: --kl-coef -0.1: must be 0 or more"),
-                       (["--inner-steps", "0"], "grpo.py: --inner-steps 0: must be at least 1"),
                        (["--micro-batch", "0"], "grpo.py: --micro-batch 0: must be at least 1")]:
         with pytest.raises(SystemExit) as e:  # before any model loads: this one does not exist
             grpo.setup(grpo.parse_args(args + ["--model", str(tmp_path / "never"), "--out", str(tmp_path / "o")]))
