@@ -1,11 +1,11 @@
 """The Feedback Distillation loss, twice: the paper's formula on full logits, and a fused version.
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving", arXiv 2605.30861,
-Section 3 and Appendix B. fd.py (the training loop) imports everything from here; the public names
-are `fd.reference_loss`, `fd.teacher_topk`, `fd.fused_loss`, `fd.fused_full_kl`.
-
-`reference_loss` is the plain version on full logits; `teacher_topk` + `fused_loss` fuse the loss
-into the lm head and chunk it over positions so that the (B, T, V) logits never exist.
+Section 3 and Appendix B. Two parts, read the first one first:
+  1. `reference_loss`: the paper's formula, literally, on full (B, T, V) logits.
+  2. `teacher_topk` + `fused_loss` (and `fused_full_kl` for topk=0): the same value and gradient with
+     the loss fused into the lm head and chunked over positions, so the (B, T, V) logits never exist.
+     This is what fd.py trains with; an optional read (a test holds it to part 1).
 
 The loss, per attempt token t with teacher top-K set TopK_t (K = 25 in the paper):
     L_t = - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) * log pi_theta(a | x, y_<t)
@@ -22,20 +22,11 @@ Benchmark:  python bench/bench_loss.py                 (memory and time, referen
 import torch
 
 # ----------------------------------------------------------------------------------------------
-# The loss (Section 3, Appendix B)
+# 1. The loss as the paper writes it (Section 3, Appendix B), on full logits
 # ----------------------------------------------------------------------------------------------
 
 TOPK = 25  # the paper's K
 
-# Rows (attempt positions) per chunk in the fused path. Memory: a chunk holds chunk_size x V fp32
-# logits (1024 x 151,936 x 4 B = 594 MiB for Qwen's vocabulary, 125 MiB at V = 32,000) where the
-# plain loss holds B*T x V several times over (8192 tokens at Qwen's vocabulary: 4.6 GiB a copy).
-# Speed: each chunk also adds its share to the (V, H) lm-head gradient, which reads and writes
-# V x H (8-12 bytes an element) per chunk against 6 x chunk_size flops an element for the chunk's
-# three matmuls: 500-770 flops per byte at 1024 rows, safely above the ~200 where an H200 stops
-# being compute-bound; at 256 rows the accumulation would start to show on a GPU. CPUs need far
-# less. Smaller chunks save memory linearly; chunk_size is an argument everywhere.
-CHUNK_SIZE = 1024
 
 
 def _compute_dtype(*tensors):
@@ -106,6 +97,18 @@ def reference_loss(student_logits, teacher_logits, mask, topk=TOPK, renorm=False
     return loss, (torch.where(m, kl_tok, 0).sum() / n).detach()
 
 
+# ----------------------------------------------------------------------------------------------
+# 2. The same loss, fused into the lm head and chunked over positions (the training path)
+# ----------------------------------------------------------------------------------------------
+
+# Rows (attempt positions) per chunk. Memory: a chunk holds chunk_size x V fp32 logits (594 MiB at
+# Qwen's 151,936-token vocabulary) where the plain loss holds B*T x V several times over. Speed: each
+# chunk also adds its share to the (V, H) lm-head gradient; at 1,024 rows the chunk's three matmuls
+# still outweigh that memory traffic on a large GPU, at 256 it would start to show. CPUs need far
+# less (smaller chunks save memory linearly; chunk_size is an argument everywhere).
+CHUNK_SIZE = 1024
+
+
 def _rows_of(hidden, mask, chunk_size):
     """Flatten (B, T, H) to (N, H) and list the rows that count (mask == 1); others cost nothing."""
     if chunk_size < 1:
@@ -156,31 +159,63 @@ def teacher_topk(hidden, weight, k=TOPK, chunk_size=CHUNK_SIZE, mask=None):
     return ids.view(shape), logprobs.view(shape)
 
 
-class _FusedLoss(torch.autograd.Function):
-    """lm-head + loss in one pass over chunks of rows. Each chunk's gradient is computed in the
-    forward pass (the loss is the last op of the graph, so its upstream gradient is a scalar we
-    can apply later); only grad_hidden (N, H) and grad_weight (V, H) are kept for backward.
+def _topk_chunk(s, ids, logprobs, dtype, scale, renorm, tail):
+    """One chunk against the teacher's top-K targets. s: the chunk's student logits (rows, V), consumed
+    in place. Returns (loss sum, kl sum, gradient of the chunk's loss / n w.r.t. s: the same buffer).
 
     For one row with student logits s, q = softmax(s), targets w_a on the ids I (w = p or p / P),
     and a tail weight w_t (0 unless tail) against R = sum_{j not in I} q_j:
         loss = - sum_a w_a log q_a - w_t log R
         d loss / d s_j = (W + w_t) q_j - w_j [j in I] - (w_t / R) q_j [j not in I],   W = sum_a w_a
-    (the softmax Jacobian: d log q_a / d s_j = [a = j] - q_j). With teacher=(hidden, weight) instead
-    of ids the targets are the full teacher distribution p and the gradient is q - p."""
+    (the softmax Jacobian: d log q_a / d s_j = [a = j] - q_j)."""
+    p = logprobs.to(dtype).exp()
+    s_k = s.gather(-1, ids)
+    lse = _softmax_(s)  # s now holds q
+    logq_k = s_k - lse
+    w = p / p.sum(-1, keepdim=True) if renorm else p
+    big_w = w.sum(-1, keepdim=True)
+    loss = -(w * logq_k).sum()
+    kl = (torch.xlogy(p, p) - p * logq_k).sum()
+    if tail:
+        w_t = (1 - p.sum(-1, keepdim=True)).clamp_min(0)
+        q_k = s.gather(-1, ids)
+        s.scatter_(-1, ids, 0.0)  # s holds q off the top-K only: R without cancelling
+        rest = s.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
+        log_rest = rest.log()
+        loss = loss - (w_t * log_rest).sum()
+        kl = kl + (torch.xlogy(w_t, w_t) - w_t * log_rest).sum()
+        a, b = (big_w + w_t - w_t / rest) * scale, ((big_w + w_t) * q_k - w) * scale
+    else:
+        a, b = big_w * scale, -w * scale
+    return loss, kl, s.mul_(a).scatter_add_(-1, ids, b)
+
+
+def _full_chunk(s, t_logits, scale):
+    """One chunk against the teacher's whole distribution p = softmax(t_logits): loss - sum_a p_a log q_a,
+    gradient (q - p) / n. s is consumed in place (it returns as the gradient)."""
+    logp = torch.log_softmax(t_logits, dim=-1)
+    p = logp.exp()
+    p_s, p_logp = (p * s).sum(-1), (p * logp).sum(-1)
+    del logp
+    lse = _softmax_(s).squeeze(1)  # s now holds q
+    return (lse - p_s).sum(), (p_logp - p_s + lse).sum(), s.sub_(p).mul_(scale)
+
+
+class _FusedLoss(torch.autograd.Function):
+    """lm head + loss in one pass over chunks of rows. Each chunk's gradient is computed in the
+    forward pass (the loss is the last op of the graph, so its upstream gradient is a scalar we
+    can apply later); only grad_hidden (N, H) and grad_weight (V, H) are kept for backward. With
+    teacher=(hidden, weight) instead of ids the targets are the teacher's full distribution."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, ids, logprobs, t_hidden, t_weight, mask, chunk_size, renorm,
-                tail):
+    def forward(ctx, hidden, weight, ids, logprobs, t_hidden, t_weight, mask, chunk_size, renorm, tail):
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         h, rows = _rows_of(hidden, mask, chunk_size)
-        n_rows = rows.numel()
-        scale = 1.0 / max(n_rows, 1)  # mean over attempt tokens; no token -> loss 0, grad 0
-        mm_dtype = torch.promote_types(h.dtype, weight.dtype)
-        dtype = _compute_dtype(h, weight)
-        full = ids is None
-        if not full:
-            ids = ids.reshape(-1, ids.shape[-1]).long()
-            logprobs = logprobs.reshape(-1, logprobs.shape[-1]).detach()
+        scale = 1.0 / max(rows.numel(), 1)  # mean over attempt tokens; no token -> loss 0, grad 0
+        mm_dtype = torch.promote_types(h.dtype, weight.dtype)  # matmuls in the inputs' dtype (bf16 stays bf16)
+        dtype = _compute_dtype(h, weight)                      # softmax and gradient math in fp32 at least
+        if ids is not None:
+            ids, logprobs = ids.reshape(-1, ids.shape[-1]).long(), logprobs.reshape(-1, logprobs.shape[-1]).detach()
         else:
             t_h = t_hidden.detach().reshape(-1, t_hidden.shape[-1])
             t_mm_dtype = torch.promote_types(t_h.dtype, t_weight.dtype)
@@ -191,49 +226,19 @@ class _FusedLoss(torch.autograd.Function):
         grad_w = torch.zeros(weight.shape, dtype=dtype, device=h.device) if need_w else None
         loss = torch.zeros((), dtype=dtype, device=h.device)
         kl = torch.zeros((), dtype=dtype, device=h.device)
-        for start in range(0, n_rows, chunk_size):
+        for start in range(0, rows.numel(), chunk_size):
             r = rows[start:start + chunk_size]
             h_r = h[r].to(mm_dtype)
             s = (h_r @ w_mm.T).to(dtype)  # the only (rows, V) buffer of the student side
-            if full:
-                with torch.no_grad():
-                    logp = torch.log_softmax(
-                        (t_h[r].to(t_mm_dtype) @ t_w_mm.T).to(dtype), dim=-1)
-                p = logp.exp()
-                p_s = (p * s).sum(-1)
-                p_logp = (p * logp).sum(-1)
-                del logp
-                lse = _softmax_(s).squeeze(1)  # s now holds q
-                loss += (lse - p_s).sum()  # - sum_a p_a (s_a - lse)
-                kl += (p_logp - p_s + lse).sum()
-                g = s.sub_(p).mul_(scale)  # (q - p) / n
-                del p
+            if ids is not None:
+                part, part_kl, g = _topk_chunk(s, ids[r], logprobs[r], dtype, scale, renorm, tail)
             else:
-                i_r = ids[r]
-                lp = logprobs[r].to(dtype)
-                p = lp.exp()
-                s_k = s.gather(-1, i_r)
-                lse = _softmax_(s)  # s now holds q
-                logq_k = s_k - lse
-                w = p / p.sum(-1, keepdim=True) if renorm else p
-                big_w = w.sum(-1, keepdim=True)
-                loss -= (w * logq_k).sum()
-                kl += (torch.xlogy(p, p) - p * logq_k).sum()
-                if tail:
-                    w_t = (1 - p.sum(-1, keepdim=True)).clamp_min(0)
-                    q_k = s.gather(-1, i_r)
-                    s.scatter_(-1, i_r, 0.0)  # s holds q off the top-K only: R without cancelling
-                    rest = s.sum(-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
-                    log_rest = rest.log()
-                    loss -= (w_t * log_rest).sum()
-                    kl += (torch.xlogy(w_t, w_t) - w_t * log_rest).sum()
-                    a = (big_w + w_t - w_t / rest) * scale
-                    b = ((big_w + w_t) * q_k - w) * scale
-                else:
-                    a = big_w * scale
-                    b = -w * scale
-                g = s.mul_(a).scatter_add_(-1, i_r, b)  # gradient w.r.t. the chunk's logits
-            g = g.to(mm_dtype)
+                with torch.no_grad():
+                    t_logits = (t_h[r].to(t_mm_dtype) @ t_w_mm.T).to(dtype)
+                part, part_kl, g = _full_chunk(s, t_logits, scale)
+                del t_logits
+            loss, kl = loss + part, kl + part_kl
+            g = g.to(mm_dtype)  # the gradient w.r.t. the chunk's logits, / n
             if need_h:
                 grad_h[r] = g @ w_mm
             if need_w:

@@ -1,6 +1,6 @@
-"""Benchmark: the paper's top-K loss on full logits (fd.reference_loss) against the fused, chunked
-version (fd.teacher_topk + fd.fused_loss), side by side: extra peak memory and time of one
-forward + backward. Paper: Section 3 / Appendix B (K = 25); fd.py explains the loss.
+"""Benchmark: the paper's top-K loss on full logits (fd_loss.reference_loss) against the fused, chunked
+version (fd_loss.teacher_topk + fd_loss.fused_loss), side by side: extra peak memory and time of one
+forward + backward. Paper: Section 3 / Appendix B (K = 25); fd_loss.py explains the loss.
 
     python bench/bench_loss.py                      # default table (about 5-10 minutes on 2 cores)
     python bench/bench_loss.py --vocab 32000 --rows 512 --repeats 1   # quick look
@@ -24,7 +24,6 @@ Threads: torch.set_num_threads(2) on purpose in every worker: the machine has 2 
 count keeps the two methods comparable (run nothing else heavy meanwhile: torch's OpenMP threads
 slow down sharply when another process holds a core). Time is the best of --repeats runs.
 """
-import argparse
 import json
 import os
 import resource
@@ -36,7 +35,8 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import fd  # noqa: E402
+import cli  # noqa: E402
+import fd_loss  # noqa: E402
 
 
 @dataclass
@@ -44,8 +44,8 @@ class Config:
     vocab: tuple = (32000, 151936)       # a 32k-token vocabulary and Qwen's
     rows: tuple = (512, 2048, 8192)      # B*T attempt positions
     hidden: int = 1024                   # H (Qwen3-0.6B has H = 1024, V = 151,936)
-    topk: int = fd.TOPK
-    chunk_size: int = fd.CHUNK_SIZE
+    topk: int = fd_loss.TOPK
+    chunk_size: int = fd_loss.CHUNK_SIZE
     mode: str = "step"                   # "step" (teacher top-K + student loss) or "loss"
     repeats: int = 2
     rounds: int = 1                      # run the (reference, fused) pair this many times, alternating
@@ -53,6 +53,7 @@ class Config:
     threads: int = 2
     devices: tuple = ()                  # empty: cpu, plus cuda when available
     methods: tuple = ("reference", "fused")
+    worker: str = ""                     # internal: measure one method in this process (main starts these)
 
 
 def ref_estimate_bytes(n, v, h, mode):
@@ -88,7 +89,7 @@ def worker(method, vocab, rows, hidden, topk, chunk_size, mode, repeats, threads
         if method == "reference":
             with torch.no_grad():
                 return (th @ tw.T,)
-        return fd.teacher_topk(th, tw, k, chunk_size)
+        return fd_loss.teacher_topk(th, tw, k, chunk_size)
 
     def step(h, w, th, tw, mask, tgt, k):
         h.grad = w.grad = None
@@ -99,10 +100,10 @@ def worker(method, vocab, rows, hidden, topk, chunk_size, mode, repeats, threads
             else:
                 (t_logits,) = tgt
             s_logits = h @ w.T
-            loss = fd.reference_loss(s_logits, t_logits, mask, topk=k)
+            loss = fd_loss.reference_loss(s_logits, t_logits, mask, topk=k)
         else:
-            ids, logprobs = fd.teacher_topk(th, tw, k, chunk_size) if mode == "step" else tgt
-            loss = fd.fused_loss(h, w, ids, logprobs, mask, chunk_size)
+            ids, logprobs = fd_loss.teacher_topk(th, tw, k, chunk_size) if mode == "step" else tgt
+            loss = fd_loss.fused_loss(h, w, ids, logprobs, mask, chunk_size)
         loss.backward()
         return loss.item()
 
@@ -205,26 +206,9 @@ def main(cfg):
 
 
 if __name__ == "__main__":
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    d = Config()
-    p.add_argument("--vocab", type=int, nargs="+", default=list(d.vocab))
-    p.add_argument("--rows", type=int, nargs="+", default=list(d.rows))
-    p.add_argument("--hidden", type=int, default=d.hidden)
-    p.add_argument("--topk", type=int, default=d.topk)
-    p.add_argument("--chunk-size", type=int, default=d.chunk_size)
-    p.add_argument("--mode", choices=["step", "loss"], default=d.mode)
-    p.add_argument("--repeats", type=int, default=d.repeats)
-    p.add_argument("--rounds", type=int, default=d.rounds)
-    p.add_argument("--ref-max-gib", type=float, default=d.ref_max_gib)
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--devices", nargs="*", default=list(d.devices))
-    p.add_argument("--methods", nargs="+", choices=["reference", "fused"], default=list(d.methods))
-    p.add_argument("--worker", choices=["reference", "fused"], help=argparse.SUPPRESS)
-    a = p.parse_args()
-    if a.worker:
-        worker(a.worker, a.vocab[0], a.rows[0], a.hidden, a.topk, a.chunk_size, a.mode, a.repeats,
-               a.threads, a.devices[0])
+    cfg = cli.parse(Config, prog="bench_loss.py", description=__doc__.split("\n")[0])
+    if cfg.worker:
+        worker(cfg.worker, cfg.vocab[0], cfg.rows[0], cfg.hidden, cfg.topk, cfg.chunk_size, cfg.mode, cfg.repeats,
+               cfg.threads, cfg.devices[0])
     else:
-        main(Config(tuple(a.vocab), tuple(a.rows), a.hidden, a.topk, a.chunk_size, a.mode,
-                    a.repeats, a.rounds, a.ref_max_gib, a.threads, tuple(a.devices),
-                    tuple(a.methods)))
+        main(cfg)

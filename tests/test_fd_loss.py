@@ -1,4 +1,4 @@
-"""The FD loss (fd.py, section 1; paper Section 3 / Appendix B): the reference is held to a
+"""The FD loss (fd_loss.py; paper Section 3 / Appendix B): the reference is held to a
 per-position loop that spells out the paper's formula, and the fused, chunked version is held to
 the reference in value, KL estimate and gradient, for every option, in fp32 and fp64."""
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import fd
+import fd_loss
 
 torch.set_num_threads(1)
 
@@ -36,18 +36,18 @@ def make(seed, dtype, b=None, t=None, h=None, v=None, k=None):
 def run_reference(hidden, weight, t_hidden, t_weight, mask, k, option):
     kw = dict(topk=0 if option == "full" else k, renorm=option == "renorm",
               tail=option == "tail", return_kl=True)
-    loss, kl = fd.reference_loss(hidden @ weight.T, t_hidden @ t_weight.T, mask, **kw)
+    loss, kl = fd_loss.reference_loss(hidden @ weight.T, t_hidden @ t_weight.T, mask, **kw)
     gh, gw = torch.autograd.grad(loss, (hidden, weight))
     return loss, kl, gh, gw
 
 
 def run_fused(hidden, weight, t_hidden, t_weight, mask, k, option, chunk_size):
     if option == "full":
-        loss, kl = fd.fused_full_kl(hidden, weight, t_hidden, t_weight, mask, chunk_size,
+        loss, kl = fd_loss.fused_full_kl(hidden, weight, t_hidden, t_weight, mask, chunk_size,
                                     return_kl=True)
     else:
-        ids, logprobs = fd.teacher_topk(t_hidden, t_weight, k, chunk_size=chunk_size + 1)
-        loss, kl = fd.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size,
+        ids, logprobs = fd_loss.teacher_topk(t_hidden, t_weight, k, chunk_size=chunk_size + 1)
+        loss, kl = fd_loss.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size,
                                  renorm=option == "renorm", tail=option == "tail",
                                  return_kl=True)
     gh, gw = torch.autograd.grad(loss, (hidden, weight))
@@ -55,7 +55,7 @@ def run_fused(hidden, weight, t_hidden, t_weight, mask, k, option, chunk_size):
 
 
 def literal(student_logits, teacher_logits, mask, k, option):
-    """The paper's formula one position at a time, in fp64, with nothing shared with fd.py."""
+    """The paper's formula one position at a time, in fp64, with nothing shared with fd_loss.py."""
     total, kl_total, n = 0.0, 0.0, 0
     for bi in range(mask.shape[0]):
         for ti in range(mask.shape[1]):
@@ -85,7 +85,7 @@ def test_reference_is_the_papers_formula(option):
     hidden, weight, t_hidden, t_weight, mask, k = make(0, torch.float64, v=40, k=7)
     s, t = (hidden @ weight.T).detach(), t_hidden @ t_weight.T
     want_loss, want_kl = literal(s, t, mask, k, option)
-    loss, kl = fd.reference_loss(s, t, mask, topk=0 if option == "full" else k,
+    loss, kl = fd_loss.reference_loss(s, t, mask, topk=0 if option == "full" else k,
                                  renorm=option == "renorm", tail=option == "tail", return_kl=True)
     assert loss.item() == pytest.approx(want_loss, rel=1e-10)
     assert kl.item() == pytest.approx(want_kl, rel=1e-10)
@@ -94,16 +94,16 @@ def test_reference_is_the_papers_formula(option):
 def test_reference_identities():
     hidden, weight, t_hidden, t_weight, mask, _ = make(1, torch.float64, v=50)
     s, t = hidden @ weight.T, t_hidden @ t_weight.T
-    full, kl_full = fd.reference_loss(s, t, mask, topk=0, return_kl=True)
+    full, kl_full = fd_loss.reference_loss(s, t, mask, topk=0, return_kl=True)
     # K = V is the full-vocabulary loss.
-    assert torch.allclose(fd.reference_loss(s, t, mask, topk=50), full)
+    assert torch.allclose(fd_loss.reference_loss(s, t, mask, topk=50), full)
     # The loss is the KL plus the teacher's entropy (constant in the student): same gradient.
     p = torch.softmax(t, -1)
     entropy = (-(p * p.log()).sum(-1) * mask).sum() / mask.sum()
     assert torch.allclose(full, kl_full + entropy)
     # The tail bucket with the student's mass computed naively as 1 - sum_K q.
     k = 5
-    loss_tail = fd.reference_loss(s, t, mask, topk=k, tail=True)
+    loss_tail = fd_loss.reference_loss(s, t, mask, topk=k, tail=True)
     logp, ids = torch.log_softmax(t, -1).topk(k, -1)
     q_k = torch.softmax(s, -1).gather(-1, ids)
     naive = -(logp.exp() * q_k.log()).sum(-1) - (1 - logp.exp().sum(-1)) * torch.log1p(-q_k.sum(-1))
@@ -131,21 +131,21 @@ def test_teacher_topk_is_the_teachers_topk_and_gets_no_gradient():
     hidden, weight, t_hidden, t_weight, mask, k = make(2, torch.float64, k=9)
     t_hidden.requires_grad_()
     t_weight.requires_grad_()
-    ids, logprobs = fd.teacher_topk(t_hidden, t_weight, k, chunk_size=4)
+    ids, logprobs = fd_loss.teacher_topk(t_hidden, t_weight, k, chunk_size=4)
     assert not ids.requires_grad and not logprobs.requires_grad
     assert ids.grad_fn is None and logprobs.grad_fn is None
     want_lp, want_ids = torch.log_softmax(t_hidden @ t_weight.T, -1).topk(k, -1)
     assert torch.equal(ids, want_ids)
     torch.testing.assert_close(logprobs, want_lp.detach())
-    loss = fd.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=5)
+    loss = fd_loss.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=5)
     loss.backward()
     assert hidden.grad is not None and weight.grad is not None
     assert t_hidden.grad is None and t_weight.grad is None
     # The full-KL path recomputes the teacher inside the loss: still no gradient for it.
-    fd.fused_full_kl(hidden, weight, t_hidden, t_weight, mask, chunk_size=5).backward()
+    fd_loss.fused_full_kl(hidden, weight, t_hidden, t_weight, mask, chunk_size=5).backward()
     assert t_hidden.grad is None and t_weight.grad is None
     # With a mask, rows outside it are not computed: they come back as ids 0, logprobs -inf.
-    ids_m, lp_m = fd.teacher_topk(t_hidden, t_weight, k, chunk_size=4, mask=mask)
+    ids_m, lp_m = fd_loss.teacher_topk(t_hidden, t_weight, k, chunk_size=4, mask=mask)
     assert torch.equal(ids_m[mask], ids[mask])
     torch.testing.assert_close(lp_m[mask], logprobs[mask])
     assert torch.isneginf(lp_m[~mask]).all()
@@ -155,30 +155,30 @@ def test_k_larger_than_vocabulary_is_a_clear_error():
     hidden, weight, t_hidden, t_weight, mask, _ = make(3, torch.float32, v=20)
     s, t = hidden @ weight.T, t_hidden @ t_weight.T
     with pytest.raises(ValueError, match="K=21.*V=20"):
-        fd.reference_loss(s, t, mask, topk=21)
+        fd_loss.reference_loss(s, t, mask, topk=21)
     with pytest.raises(ValueError, match="K=21.*V=20"):
-        fd.teacher_topk(t_hidden, t_weight, 21)
+        fd_loss.teacher_topk(t_hidden, t_weight, 21)
     ids = torch.zeros(*mask.shape, 21, dtype=torch.long)
     with pytest.raises(ValueError, match="K=21.*V=20"):
-        fd.fused_loss(hidden, weight, ids, torch.zeros(ids.shape), mask)
+        fd_loss.fused_loss(hidden, weight, ids, torch.zeros(ids.shape), mask)
     with pytest.raises(ValueError, match="tail"):
-        fd.reference_loss(s, t, mask, topk=20, tail=True)  # nothing left for the tail bucket
+        fd_loss.reference_loss(s, t, mask, topk=20, tail=True)  # nothing left for the tail bucket
     with pytest.raises(ValueError, match="renorm"):
-        fd.reference_loss(s, t, mask, topk=5, renorm=True, tail=True)
+        fd_loss.reference_loss(s, t, mask, topk=5, renorm=True, tail=True)
 
 
 def test_masked_rows_cost_nothing_and_no_token_gives_zero():
     hidden, weight, t_hidden, t_weight, mask, k = make(4, torch.float32)
-    ids, logprobs = fd.teacher_topk(t_hidden, t_weight, k, mask=mask)
+    ids, logprobs = fd_loss.teacher_topk(t_hidden, t_weight, k, mask=mask)
     with torch.no_grad():
         hidden[~mask] = float("nan")  # would poison the loss if a masked row were computed
-    loss = fd.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=3)
+    loss = fd_loss.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=3)
     gh, gw = torch.autograd.grad(loss, (hidden, weight))
     assert torch.isfinite(loss) and torch.isfinite(gw).all()
     assert (gh[~mask] == 0).all() and torch.isfinite(gh).all()
     none = torch.zeros_like(mask)
-    for out in (fd.fused_loss(hidden, weight, ids, logprobs, none, chunk_size=3),
-                fd.reference_loss(torch.randn(*mask.shape, weight.shape[0]),
+    for out in (fd_loss.fused_loss(hidden, weight, ids, logprobs, none, chunk_size=3),
+                fd_loss.reference_loss(torch.randn(*mask.shape, weight.shape[0]),
                                   torch.randn(*mask.shape, weight.shape[0]), none)):
         assert out.item() == 0.0
 
@@ -186,16 +186,16 @@ def test_masked_rows_cost_nothing_and_no_token_gives_zero():
 def test_gradient_scale_and_composition():
     # The stored gradient is scaled by the upstream gradient (loss * 3, loss + other terms).
     hidden, weight, t_hidden, t_weight, mask, k = make(5, torch.float64)
-    ids, logprobs = fd.teacher_topk(t_hidden, t_weight, k)
-    ref = fd.reference_loss(hidden @ weight.T, t_hidden @ t_weight.T, mask, topk=k)
+    ids, logprobs = fd_loss.teacher_topk(t_hidden, t_weight, k)
+    ref = fd_loss.reference_loss(hidden @ weight.T, t_hidden @ t_weight.T, mask, topk=k)
     want = torch.autograd.grad(3 * ref + hidden.sum(), (hidden, weight), retain_graph=True)
-    got_loss = fd.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=4)
+    got_loss = fd_loss.fused_loss(hidden, weight, ids, logprobs, mask, chunk_size=4)
     got = torch.autograd.grad(3 * got_loss + hidden.sum(), (hidden, weight))
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a)
     # Only the hidden states need a gradient (frozen lm head): weight gets none, hidden is right.
     frozen = weight.detach()
-    gh = torch.autograd.grad(fd.fused_loss(hidden, frozen, ids, logprobs, mask, 4), hidden)[0]
+    gh = torch.autograd.grad(fd_loss.fused_loss(hidden, frozen, ids, logprobs, mask, 4), hidden)[0]
     torch.testing.assert_close(gh, torch.autograd.grad(ref, hidden)[0])
 
 
@@ -204,9 +204,9 @@ def test_bf16_inputs_compute_in_fp32():
     want = run_reference(hidden, weight, t_hidden, t_weight, mask, k, "plain")
     hb = hidden.detach().bfloat16().requires_grad_()
     wb = weight.detach().bfloat16().requires_grad_()
-    ids, logprobs = fd.teacher_topk(t_hidden.bfloat16(), t_weight.bfloat16(), k, chunk_size=8)
+    ids, logprobs = fd_loss.teacher_topk(t_hidden.bfloat16(), t_weight.bfloat16(), k, chunk_size=8)
     assert logprobs.dtype == torch.float32
-    loss, kl = fd.fused_loss(hb, wb, ids, logprobs, mask, chunk_size=8, return_kl=True)
+    loss, kl = fd_loss.fused_loss(hb, wb, ids, logprobs, mask, chunk_size=8, return_kl=True)
     assert loss.dtype == torch.float32
     gh, gw = torch.autograd.grad(loss, (hb, wb))
     assert gh.dtype == torch.bfloat16 and gw.dtype == torch.bfloat16
@@ -216,7 +216,7 @@ def test_bf16_inputs_compute_in_fp32():
     torch.testing.assert_close(gw.float(), want[3], rtol=5e-2, atol=5e-3)
     # Autocast style: bf16 hidden states against an fp32 master lm head.
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss_mixed = fd.fused_loss(hb, weight, ids, logprobs, mask, chunk_size=8)
+        loss_mixed = fd_loss.fused_loss(hb, weight, ids, logprobs, mask, chunk_size=8)
     gh, gw = torch.autograd.grad(loss_mixed, (hb, weight))
     assert gh.dtype == torch.bfloat16 and gw.dtype == torch.float32
     torch.testing.assert_close(gw, want[3], rtol=5e-2, atol=5e-3)
