@@ -106,7 +106,7 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: on)")
         elif isinstance(default, tuple):
             p.add_argument(name, nargs="+", action="extend", default=None, metavar=f.name.upper().rstrip("S"),
-                           help=f"{text} (repeatable)")
+                           type=type(default[0]) if default else str, help=f"{text} (default: {' '.join(map(str, default)) or 'none'})")
         else:
             p.add_argument(name, type=type(default), default=None, help=f"{text} (default: {default})")
     return p

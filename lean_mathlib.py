@@ -22,8 +22,21 @@ screened out). A slow proof is "timeout" and a dead Lean "crash", for that item 
 """
 from __future__ import annotations
 
-import json, math, os, queue, re, secrets, shutil, signal, subprocess, tempfile, threading, time, weakref
-import urllib.error, urllib.request
+import json
+import math
+import os
+import queue
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 

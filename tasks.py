@@ -10,7 +10,11 @@ the generator in mini_world.py, never a test statement), and JSONL task files (m
     tasks.stream("mini:1", seed=0)                     # level 1 only, forever (fd.py's default pool)
     tasks.load("jsonl:PATH")                           # miniF2F / LeanWorkbook style JSONL
 """
-import itertools, json, os, random, re
+import itertools
+import json
+import os
+import random
+import re
 from dataclasses import dataclass
 
 import cli

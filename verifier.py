@@ -16,7 +16,6 @@ import lean_env
 import lean_mathlib
 from lean_env import LeanNotFound, Result, Task  # noqa: F401  (the interface, re-exported)
 
-
 MATHLIB = {"repl": (lean_mathlib.ReplPool, "project"), "lake": (lean_mathlib.LakeEnv, "project"),
            "kimina": (lean_mathlib.KiminaClient, "url")}     # world -> (backend, what the part after ":" names)
 

@@ -7,7 +7,9 @@ item as it ends), so wall-clock rates depend on what else shares the cores; chec
 processes do not. The per-process baseline uses the same code path with batch_size=1. Half the proofs are
 correct, a quarter wrong (Lean reports an error), a quarter pass only after Or.elim.
 """
-import os, sys, time
+import os
+import sys
+import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -33,9 +33,11 @@ def qwen_dir(tmp_path_factory):
     """A tiny randomly initialised Qwen2 model and a byte-level BPE tokenizer with a chat template,
     saved locally: the HF path end to end (model.py, fd.py), no network."""
     import json
+
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
     import model
     import tasks
     path = str(tmp_path_factory.mktemp("tiny-qwen"))

@@ -11,7 +11,11 @@ Modes:  python fake_repl.py [--log FILE]     the REPL (stdin/stdout); with --log
                                              to FILE as "PID<TAB>JSON" (tests count header imports)
         python fake_repl.py --lake env lean --json FILE     a fake `lake` running `lean --json` on a file
 """
-import json, os, re, sys, time
+import json
+import os
+import re
+import sys
+import time
 
 STANDARD = "[propext, Classical.choice, Quot.sound]"
 

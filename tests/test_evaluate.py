@@ -201,6 +201,7 @@ def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
 
 def test_entropy_is_the_policys_own_at_each_sampled_token(tiny_prover):
     import torch
+
     import model
     import tasks
     policy = model.load(tiny_prover)

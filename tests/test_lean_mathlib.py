@@ -2,7 +2,13 @@
 against tests/fake_repl.py, the Kimina client against a local http.server, the lake backend against a fake
 `lake` script; and verifier.load, which chooses among them and the mini world from a spec.
     Run: python -m pytest -q tests/test_lean_mathlib.py"""
-import collections, http.server, json, os, socket, sys, threading
+import collections
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
 
 import pytest
 
@@ -10,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 import fake_repl  # noqa: E402
+
 import lean_env  # noqa: E402
 import lean_mathlib  # noqa: E402
 import verifier  # noqa: E402

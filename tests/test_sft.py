@@ -54,7 +54,7 @@ def test_examples_use_feedback_py_framing_and_the_mix():
     tok = sft.train_tokenizer([M.render_prompt(sft.SimpleNamespace(chat_template=None, bos_token=""), t, fb)
                                + " " + y for t, fb, y in examples])
     encoded = sft.encode(tok, examples, 320)
-    for (task, fb, proof), (ids, n_prompt, has_fb) in zip(examples, encoded):
+    for (task, fb, _), (ids, n_prompt, has_fb) in zip(examples, encoded):
         assert ids[:n_prompt] == M.encode_prompt(tok, task, fb)  # training prompts are FD's prompts
         assert ids[-1] == tok.eos_token_id and has_fb == (fb is not None)
 
