@@ -10,10 +10,11 @@ the top of the file, each field with its comment:
                                       # or jsonl:PATH  (a comment line under a field continues its help)
 
 and `cli.parse(Config, argv, prog="fd.py")` turns it into `--alpha`, `--tasks`, ... whose --help is the
-whole comment and the default. A bool field is a switch (`--paper`; `--no-bf16` for one that is on by default), a tuple field takes one
-or more values and may repeat (`--model A --model B`). A user's mistake (a setting out of range, a missing
-file, no API key, no Lean) is one line on stderr and exit status 2, found before any model loads
-(`fail`, `check`, `user_errors`); anything unexpected keeps its traceback.
+whole comment and the default. A bool field is a switch (`--paper`; `--no-bf16` for one that is on
+by default), a tuple field takes one or more values and may repeat (`--model A --model B`). A user's
+mistake (a setting out of range, a missing file, no API key, no Lean) is one line on stderr and exit
+status 2, found before any model loads (`fail`, `check`, `user_errors`); anything unexpected keeps
+its traceback.
 """
 import argparse
 import ast
@@ -105,8 +106,9 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
         elif isinstance(default, bool):  # on by default: --no-bf16 turns it off
             p.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=f"{text} (default: on)")
         elif isinstance(default, tuple):
+            shown = " ".join(map(str, default)) or "none"
             p.add_argument(name, nargs="+", action="extend", default=None, metavar=f.name.upper().rstrip("S"),
-                           type=type(default[0]) if default else str, help=f"{text} (default: {' '.join(map(str, default)) or 'none'})")
+                           type=type(default[0]) if default else str, help=f"{text} (default: {shown})")
         else:
             p.add_argument(name, type=type(default), default=None, help=f"{text} (default: {default})")
     return p
@@ -122,7 +124,8 @@ def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict 
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     if read_run is not None and given.get("resume"):
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in read_run(given["resume"]).items()}  # JSON has no tuple
+        saved = read_run(given["resume"])
+        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}  # JSON has no tuple
         saved.update(resume=given["resume"], out=given["resume"], **{k: given[k] for k in ("steps",) if k in given})
         return Config(**saved)
     cfg = Config(**given)

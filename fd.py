@@ -35,7 +35,8 @@ from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder (e.g. OUT/final) or an HF id
+    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder
+                                  # (e.g. OUT/final) or an HF id
     out: str = "runs/fd"
     tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
                                   # or jsonl:PATH. Level 1 by default: the small teacher's advice on the

@@ -40,7 +40,8 @@ import verifier
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder (e.g. OUT/final) or an HF id
+    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder
+                                  # (e.g. OUT/final) or an HF id
     init_from: str = ""           # a checkpoint to start from, typically FD's OUT/final (or OUT);
                                   # overrides --model; pi_ref is then that checkpoint
     out: str = "runs/grpo"

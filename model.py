@@ -78,8 +78,9 @@ class ModelNotFound(FileNotFoundError):
 def check_name(name: str) -> None:
     """Raise ModelNotFound, without loading anything, for a name `load` cannot read, so that a
     script can refuse it before its long set-up. A name is the preset (which the scripts build
-    with sft.resolve_model), a folder, or a hub id 'org/name' whose 'org' is not a local folder. Any other name is a folder that does not exist:
-    it never goes to the hub, whose retries take 50 s without network and end in a traceback."""
+    with sft.resolve_model), a folder, or a hub id 'org/name' whose 'org' is not a local folder.
+    Any other name is a folder that does not exist: it never goes to the hub, whose retries take
+    50 s without network and end in a traceback."""
     path = os.path.expanduser(name)
     if name == "small-prover":
         return

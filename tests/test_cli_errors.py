@@ -1,4 +1,4 @@
-"""A user's mistake on the command line of fd.py, grpo.py, evaluate.py and sft.py: one clear line
+"""A user's mistake on the command line of fd.py, grpo.py, evaluate.py, sft.py and calibrate.py: one clear line
 on stderr naming the option or file, exit status 2, no traceback, and no model loaded.
 
 Every case runs the script's own `if __name__ == "__main__":` (runpy, in this process: a real
@@ -53,6 +53,8 @@ CASES = [
     ("evaluate.py", "--model small-prover --n 4 --k 1,8", "evaluate.py: --k 1,8: k=8 is larger than --n 4"),
     ("evaluate.py", "--model small-prover --tasks jsonl:{tmp}/bad.jsonl", "evaluate.py: --tasks jsonl:{tmp}/bad.jsonl:"),
     ("evaluate.py", "--model small-prover --verifier bogus", "evaluate.py: --verifier bogus: unknown verifier"),
+    ("calibrate.py", "--model nonexistent_dir", "calibrate.py: --model nonexistent_dir: model 'nonexistent_dir'"),
+    ("fd.py", "--no-such-flag 3", "fd.py: unrecognized arguments: --no-such-flag 3 (see --help)"),
     ("sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/missing.jsonl: No such file"),
     ("sft.py", "--jsonl {tmp}/bad.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/bad.jsonl: {tmp}/bad.jsonl, line 1:"),
     ("sft.py", "--warmup 0", "sft.py: --warmup 0: must be at least 1"),
