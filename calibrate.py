@@ -22,6 +22,7 @@ import evaluate
 import feedback
 import lean_env
 import model as M
+import sampling
 import sft
 import tasks
 
@@ -51,7 +52,7 @@ def calibrate(path: str, cfg: Config) -> dict:
     def attempts(feedback_texts, k):  # k samples per task -> (samples, results), task-major
         prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
         jobs = [i for i in range(len(test)) for _ in range(k)]
-        samples = M.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
+        samples = sampling.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
         keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
         todo = sorted(set(keys) - set(verdicts))
         verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))

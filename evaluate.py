@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 import cli
 import model
 import report
+import sampling
 import sft
 import tasks as tasks_lib
 import verifier
@@ -114,7 +115,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 batch_prompts = [prompts[i] for i in batch]
-                samples = model.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
+                samples = sampling.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, generator=generator)
                 ents = attempt_entropies(policy, batch_prompts, samples) if entropy else [[]] * len(batch)
                 for i, s, ent in zip(batch, samples, ents):

@@ -37,21 +37,21 @@ from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
 class Config:
     model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder
                                   # (e.g. OUT/final) or an HF id
-    out: str = "runs/fd"
+    out: str = "runs/fd"          # the run folder: settings, metrics, checkpoints (one run per folder)
     tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
                                   # or jsonl:PATH. Level 1 by default: the small teacher's advice on the
                                   # longer level 2-3 attempts harms (README, Results)
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
     eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
     eval_every: int = 50          # steps between held-out evaluations (0: only before and after)
-    steps: int = 100
+    steps: int = 100              # optimizer steps
     prompts: int = 32             # statements per step, ONE attempt each (paper: 128)
     lr: float = 1e-4              # AdamW (paper: 1e-5 for a 9B model)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0     # AdamW's decoupled weight decay
+    grad_clip: float = 1.0        # the gradient's global norm is clipped to this
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
-    top_p: float = 1.0
+    top_p: float = 1.0            # nucleus sampling mass (1.0: off)
     max_new_tokens: int = 64      # attempt budget (paper: 8192)
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
@@ -63,7 +63,7 @@ class Config:
     ema_every: int = 5            # optimizer steps between EMA updates
     base_url: str = ""            # for openai:/anthropic: feedback (e.g. a local vLLM server)
     save_every: int = 50          # HF checkpoint + training state every N steps (and at the end)
-    seed: int = 0
+    seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
     verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)

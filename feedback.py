@@ -6,7 +6,7 @@ and the feedback-source ablations (LLM critique, ground truth, Lean output, self
 
 A source is a callable (task, attempt, result) -> str returning the FRAMED block (a short header
 line plus the feedback) that model.render_prompt puts in the teacher prompt unchanged. `attempt` is
-the proof text or a model.Sample (.text, .truncated); `result` needs only .ok, .status, .messages.
+the proof text or a sampling.Sample (.text, .truncated); `result` needs only .ok, .status, .messages.
 
     import feedback
     fb = feedback.load("tutor")   # "openai:MODEL", "anthropic:MODEL", "lean", "ground-truth", "self",
@@ -36,6 +36,7 @@ import urllib.request
 from dataclasses import dataclass
 
 import model
+import sampling
 import tutor
 
 
@@ -74,7 +75,7 @@ def frame(kind, text):
 
 
 def attempt_parts(attempt):
-    """(text, truncated) from a str or a model.Sample-like object."""
+    """(text, truncated) from a str or a sampling.Sample-like object."""
     if isinstance(attempt, str):
         return attempt, False
     return attempt.text, bool(getattr(attempt, "truncated", False))
@@ -211,7 +212,7 @@ def _self_critic(policy, s):
         else:
             text = (tok.bos_token or "") + prompt
         ids = tok(text, add_special_tokens=False)["input_ids"]
-        [out] = model.sample(policy, [ids], max_new_tokens=s.max_tokens,
+        [out] = sampling.sample(policy, [ids], max_new_tokens=s.max_tokens,
                              temperature=1.0 if s.temperature is None else s.temperature)
         stats.add(prompt_tokens=len(ids), completion_tokens=len(out.ids))
         return out.text

@@ -44,20 +44,20 @@ class Config:
                                   # (e.g. OUT/final) or an HF id
     init_from: str = ""           # a checkpoint to start from, typically FD's OUT/final (or OUT);
                                   # overrides --model; pi_ref is then that checkpoint
-    out: str = "runs/grpo"
+    out: str = "runs/grpo"        # the run folder: settings, metrics, checkpoints (one run per folder)
     tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS or jsonl:PATH;
                                   # the same default pool as fd.py, so that the two compare
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
     eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
     eval_every: int = 25          # steps between held-out evaluations (0: only before and after)
-    steps: int = 100
+    steps: int = 100              # optimizer steps
     prompts: int = 16             # statements per step, G attempts each (paper: 128)
     lr: float = 2e-4              # AdamW (paper: 1e-7 for a 9B model)
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
+    weight_decay: float = 0.0     # AdamW's decoupled weight decay
+    grad_clip: float = 1.0        # the gradient's global norm is clipped to this
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # sampling (the paper does not say; 1.0 is on-policy)
-    top_p: float = 1.0
+    top_p: float = 1.0            # nucleus sampling mass (1.0: off)
     max_new_tokens: int = 64      # attempt budget (paper: 8192)
     chunk_size: int = 1024        # attempt positions whose logits exist at once in the log-probs
     group: int = 5                # G attempts per statement (paper: 5)
@@ -66,7 +66,7 @@ class Config:
     agg: str = "token"            # token | seq | constant (see the docstring)
     micro_batch: int = 40         # attempts per forward/backward (gradients accumulate)
     save_every: int = 25          # HF checkpoint + training state every N steps (and at the end)
-    seed: int = 0
+    seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
     verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
@@ -263,8 +263,8 @@ def train(cfg: Config):
     """The GRPO loop: sample G per statement -> Lean -> advantages -> clipped objective + KL -> step."""
     policy, ref, env, heldout = setup(cfg)
     optimizer, scheduler = checkpoint.optimizer(cfg, policy.model)
-    run = checkpoint.Run(cfg, {"policy": policy.model, **({"reference": ref} if ref is not None else {})},
-                         optimizer, scheduler, policy,
+    nets = {"policy": policy.model} if ref is None else {"policy": policy.model, "reference": ref}
+    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy,
                          lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "

@@ -8,7 +8,7 @@ prompt and re-scored token by token (never re-tokenised from text).
 
     policy = load("runs/fd/final")              # a local HF-format folder or an HF hub id
     ids = encode_prompt(policy.tokenizer, task)  # student; encode_prompt(tok, task, feedback) = teacher
-    [s] = sample(policy, [ids], max_new_tokens=64, temperature=1.0, generator=0)
+    [s] = sampling.sample(policy, [ids], max_new_tokens=64, temperature=1.0, generator=0)
     logprobs, entropies = token_logprobs(policy.model, [ids], [s.ids])
 
 The `small-prover` preset is a folder that sft.py builds on first use: `load(sft.resolve_model("small-prover"))`.
@@ -25,7 +25,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from sampling import Sample, sample, sample_plain, stop_ids  # noqa: F401  (model.sample is the public name)
+import sampling
+from sampling import Sample
 
 # The chat-template path (real HF models): one user message, the assistant turn is the proof.
 CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "
@@ -279,5 +280,5 @@ if __name__ == "__main__":
                            statement="theorem mini_demo (p q : Prop) (h1 : And p q) : And q p :=")
     print("student:", render_prompt(policy.tokenizer, task))
     print("teacher:", render_prompt(policy.tokenizer, task, "Example of a correct solution: ⟨h1.2, h1.1⟩"))
-    s = sample(policy, [encode_prompt(policy.tokenizer, task)], temperature=0)[0]
+    s = sampling.sample(policy, [encode_prompt(policy.tokenizer, task)], temperature=0)[0]
     print("greedy:", s, "->", proof_text(s))

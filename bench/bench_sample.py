@@ -20,20 +20,21 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import cli  # noqa: E402
 import model as M  # noqa: E402
+import sampling  # noqa: E402
 import sft  # noqa: E402
 import tasks  # noqa: E402
 
 
 def hf_generate(policy, prompts, max_new_tokens, temperature, top_p):
     """HF generate on the same left-padded batch; returns list[list[int]] cut after the first EOS."""
-    tok, stops = policy.tokenizer, M.stop_ids(policy)
+    tok, stops = policy.tokenizer, sampling.stop_ids(policy)
     T = max(len(p) for p in prompts)
     ids = torch.tensor([[tok.pad_token_id] * (T - len(p)) + p for p in prompts], device=policy.device)
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=policy.device)
-    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
+    how = dict(do_sample=True, temperature=temperature, top_p=top_p, top_k=0) if temperature > 0 \
         else dict(do_sample=False, temperature=None, top_p=None, top_k=None)
     out = policy.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                eos_token_id=stops, pad_token_id=tok.pad_token_id, **sampling)
+                                eos_token_id=stops, pad_token_id=tok.pad_token_id, **how)
     seqs = []
     for row in out[:, T:].tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in stops), len(row))
@@ -68,14 +69,14 @@ def main():
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in test]
     print(f"model {a.model}: {sum(x.numel() for x in policy.model.parameters()) / 1e6:.2f}M parameters, "
           f"{len(prompts)} prompts, batch {a.batch_size}, {a.threads} thread(s), device {policy.device}")
-    M.sample(policy, prompts[:8], max_new_tokens=4)  # warm-up
+    sampling.sample(policy, prompts[:8], max_new_tokens=4)  # warm-up
     k = a.samples_per_prompt
     repeated = [p for p in prompts[: max(1, a.n // k)] for _ in range(k)]  # as pass@k evaluation / GRPO groups
     for name, temperature, rows in (("greedy", 0.0, prompts), (f"sampled T={a.temperature}", a.temperature, prompts),
                                     (f"sampled, {k} per prompt", a.temperature, repeated)):
         chunks = [rows[i:i + a.batch_size] for i in range(0, len(rows), a.batch_size)]
         torch.manual_seed(a.seed)
-        ours, t_ours = timed(lambda chunks=chunks, temperature=temperature: [s.ids for c in chunks for s in M.sample(
+        ours, t_ours = timed(lambda chunks=chunks, temperature=temperature: [s.ids for c in chunks for s in sampling.sample(
             policy, c, a.max_new_tokens, temperature, a.top_p, batch_size=a.batch_size)])
         torch.manual_seed(a.seed)
         theirs, t_hf = timed(lambda chunks=chunks, temperature=temperature: [s for c in chunks for s in hf_generate(

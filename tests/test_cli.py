@@ -59,3 +59,21 @@ def test_a_bad_flag_is_one_line_and_exit_2(capsys):
     with pytest.raises(SystemExit):
         cli.check(Settings(alpha=2.0), [("alpha", lambda v: 0 <= v <= 1, "between 0 and 1")], "t.py")
     assert capsys.readouterr().err == "t.py: --alpha 2.0: must be between 0 and 1\n"
+
+
+def test_every_scripts_settings_have_help():
+    """--help explains every setting of every script: no field without its comment."""
+    import dataclasses
+
+    import calibrate
+    import evaluate
+    import fd
+    import grpo
+    import lean_env
+    import sft
+    import tasks
+    for Config in (fd.Config, grpo.Config, evaluate.Config, sft.Settings, calibrate.Config, tasks.Settings,
+                   lean_env.Config):
+        helps = cli.field_help(Config)
+        missing = [f.name for f in dataclasses.fields(Config) if not helps.get(f.name)]
+        assert not missing, f"{Config.__module__}.{Config.__name__}: no help for {missing}"

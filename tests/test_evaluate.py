@@ -203,11 +203,12 @@ def test_entropy_is_the_policys_own_at_each_sampled_token(tiny_prover):
     import torch
 
     import model
+    import sampling
     import tasks
     policy = model.load(tiny_prover)
     test = tasks.load("mini", split="test")[:2]
     prompts = [model.encode_prompt(policy.tokenizer, t) for t in test]
-    samples = model.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=1)
+    samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=1)
     got = evaluate.attempt_entropies(policy, prompts, samples)
     for p, s, ent in zip(prompts, samples, got):       # by hand: one full forward, softmax entropy
         with torch.no_grad():

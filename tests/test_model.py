@@ -51,7 +51,7 @@ def test_prompts_end_where_the_proof_starts(policy):
 
 def test_sample_returns_exact_ids_and_text(policy):
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in TASKS] + [M.encode_prompt(policy.tokenizer, TASKS[0], HINT)]
-    samples = M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
+    samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
     assert len(samples) == len(prompts)
     eos = policy.tokenizer.eos_token_id
     for s in samples:
@@ -60,10 +60,10 @@ def test_sample_returns_exact_ids_and_text(policy):
         body = s.ids if s.truncated else s.ids[:-1]
         assert s.text == policy.tokenizer.decode(body, skip_special_tokens=True)
         assert M.proof_text(s) == s.text.strip()
-    again = M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
+    again = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
     assert [s.ids for s in again] == [s.ids for s in samples]  # a seed fixes the samples
-    tiny_p = M.sample(policy, prompts, max_new_tokens=12, top_p=1e-6, generator=1)
-    greedy = M.sample(policy, prompts, max_new_tokens=12, temperature=0)
+    tiny_p = sampling.sample(policy, prompts, max_new_tokens=12, top_p=1e-6, generator=1)
+    greedy = sampling.sample(policy, prompts, max_new_tokens=12, temperature=0)
     assert [s.ids for s in tiny_p] == [s.ids for s in greedy]  # top-p -> 0 keeps only the argmax
 
 
@@ -77,7 +77,7 @@ def test_own_sampler_matches_hf_generate(policy, temperature):
     # prompts of different lengths: left padding, position ids and the mask must be right
     prompts = [M.encode_prompt(policy.tokenizer, t, fb) for t in TASKS for fb in (None, HINT)]
     torch.manual_seed(3)
-    ours = [s.ids for s in M.sample(policy, prompts, max_new_tokens=10, temperature=temperature)]
+    ours = [s.ids for s in sampling.sample(policy, prompts, max_new_tokens=10, temperature=temperature)]
     torch.manual_seed(3)
     theirs = bench.hf_generate(policy, prompts, 10, temperature, 1.0)
     assert ours == theirs
@@ -90,7 +90,7 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
     import tasks
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:12]]
     prompts += prompts[:4]  # repeated prompts, as in a GRPO group
-    fast = M.sample(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p, generator=7)
+    fast = sampling.sample(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p, generator=7)
     plain = sampling.sample_plain(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p,
                                   generator=7)
     assert [s.ids for s in fast] == [s.ids for s in plain]
@@ -119,7 +119,7 @@ def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
     runs = []
     for rows in (7, 10_000):
         monkeypatch.setattr(sampling, "PREFILL_ROWS", rows)
-        runs.append([s.ids for s in M.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=5)])
+        runs.append([s.ids for s in sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=5)])
     assert runs[0] == runs[1]
 
 
@@ -174,19 +174,19 @@ def test_hf_path_with_chat_template(qwen_dir):
     assert TASKS[0].statement in student and HINT in teacher and HINT not in student
     prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[0], HINT)]
     assert prompts[0][-3:] == tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-3:]
-    samples = M.sample(policy, prompts, max_new_tokens=6, temperature=1.0, generator=0)
+    samples = sampling.sample(policy, prompts, max_new_tokens=6, temperature=1.0, generator=0)
     assert all(1 <= len(s.ids) <= 6 for s in samples)
     logprobs, entropies = M.token_logprobs(policy.model, prompts, [s.ids for s in samples])
     for b, s in enumerate(samples):
         ref, _ = full_logprobs(policy.model, prompts[b], s.ids)
         torch.testing.assert_close(logprobs[b, : len(s.ids)], ref, atol=1e-5, rtol=1e-5)
     assert (entropies[:, 0] > 0).all()
-    greedy = [s.ids for s in M.sample(policy, prompts, max_new_tokens=6, temperature=0)]
+    greedy = [s.ids for s in sampling.sample(policy, prompts, max_new_tokens=6, temperature=0)]
     T = max(map(len, prompts))
     out = policy.model.generate(
         input_ids=torch.tensor([[tok.pad_token_id] * (T - len(p)) + p for p in prompts]),
         attention_mask=torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts]),
-        max_new_tokens=6, do_sample=False, eos_token_id=M.stop_ids(policy), pad_token_id=tok.pad_token_id)
+        max_new_tokens=6, do_sample=False, eos_token_id=sampling.stop_ids(policy), pad_token_id=tok.pad_token_id)
     assert [row[: len(g)] for row, g in zip(out[:, T:].tolist(), greedy)] == greedy
 
 

@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 import feedback
 import model as M
+import sampling
 import sft
 import tasks
 from lean_env import Task
@@ -91,7 +92,7 @@ def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
     policy = M.load(out, device="cpu")
     task = Task("t", rows[0]["statement"])
-    [s] = M.sample(policy, [M.encode_prompt(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
+    [s] = sampling.sample(policy, [M.encode_prompt(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
     assert s.text.replace(" ", "") == "⟨h2,h1⟩" and not s.truncated
 
 
