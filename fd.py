@@ -203,8 +203,10 @@ def train(cfg: Config):
     student = policy.model
     teacher = make_teacher(student)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
-    run = checkpoint.Run(cfg, {"student": student, "teacher": teacher}, optimizer, scheduler, policy,
-                         lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
+    nets = {"student": student, "teacher": teacher}
+    heldout_pass1 = lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
+    # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
+    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, heldout_pass1)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
           f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks)")

@@ -264,8 +264,9 @@ def train(cfg: Config):
     policy, ref, env, heldout = setup(cfg)
     optimizer, scheduler = checkpoint.optimizer(cfg, policy.model)
     nets = {"policy": policy.model} if ref is None else {"policy": policy.model, "reference": ref}
-    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy,
-                         lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens))
+    heldout_pass1 = lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
+    # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
+    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, heldout_pass1)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
           f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks)")
