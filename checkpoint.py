@@ -36,6 +36,7 @@ RULES = [
     ("grad_clip", lambda v: v > 0, "above 0"),
     ("warmup", lambda v: v >= 0, "0 or more"),
     ("eval_limit", lambda v: v >= 0, "0 or more (0: every task)"),
+    ("eval_n", lambda v: v >= 1, "at least 1"),
     ("eval_every", lambda v: v >= 0, "0 or more (0: only before and after)"),
     ("temperature", lambda v: v >= 0, "0 or more (0: greedy)"),
     ("top_p", lambda v: 0 < v <= 1, "above 0 and at most 1"),
@@ -188,17 +189,19 @@ class Run:
     """What a training loop does besides training. It starts the run folder (settings, held-out pass@1
     of the starting model as step 0) or restores it (--resume); then, per finished step, it writes the
     metrics line, evaluates every eval_every steps and at the end, saves every save_every steps and at
-    the end, and keeps the progress bar. `heldout_pass1()` evaluates the policy being trained."""
+    the end, and keeps the progress bar. `heldout()` returns the policy's pass@1 per held-out task."""
 
-    def __init__(self, cfg, nets: dict, optimizer, scheduler, policy, heldout_pass1):
+    def __init__(self, cfg, nets: dict, optimizer, scheduler, policy, heldout):
         self.cfg, self.nets, self.optimizer, self.scheduler = cfg, nets, optimizer, scheduler
-        self.policy, self.heldout_pass1, self.after = policy, heldout_pass1, None
+        self.policy, self.heldout, self.after = policy, heldout, None
         if cfg.resume:
             state = load_state(cfg.out, nets, optimizer, scheduler)
-            self.start, self.skipped, self.before = state["step"], state["extra"]["skipped"], state["extra"]["before"]
+            self.start, extra = state["step"], state["extra"]
+            self.skipped, self.before, self.before_tasks = extra["skipped"], extra["before"], extra.get("before_tasks")
         else:
             write_config(cfg.out, asdict(cfg))
-            self.start, self.skipped, self.before = 0, 0, heldout_pass1()
+            self.start, self.skipped, self.before_tasks = 0, 0, heldout()
+            self.before = sum(self.before_tasks) / len(self.before_tasks)
             append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
 
     def steps(self, desc: str):
@@ -213,16 +216,19 @@ class Run:
         self.skipped += not math.isfinite(row["grad_norm"])
         row = {"step": step, **row, "lr": lr, "skipped_nonfinite": self.skipped}
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
-            row["heldout_pass1"] = self.after = self.heldout_pass1()
+            self.after_tasks = self.heldout()
+            row["heldout_pass1"] = self.after = sum(self.after_tasks) / len(self.after_tasks)
         append_metrics(cfg.out, row)
         self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
         if step % cfg.save_every == 0 or step == cfg.steps:
-            save(cfg, step, self.nets, self.optimizer, self.scheduler,
-                 {"skipped": self.skipped, "before": self.before}, self.policy)
+            extra = {"skipped": self.skipped, "before": self.before, "before_tasks": self.before_tasks}
+            save(cfg, step, self.nets, self.optimizer, self.scheduler, extra, self.policy)
 
     def finish(self):
+        """{"before", "after": held-out pass@1, "before_tasks", "after_tasks": per task}, or None when
+        the run had already reached its steps."""
         if self.start >= self.cfg.steps:
             print(f"nothing to do: {self.cfg.out} already has {self.start} of {self.cfg.steps} steps")
             return None
-        print(f"held-out pass@1: before {self.before:.3f} -> after {self.after:.3f}; model in {self.cfg.out}/final")
-        return {"before": self.before, "after": self.after}
+        return {"before": self.before, "after": self.after, "before_tasks": self.before_tasks,
+                "after_tasks": self.after_tasks}

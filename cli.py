@@ -114,6 +114,24 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
     return p
 
 
+def command(cfg, prog: str, **changes) -> str:
+    """The command line that gives cfg with these changes: `python fd.py --steps 200 --feedback none`
+    (settings at their default are left out)."""
+    args = []
+    for f in fields(cfg):
+        value = changes.get(f.name, getattr(cfg, f.name))
+        default = f.default_factory() if f.default is MISSING else f.default
+        if value == default or f.name == "resume":
+            continue
+        if isinstance(value, bool):
+            args.append(f"--{flag(f.name)}" if value else f"--no-{flag(f.name)}")
+        elif isinstance(value, tuple):
+            args.append(f"--{flag(f.name)} " + " ".join(map(str, value)))
+        else:
+            args.append(f"--{flag(f.name)} {value}")
+    return " ".join([f"python {prog}"] + args)
+
+
 def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict | None = None, read_run=None,
           positional=()):
     """Config from the command line. Only the flags given are set; the rest keep their defaults.

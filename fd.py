@@ -42,7 +42,9 @@ class Config:
                                   # or jsonl:PATH. Level 1 by default: the small teacher's advice on the
                                   # longer level 2-3 attempts harms (README, Results)
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
-    eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
+    eval_limit: int = 0           # held-out tasks per evaluation: the first N (0: all; mini:test interleaves levels)
+    eval_n: int = 8               # samples per held-out task: the before/after change is then resolved to about
+                                  # a point (its paired standard error is printed)
     eval_every: int = 50          # steps between held-out evaluations (0: only before and after)
     steps: int = 100              # optimizer steps
     prompts: int = 32             # statements per step, ONE attempt each (paper: 128)
@@ -204,12 +206,12 @@ def train(cfg: Config):
     teacher = make_teacher(student)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
     nets = {"student": student, "teacher": teacher}
-    heldout_pass1 = lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
+    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
-    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, heldout_pass1)
+    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
-          f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks)")
+          f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("FD"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
@@ -217,7 +219,12 @@ def train(cfg: Config):
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
         run.end_step(step, row)
-    return run.finish()
+    result = run.finish()
+    if result and result["before_tasks"]:
+        print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        print(f"model in {cfg.out}/final. Is the change the feedback's doing? The control, the same run with a "
+              f"teacher that sees no feedback:\n  {cli.command(cfg, 'fd.py', feedback='none', out=cfg.out + '_control')}")
+    return result
 
 
 def parse_args(argv=None) -> Config:

@@ -48,7 +48,9 @@ class Config:
     tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS or jsonl:PATH;
                                   # the same default pool as fd.py, so that the two compare
     eval_tasks: str = "mini:test" # held-out set for pass@1 (mini:test or jsonl:PATH)
-    eval_limit: int = 300         # held-out tasks per evaluation: the first N (mini:test interleaves levels)
+    eval_limit: int = 0           # held-out tasks per evaluation: the first N (0: all; mini:test interleaves levels)
+    eval_n: int = 8               # samples per held-out task: the before/after change is then resolved to about
+                                  # a point (its paired standard error is printed)
     eval_every: int = 25          # steps between held-out evaluations (0: only before and after)
     steps: int = 100              # optimizer steps
     prompts: int = 16             # statements per step, G attempts each (paper: 128)
@@ -264,18 +266,22 @@ def train(cfg: Config):
     policy, ref, env, heldout = setup(cfg)
     optimizer, scheduler = checkpoint.optimizer(cfg, policy.model)
     nets = {"policy": policy.model} if ref is None else {"policy": policy.model, "reference": ref}
-    heldout_pass1 = lambda: evaluate.heldout_pass1(policy, env, heldout, max_new_tokens=cfg.max_new_tokens)
+    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
-    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, heldout_pass1)
+    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
     print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
-          f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks)")
+          f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("GRPO"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
         row = grpo_step(cfg, policy, ref, env, optimizer, batch, generator)
         run.end_step(step, row, show=("reward", "kl", "entropy"))
-    return run.finish()
+    result = run.finish()
+    if result and result["before_tasks"]:
+        print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        print(f"model in {cfg.out}/final")
+    return result
 
 
 def parse_args(argv=None) -> Config:

@@ -77,3 +77,11 @@ def test_every_scripts_settings_have_help():
         helps = cli.field_help(Config)
         missing = [f.name for f in dataclasses.fields(Config) if not helps.get(f.name)]
         assert not missing, f"{Config.__module__}.{Config.__name__}: no help for {missing}"
+
+
+def test_command_rebuilds_a_command_line():
+    cfg = cli.parse(Settings, ["--alpha", "0.5", "--no-bf16", "--model", "a", "b"], prog="t.py")
+    line = cli.command(cfg, "t.py", steps=20, resume="R")
+    assert line == "python t.py --alpha 0.5 --steps 20 --no-bf16 --model a b"
+    assert cli.parse(Settings, line.split()[2:], prog="t.py") == cli.parse(
+        Settings, ["--alpha", "0.5", "--steps", "20", "--no-bf16", "--model", "a", "b"], prog="t.py")

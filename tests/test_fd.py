@@ -15,7 +15,7 @@ import model
 
 
 def small_config(path, out, **kw):
-    base = dict(model=path, out=str(out), steps=4, prompts=4, eval_limit=4, eval_every=2,
+    base = dict(model=path, out=str(out), steps=4, prompts=4, eval_limit=4, eval_n=2, eval_every=2,
                 save_every=2, max_new_tokens=20, threads=1, seed=3)
     return fd.Config(**{**base, **kw})
 

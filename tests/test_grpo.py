@@ -202,7 +202,7 @@ def easy_tasks(tmp_path_factory):
 
 
 def small_config(tiny_prover, easy_tasks, out, **kw):
-    base = dict(model=tiny_prover, tasks=f"jsonl:{easy_tasks}", eval_tasks=f"jsonl:{easy_tasks}", eval_limit=4,
+    base = dict(model=tiny_prover, tasks=f"jsonl:{easy_tasks}", eval_tasks=f"jsonl:{easy_tasks}", eval_limit=4, eval_n=2,
                 eval_every=2, steps=4, prompts=4, group=4, max_new_tokens=6, micro_batch=6, lr=3e-3, warmup=1,
                 save_every=2, threads=1, seed=3, out=str(out))
     return grpo.Config(**{**base, **kw})
