@@ -190,8 +190,8 @@ def setup(cfg: Config):
     # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
     with cli.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
         policy = model.load(sft.resolve_model(cfg.model), device=cfg.device or None, dtype=torch.float32)
-    if self_fd:
-        source = feedback.load(cfg.feedback, policy=policy, **options)
+    if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
+        source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         policy.model.gradient_checkpointing_enable()
     policy.model.train()
