@@ -92,3 +92,96 @@ def plot_curves(run_dirs, path: str, metrics=("loss", "train_acc", "entropy", "h
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# ---- paper.py: every method over seeds, mean and 95% interval -----------------------------------
+SET_TITLES = {"mini": "mini:test", "textbook": "hand-written textbook theorems", "probes": "balanced probes"}
+
+
+def _pm(figure, digits=3) -> str:
+    mean, half = figure
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    return f"{mean:.{digits}f}" if not half or math.isnan(half) else f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+def write_paper_markdown(res: dict, path: str) -> None:
+    s = res["settings"]
+    lines = ["# The paper in miniature", "",
+             f"{s['seeds']} seeds per method (mean ± 95% interval over seeds; `base`, the starting model, is one "
+             f"evaluation). FD: {s['steps']} steps x {s['prompts']} attempts; GRPO: {res['grpo_steps']} steps x "
+             f"{s['grpo_prompts']} statements x {s['group']} attempts, the same number of sampled attempts; "
+             f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1. "
+             f"Wall time {res['minutes']} min (`python paper.py{' --quick' if s['quick'] else ''}`).", "",
+             "## The paper's findings, checked", ""]
+    lines += [f"- {'holds' if ok else '**does not hold**'}: {text}" for text, ok in res["targets"]]
+    for which, title in SET_TITLES.items():
+        first = next(iter(res["methods"].values()))[which]
+        ks = list(first["pass_at_k"])
+        lines += ["", f"## {title}", "", "| method | " + " | ".join(f"pass@{k}" for k in ks) +
+                  " | entropy | tokens / attempt | distinct names in correct proofs |", "|---" * (len(ks) + 4) + "|"]
+        for method, sets in res["methods"].items():
+            m = sets[which]
+            lines.append(f"| {method} | " + " | ".join(_pm(m["pass_at_k"][k]) for k in ks) +
+                         f" | {_pm(m['entropy'], 2)} | {_pm(m['attempt_tokens'], 1)} | {_pm(m['distinct_identifiers'], 0)} |")
+        if which != "probes":
+            levels = list(first["per_level"])
+            lines += ["", f"pass@1 per level ({title}):", "", "| method | " + " | ".join(f"level {lv}" for lv in levels)
+                      + " |", "|---" * (len(levels) + 1) + "|"]
+            lines += [f"| {method} | " + " | ".join(_pm(sets[which]["per_level"][lv]) for lv in levels) + " |"
+                      for method, sets in res["methods"].items()]
+    lines += ["", "## Differences in pass@1, seed by seed", "",
+              "| difference | " + " | ".join(SET_TITLES.values()) + " |", "|---" * 4 + "|"]
+    for name, sets in res["differences"].items():
+        lines.append(f"| {name} | " + " | ".join(
+            f"{100 * d['mean']:+.1f} points (SE {100 * d['se']:.1f}; 95%: {100 * (d['mean'] - d['ci95']):+.1f} to "
+            f"{100 * (d['mean'] + d['ci95']):+.1f})" for d in sets.values()) + " |")
+    rules = next(iter(res["probes"].values()))
+    lines += ["", "## Probes: pass@1 per rule and side (a learnt rule scores both sides; a learnt prior one)", "",
+              "| method | " + " | ".join(rules) + " |", "|---" * (len(rules) + 1) + "|"]
+    for method, table in res["probes"].items():
+        lines.append(f"| {method} | " + " | ".join(
+            " / ".join(f"{side} {_pm(v, 2)}" for side, v in sides.items()) for sides in table.values()) + " |")
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def plot_paper(res: dict, folder: str) -> None:
+    """pass@k per set and the training curves, each method's mean with its 95% band over seeds."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(SET_TITLES), figsize=(5 * len(SET_TITLES), 4))
+    for ax, (which, title) in zip(axes, SET_TITLES.items()):
+        for method, sets in res["methods"].items():
+            table = sets[which]["pass_at_k"]
+            ks = [int(k) for k in table]
+            mean = [table[str(k)][0] for k in ks]
+            half = [table[str(k)][1] or 0 for k in ks]
+            line, = ax.plot(ks, mean, marker="o", ms=3, label=method)
+            ax.fill_between(ks, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("k (samples)")
+        ax.set_title(f"pass@k, {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("pass@k")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "pass_at_k.png"), dpi=110)
+    plt.close(fig)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key in zip(axes, ("train_acc", "entropy")):
+        for method, curves in res["curves"].items():
+            mean = [m for m, _ in curves[key]]
+            half = [h or 0 for _, h in curves[key]]
+            steps = range(1, len(mean) + 1)
+            line, = ax.plot(steps, mean, label=method)
+            ax.fill_between(steps, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(f"{key} (moving mean over 10 steps)")
+        ax.set_xlabel("step of the run")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "curves.png"), dpi=110)
+    plt.close(fig)

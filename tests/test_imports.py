@@ -8,11 +8,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
 TIERS = [  # lowest first; a module may import its own tier's earlier modules and any lower tier
     ["cli", "lean_screen", "lean_env", "lean_mathlib", "verifier"],   # the verifier
-    ["mini_world", "tasks"],                                          # theorem sets
+    ["mini_world", "tasks", "probes"],                                # theorem sets
     ["sampling", "model", "fd_loss"],                                 # the policy and the loss
     ["tutor", "feedback"],                                            # F(y)
     ["sft", "report", "evaluate", "checkpoint"],                      # the preset, measures, the run folder
-    ["fd", "grpo", "calibrate"],                                      # trainers and scripts
+    ["fd", "grpo", "calibrate", "paper"],                             # trainers and scripts
 ]
 ORDER = {name: i for i, name in enumerate(m for tier in TIERS for m in tier)}
 

@@ -1,0 +1,280 @@
+"""The paper's findings in miniature: every method over seeds, evaluated with intervals, in one command.
+
+Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving", arXiv 2605.30861: FD keeps
+the policy's entropy and scales better with k than GRPO (its Figures 2-3), FD learns from feedback
+alone and the feedback source matters, GRPO started from FD beats both. Here, per seed: FD (reference
+proof as feedback), its control (a teacher that sees no feedback), the feedback ablation (tutor, Lean
+output, self, constant), GRPO, and FD -> GRPO; the starting model once. Matched cost: GRPO samples as
+many attempts as FD (its steps are FD's x prompts / (grpo_prompts x group)); FD -> GRPO costs both.
+Every model is then evaluated with n samples per task on three sets: mini:test, hand-written textbook
+theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
+mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
+
+    python paper.py                     # 3 seeds (about an hour on 2 CPU cores)
+    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (about 15 minutes)
+    python paper.py --out runs/paper    # a killed command resumes: finished runs and evaluations stay
+
+Writes OUT/results.json, OUT/results.md (mean and 95% interval over seeds), OUT/pass_at_k.png and
+OUT/curves.png (bands over seeds). Each run is a subprocess of fd.py, grpo.py or evaluate.py with one
+thread; `jobs` of them run at once.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+
+import cli
+import evaluate
+import probes
+import report
+import sft
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Config:
+    out: str = "runs/paper"       # every run, evaluation and result goes here (a killed command resumes)
+    quick: bool = False           # fewer seeds, shorter runs, a slice of mini:test (QUICK below)
+    seeds: int = 3                # runs per method, seeds 0, 1, ...
+    model: str = "small-prover"   # the starting model of every run
+    steps: int = 100              # FD steps (every FD variant)
+    prompts: int = 32             # FD statements per step, one attempt each
+    grpo_prompts: int = 16        # GRPO statements per step, `group` attempts each
+    group: int = 5                # GRPO's G
+    eval_n: int = 16              # samples per task in the final evaluations
+    eval_limit: int = 0           # mini:test tasks evaluated (0: all 600; the split interleaves levels)
+    jobs: int = 2                 # subprocesses at once, one thread each
+
+
+QUICK = dict(seeds=2, steps=30, eval_n=8, eval_limit=200)  # --quick: about 15 minutes
+FEEDBACK = {"fd": "ground-truth", "control": "none", "tutor": "tutor", "lean": "lean", "self": "self",
+            "constant": "constant:Be concise."}  # method -> fd.py --feedback
+METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
+TEXTBOOK_PATH = os.path.join(HERE, "data", "textbook.jsonl")
+SETS = {"mini": "mini:test", "textbook": f"jsonl:{TEXTBOOK_PATH}", "probes": f"jsonl:{probes.PROBES_PATH}"}
+KS = (1, 2, 4, 8, 16)
+
+
+# ----------------------------------------------------------------------------- the runs
+
+def grpo_steps(cfg: Config) -> int:
+    """GRPO samples as many attempts as FD: steps x grpo_prompts x group = FD's steps x prompts."""
+    return max(1, round(cfg.steps * cfg.prompts / (cfg.grpo_prompts * cfg.group)))
+
+
+def jobs(cfg: Config, base: str) -> list[dict]:
+    """Every training run (name, command, steps, what it needs first) and every evaluation."""
+    runs, out = [], os.path.join(cfg.out, "runs")
+    common = ["--eval-limit", "60", "--eval-n", "1", "--eval-every", "0", "--threads", "1"]
+    for seed in range(cfg.seeds):
+        for method, spec in FEEDBACK.items():
+            runs.append(dict(name=f"{method}_s{seed}", steps=cfg.steps, after=None, script="fd.py", args=[
+                "--model", base, "--feedback", spec, "--seed", str(seed), "--steps", str(cfg.steps),
+                "--prompts", str(cfg.prompts), *common]))
+        grpo = ["--seed", str(seed), "--steps", str(grpo_steps(cfg)), "--prompts", str(cfg.grpo_prompts),
+                "--group", str(cfg.group), *common]
+        runs.append(dict(name=f"grpo_s{seed}", steps=grpo_steps(cfg), after=None, script="grpo.py",
+                         args=["--model", base, *grpo]))
+        runs.append(dict(name=f"fd_grpo_s{seed}", steps=grpo_steps(cfg), after=f"fd_s{seed}", script="grpo.py",
+                         args=["--init-from", os.path.join(out, f"fd_s{seed}"), *grpo]))
+    for r in runs:
+        r["folder"] = os.path.join(out, r["name"])
+    return runs
+
+
+def finished(folder: str, steps: int) -> bool:
+    rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))] \
+        if os.path.isfile(os.path.join(folder, "metrics.jsonl")) else []
+    return os.path.isfile(os.path.join(folder, "final", "config.json")) and bool(rows) and rows[-1]["step"] == steps
+
+
+def run(script: str, args: list[str], log: str) -> None:
+    """One subprocess with one thread; its output goes to `log`. A failure stops paper.py with the log's path."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    with open(log, "w") as f:
+        code = subprocess.call([sys.executable, os.path.join(HERE, script), *args], stdout=f, stderr=subprocess.STDOUT,
+                               env=env, cwd=HERE)
+    if code:
+        raise RuntimeError(f"{script} {' '.join(args)} failed (exit {code}): see {log}")
+
+
+def train(r: dict) -> str:
+    """A run, resumed from its last save when a killed command left one."""
+    if finished(r["folder"], r["steps"]):
+        return "done before"
+    if os.path.isfile(os.path.join(r["folder"], "state.pt")):
+        args = ["--resume", r["folder"], "--steps", str(r["steps"])]
+    else:
+        shutil.rmtree(r["folder"], ignore_errors=True)  # started, never saved: start again
+        args = [*r["args"], "--out", r["folder"]]
+    run(r["script"], args, r["folder"] + ".log")
+    return "trained"
+
+
+def evaluate_model(cfg: Config, name: str, path: str, which: str) -> str:
+    folder = os.path.join(cfg.out, "eval", name, which)
+    if os.path.isfile(os.path.join(folder, "results.json")):
+        return "done before"
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(os.path.dirname(folder), exist_ok=True)
+    limit = cfg.eval_limit if which == "mini" else 0
+    run("evaluate.py", ["--model", path, "--tasks", SETS[which], "--limit", str(limit), "--n", str(cfg.eval_n),
+                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--out", folder],
+        folder + ".log")
+    return "evaluated"
+
+
+def run_all(cfg: Config, base: str) -> None:
+    """Training runs as their dependencies allow, then the evaluations; a progress line per finished job."""
+    runs = jobs(cfg, base)
+    models = [("base", base)] + [(r["name"], os.path.join(r["folder"], "final")) for r in runs]
+    total, done, start = len(runs) + len(models) * len(SETS), 0, time.time()
+
+    def progress(what, outcome, t0):
+        nonlocal done
+        done += 1
+        print(f"[{done}/{total}] {what}: {outcome} in {time.time() - t0:.0f} s "
+              f"(paper.py has run {(time.time() - start) / 60:.1f} min)", flush=True)
+
+    def timed(fn, *args):
+        t0 = time.time()
+        return fn(*args), t0
+
+    with ThreadPoolExecutor(cfg.jobs) as pool:
+        pending = {r["name"]: r for r in runs}
+        running = {}
+        while pending or running:
+            for name, r in list(pending.items()):
+                if r["after"] is None or (r["after"] not in pending and r["after"] not in running.values()):
+                    running[pool.submit(timed, train, r)] = name
+                    del pending[name]
+            future = next(as_completed(running))
+            name = running.pop(future)
+            outcome, t0 = future.result()
+            progress(f"run {name}", outcome, t0)
+        futures = {pool.submit(timed, evaluate_model, cfg, name, path, which): f"{name} on {which}"
+                   for name, path in models for which in SETS}
+        for future in as_completed(futures):
+            outcome, t0 = future.result()
+            progress(f"evaluate {futures[future]}", outcome, t0)
+
+
+# ----------------------------------------------------------------------------- the results
+
+def per_task_pass1(folder: str, n_tasks: int) -> list[float]:
+    rows = [json.loads(line) for line in open(os.path.join(folder, "attempts_1.jsonl"))]
+    ok, seen = [0] * n_tasks, [0] * n_tasks
+    for r in rows:
+        ok[r["task"]] += r["ok"]
+        seen[r["task"]] += 1
+    return [o / s for o, s in zip(ok, seen)]
+
+
+def collect(cfg: Config) -> dict:
+    """Mean and 95% interval over seeds of every figure, per method and set; FD against its control and
+    the others paired over seeds; the probes per rule and side; the training curves."""
+    sets = {which: evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0) for which, spec in SETS.items()}
+    probe_list = probes.load()  # (task, its rule, pair and side)
+    names = {"base": ["base"], **{m: [f"{m}_s{s}" for s in range(cfg.seeds)] for m in METHODS}}
+    out = {"settings": asdict(cfg), "grpo_steps": grpo_steps(cfg), "methods": {}, "differences": {}, "probes": {},
+           "curves": {}}
+    pass1 = {}  # (method, set) -> list over seeds of per-task pass@1
+    for method, runs in names.items():
+        out["methods"][method] = {}
+        for which, task_list in sets.items():
+            summaries, per_task = [], []
+            for name in runs:
+                folder = os.path.join(cfg.out, "eval", name, which)
+                with open(os.path.join(folder, "results.json")) as f:
+                    summaries.append(json.load(f)["models"][0])
+                per_task.append(per_task_pass1(folder, len(task_list)))
+            pass1[method, which] = per_task
+            figure = lambda get, summaries=summaries: evaluate.interval95([get(s) for s in summaries])
+            out["methods"][method][which] = {
+                "seeds": len(summaries),
+                "pass_at_k": {k: figure(lambda s, k=k: s["pass_at_k"][k]) for k in summaries[0]["pass_at_k"]},
+                "per_level": {lv: figure(lambda s, lv=lv: s["per_level"][lv]["1"]) for lv in summaries[0]["per_level"]},
+                "entropy": figure(lambda s: s["entropy"]),
+                "attempt_tokens": figure(lambda s: s["mean_attempt_tokens"]),
+                "distinct_identifiers": figure(lambda s: s["n_distinct_identifiers"]),
+            }
+            if which == "probes":  # per rule: each side's pass@1, and how far apart the sides are
+                scored = [probes.by_rule(probe_list, dict(zip([t.name for t in task_list], p))) for p in per_task]
+                out["probes"][method] = {rule: {**{side: evaluate.interval95([r[rule]["sides"][side] for r in scored])
+                                                   for side in scored[0][rule]["sides"]},
+                                                "balance": evaluate.interval95([r[rule]["balance"] for r in scored])}
+                                         for rule in scored[0]}
+    for method in METHODS:  # each method against what it adds to, seed by seed
+        if method == "control":
+            continue
+        against = "grpo" if method == "fd_grpo" else "control" if method in FEEDBACK else "base"
+        out["differences"][f"{method} - {against}"] = {}
+        for which in sets:
+            theirs = pass1[against, which] * (cfg.seeds if against == "base" else 1)
+            diffs = [sum(a) / len(a) - sum(b) / len(b) for a, b in zip(pass1[method, which], theirs)]
+            mean, se = evaluate.mean_se(diffs)
+            out["differences"][f"{method} - {against}"][which] = dict(mean=mean, se=se, ci95=evaluate.interval95(diffs)[1])
+    for method in ("fd", "control", "grpo", "fd_grpo"):
+        out["curves"][method] = {}
+        for key in ("train_acc", "entropy"):
+            series = []
+            for name in names[method]:
+                rows = [json.loads(line) for line in open(os.path.join(cfg.out, "runs", name, "metrics.jsonl"))]
+                values = [r[key] for r in rows if key in r and r[key] is not None]
+                series.append([sum(values[max(0, i - 9):i + 1]) / len(values[max(0, i - 9):i + 1])
+                               for i in range(len(values))])  # a moving mean over 10 steps
+            length = min(map(len, series))
+            out["curves"][method][key] = [evaluate.interval95([s[i] for s in series]) for i in range(length)]
+    return out
+
+
+def targets(res: dict) -> list[tuple[str, bool]]:
+    """The paper's findings as this command checks them."""
+    m, d = res["methods"], res["differences"]["fd - control"]
+    checks = [(f"FD beats its control by more than two standard errors (over seeds) on {which}",
+               d[which]["mean"] > 2 * d[which]["se"]) for which in ("mini", "textbook")]
+    checks.append(("FD's entropy stays above GRPO's (mini:test)", m["fd"]["mini"]["entropy"][0] > m["grpo"]["mini"]["entropy"][0]))
+    top = str(max(KS[:len(m["fd"]["mini"]["pass_at_k"])]))
+    checks.append((f"FD's pass@{top} >= GRPO's (mini:test)",
+                   m["fd"]["mini"]["pass_at_k"][top][0] >= m["grpo"]["mini"]["pass_at_k"][top][0]))
+    best = max(METHODS + ["base"], key=lambda k: m[k]["mini"]["pass_at_k"]["1"][0])
+    checks.append((f"FD -> GRPO has the best pass@1 (mini:test; best: {best})", best == "fd_grpo"))
+    return checks
+
+
+def main(argv=None):
+    cfg = cli.parse(Config, argv, prog="paper.py", description=__doc__.split("\n")[0])
+    if cfg.quick:
+        cfg = Config(**{**asdict(cfg), **QUICK})
+    cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("seeds", "steps", "prompts", "grpo_prompts",
+                                                                   "eval_n", "jobs")]
+              + [("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
+    os.makedirs(cfg.out, exist_ok=True)
+    t0 = time.time()
+    with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
+        base = sft.resolve_model(cfg.model)  # built once here, before the subprocesses want it
+    print(f"paper.py: {cfg.seeds} seeds x {len(METHODS)} methods, FD {cfg.steps} steps x {cfg.prompts} attempts, "
+          f"GRPO {grpo_steps(cfg)} steps x {cfg.grpo_prompts} x {cfg.group} attempts; evaluation n = {cfg.eval_n} "
+          f"on {', '.join(SETS)}; {cfg.jobs} jobs; into {cfg.out}", flush=True)
+    run_all(cfg, base)
+    res = collect(cfg)
+    res["targets"] = targets(res)
+    res["minutes"] = round((time.time() - t0) / 60, 1)
+    with open(os.path.join(cfg.out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    report.write_paper_markdown(res, os.path.join(cfg.out, "results.md"))
+    report.plot_paper(res, cfg.out)
+    for text, holds in res["targets"]:
+        print(f"{'holds' if holds else 'does not hold'}: {text}")
+    print(f"wrote {cfg.out}/results.json, results.md, pass_at_k.png, curves.png ({res['minutes']} min)")
+    return res
+
+
+if __name__ == "__main__":
+    main()
