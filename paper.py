@@ -125,7 +125,7 @@ def evaluate_model(cfg: Config, name: str, path: str, which: str) -> str:
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     limit = cfg.eval_limit if which == "mini" else 0
     run("evaluate.py", ["--model", path, "--tasks", SETS[which], "--limit", str(limit), "--n", str(cfg.eval_n),
-                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--out", folder],
+                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--batch-size", "256", "--out", folder],
         folder + ".log")
     return "evaluated"
 

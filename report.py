@@ -136,29 +136,39 @@ def write_paper_markdown(res: dict, path: str) -> None:
         lines.append(f"| {name} | " + " | ".join(
             f"{100 * d['mean']:+.1f} points (SE {100 * d['se']:.1f}; 95%: {100 * (d['mean'] - d['ci95']):+.1f} to "
             f"{100 * (d['mean'] + d['ci95']):+.1f})" for d in sets.values()) + " |")
-    rules = next(iter(res["probes"].values()))
-    lines += ["", "## Probes: pass@1 per rule and side (a learnt rule scores both sides; a learnt prior one)", "",
-              "| method | " + " | ".join(rules) + " |", "|---" * (len(rules) + 1) + "|"]
-    for method, table in res["probes"].items():
-        lines.append(f"| {method} | " + " | ".join(
-            " / ".join(f"{side} {_pm(v, 2)}" for side, v in sides.items()) for sides in table.values()) + " |")
+    methods = list(res["probes"])
+    rules = res["probes"][methods[0]]
+    lines += ["", "## Probes: pass@1 on each side of a rule (mean over seeds)", "",
+              "A learnt rule scores both sides of its mirror images; a learnt prior scores one side, or both at chance.", "",
+              "| rule (sides) | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for rule, sides in rules.items():
+        names = [s for s in sides if s != "balance"]
+        lines.append(f"| {rule} ({' / '.join(names)}) | " + " | ".join(
+            " / ".join(f"{res['probes'][m][rule][s][0]:.2f}" for s in names) for m in methods) + " |")
     with open(path, "w") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def _half(h) -> float:
+    """A band's half-width; none (one seed: NaN or None) is drawn as none."""
+    return 0.0 if h is None or math.isnan(h) else h
 
 
 def plot_paper(res: dict, folder: str) -> None:
     """pass@k per set and the training curves, each method's mean with its 95% band over seeds."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(SET_TITLES), figsize=(5 * len(SET_TITLES), 4))
+    shown = [m for m in ("base", "fd", "control", "grpo", "fd_grpo") if m in res["methods"]]  # the ablation: table
     for ax, (which, title) in zip(axes, SET_TITLES.items()):
-        for method, sets in res["methods"].items():
+        for method in shown:
+            sets = res["methods"][method]
             table = sets[which]["pass_at_k"]
             ks = [int(k) for k in table]
             mean = [table[str(k)][0] for k in ks]
-            half = [table[str(k)][1] or 0 for k in ks]
+            half = [_half(table[str(k)][1]) for k in ks]
             line, = ax.plot(ks, mean, marker="o", ms=3, label=method)
-            ax.fill_between(ks, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
-                            color=line.get_color(), alpha=0.15)
+            ax.fill_between(ks, [max(0, m - h) for m, h in zip(mean, half)], [min(1, m + h) for m, h in zip(mean, half)],
+                            color=line.get_color(), alpha=0.15)  # a pass rate stays within [0, 1]
         ax.set_xscale("log", base=2)
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.set_xlabel("k (samples)")
@@ -173,11 +183,13 @@ def plot_paper(res: dict, folder: str) -> None:
     for ax, key in zip(axes, ("train_acc", "entropy")):
         for method, curves in res["curves"].items():
             mean = [m for m, _ in curves[key]]
-            half = [h or 0 for _, h in curves[key]]
+            half = [_half(h) for _, h in curves[key]]
             steps = range(1, len(mean) + 1)
             line, = ax.plot(steps, mean, label=method)
-            ax.fill_between(steps, [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)],
-                            color=line.get_color(), alpha=0.15)
+            low, high = [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)]
+            if key == "train_acc":  # a rate stays within [0, 1]
+                low, high = [max(0, v) for v in low], [min(1, v) for v in high]
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
         ax.set_title(f"{key} (moving mean over 10 steps)")
         ax.set_xlabel("step of the run")
         ax.grid(alpha=0.3)
