@@ -10,8 +10,8 @@ Every model is then evaluated with n samples per task on three sets: mini:test, 
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
 mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
 
-    python paper.py                     # 3 seeds (about an hour on 2 CPU cores)
-    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (about 15 minutes)
+    python paper.py                     # 3 seeds (estimated at about 95 minutes on 2 CPU cores)
+    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (24 minutes measured)
     python paper.py --out runs/paper    # a killed command resumes: finished runs and evaluations stay
 
 Writes OUT/results.json, OUT/results.md (mean and 95% interval over seeds), OUT/pass_at_k.png and
@@ -51,7 +51,7 @@ class Config:
     jobs: int = 2                 # subprocesses at once, one thread each
 
 
-QUICK = dict(seeds=2, steps=30, eval_n=8, eval_limit=200)  # --quick: about 15 minutes
+QUICK = dict(seeds=2, steps=30, eval_n=8, eval_limit=200)  # --quick
 FEEDBACK = {"fd": "ground-truth", "control": "none", "tutor": "tutor", "lean": "lean", "self": "self",
             "constant": "constant:Be concise."}  # method -> fd.py --feedback
 METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
@@ -125,7 +125,7 @@ def evaluate_model(cfg: Config, name: str, path: str, which: str) -> str:
     os.makedirs(os.path.dirname(folder), exist_ok=True)
     limit = cfg.eval_limit if which == "mini" else 0
     run("evaluate.py", ["--model", path, "--tasks", SETS[which], "--limit", str(limit), "--n", str(cfg.eval_n),
-                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--batch-size", "256", "--out", folder],
+                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--out", folder],
         folder + ".log")
     return "evaluated"
 
