@@ -204,18 +204,25 @@ def _http_critic(style, model_name, s, key, base_url):
 
 
 def _self_critic(policy, s):
-    def ask(prompt, stats):
-        tok = policy.tokenizer   # the critique prompt as the policy's own user turn (or plain text)
+    def encode(prompt):  # the critique prompt as the policy's own user turn (or plain text)
+        tok = policy.tokenizer
         if getattr(tok, "chat_template", None):
             text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                            add_generation_prompt=True)
         else:
             text = (tok.bos_token or "") + prompt
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        [out] = sampling.sample(policy, [ids], max_new_tokens=s.max_tokens,
-                             temperature=1.0 if s.temperature is None else s.temperature)
-        stats.add(prompt_tokens=len(ids), completion_tokens=len(out.ids))
-        return out.text
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def ask_many(prompts, stats):  # one batched sampling call for a whole step's critiques
+        ids = [encode(p) for p in prompts]
+        outs = sampling.sample(policy, ids, max_new_tokens=s.max_tokens,
+                               temperature=1.0 if s.temperature is None else s.temperature)
+        stats.add(prompt_tokens=sum(map(len, ids)), completion_tokens=sum(len(o.ids) for o in outs))
+        return [o.text for o in outs]
+
+    def ask(prompt, stats):
+        return ask_many([prompt], stats)[0]
+    ask.many = ask_many
     return ask
 
 
@@ -239,6 +246,7 @@ class Feedback:
     def __init__(self, spec, settings, write=None, ask=None, model_name="", remote=False):
         self.spec, self.settings, self.stats = spec, settings, Stats()
         self._write, self._ask, self._model, self._remote = write, ask, model_name, remote
+        self._asked = {}  # prompt -> critique, answered ahead by one batched call (batch())
 
     def __repr__(self):
         return f"Feedback({self.spec!r})"
@@ -253,9 +261,12 @@ class Feedback:
             self.stats.add(failures=1)
             raise
 
+    def _prompt(self, task, attempt, result):  # the statement, the attempt and the Lean output
+        return critique_prompt(task, attempt, result, self.settings.prompt, self.settings.prompt_lean_chars)
+
     def _critique(self, task, attempt, result):
-        s = self.settings   # the prompt holds the statement, the attempt and the Lean output
-        prompt = critique_prompt(task, attempt, result, s.prompt, s.prompt_lean_chars)
+        s = self.settings
+        prompt = self._prompt(task, attempt, result)
         key = json.dumps([self.spec, self._model, s.prompt, prompt], ensure_ascii=False)
         path = s.cache_dir and os.path.join(s.cache_dir, hashlib.sha256(key.encode()).hexdigest() + ".json")
         try:
@@ -265,7 +276,7 @@ class Feedback:
             return text
         except (TypeError, OSError, ValueError, KeyError):   # no cache, no file, or a damaged one
             pass
-        text = self._ask(prompt, self.stats).strip()
+        text = (self._asked.pop(prompt) if prompt in self._asked else self._ask(prompt, self.stats)).strip()
         if not text:
             raise FeedbackError(f"{self.spec}: empty feedback")
         if path:
@@ -284,6 +295,17 @@ class Feedback:
                 return self(*item)
             except Exception:
                 return lean_feedback(*item, self.settings)
+        many = getattr(self._ask, "many", None)
+        if many and len(items) > 1:  # a local critic answers every prompt in one batched call
+            try:
+                prompts = [self._prompt(*item) for item in items]
+                self._asked = dict(zip(prompts, many(prompts, self.stats)))
+            except Exception:  # each item then asks on its own, and falls back on its own
+                self._asked = {}
+            try:
+                return [one(x) for x in items]
+            finally:
+                self._asked = {}
         if not self._remote or len(items) < 2:
             return [one(x) for x in items]
         with concurrent.futures.ThreadPoolExecutor(min(self.settings.pool_size, len(items))) as pool:

@@ -392,9 +392,9 @@ def test_missing_key():
         feedback.load("anthropic:", api_key=KEY)
 
 
-def test_self_feedback_with_a_tiny_model():
-    model = pytest.importorskip("model", reason="model.py not written yet")
-    torch = pytest.importorskip("torch")
+def _tiny_lm():
+    """A one-layer Llama over a 9-word vocabulary: (net, tokenizer, device, name) for model.Policy."""
+    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
     torch.set_num_threads(1)
@@ -407,7 +407,15 @@ def test_self_feedback_with_a_tiny_model():
     net = LlamaForCausalLM(LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32,
                                        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
                                        bos_token_id=1, eos_token_id=2, pad_token_id=2)).eval()
-    policy = model.Policy(net, tok, torch.device("cpu"), "tiny")
+    return net, tok, torch.device("cpu"), "tiny"
+
+
+def test_self_feedback_with_a_tiny_model():
+    import torch
+
+    import model
+    net, *rest = _tiny_lm()
+    policy = model.Policy(net, *rest)
     fb = feedback.load("self", policy=policy, max_tokens=5)
     out = fb(T1, "h1", Result(False, "error", PROJ_ERR))
     assert out.startswith("Hint:\n") and fb.stats["completion_tokens"] >= 1 and fb.stats["prompt_tokens"] > 20
@@ -422,3 +430,32 @@ def test_self_feedback_with_a_tiny_model():
     assert frozen(T1, "h1", wrong) == before
     with pytest.raises(feedback.FeedbackError):
         shared(T1, "h1", wrong)
+
+
+def test_self_critiques_of_a_batch_are_sampled_in_one_call(monkeypatch):
+    """A local critic (Self-FD) answers a step's critiques with one batched sampling call, not one call
+    per attempt; what each item gets is the same framed hint, and a failing batch falls back per item."""
+    import model
+    import sampling
+    policy = model.Policy(*_tiny_lm())
+    calls = []
+    real = sampling.sample
+
+    def counting(policy, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        return real(policy, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample", counting)
+    fb = feedback.load("self", policy=policy, max_tokens=4, temperature=0)
+    wrong = Result(False, "error", PROJ_ERR)
+    items = [(T1, a, wrong) for a in ("h1", "h1 h1", "h2", "h1 h2")]
+    texts = fb.batch(items)
+    assert calls == [4] and all(t.startswith("Hint:\n") for t in texts)
+    assert texts == [fb(*item) for item in items]  # greedy: one at a time gives the same critiques
+    assert calls == [4, 1, 1, 1, 1] and fb.stats["completion_tokens"] > 0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(sampling, "sample", broken)
+    assert fb.batch(items) == [feedback.lean_feedback(*item, fb.settings) for item in items]
