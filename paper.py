@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @dataclass
 class Config:
     out: str = "runs/paper"       # every run, evaluation and result goes here (a killed command resumes)
-    quick: bool = False           # fewer seeds, shorter runs, a slice of mini:test (QUICK below)
+    quick: bool = False           # 2 seeds, 30 FD steps, n = 8, the first 200 mini:test tasks
     seeds: int = 3                # runs per method, seeds 0, 1, ...
     model: str = "small-prover"   # the starting model of every run
     steps: int = 100              # FD steps (every FD variant)

@@ -70,10 +70,12 @@ def test_every_scripts_settings_have_help():
     import fd
     import grpo
     import lean_env
+    import paper
+    import probes
     import sft
     import tasks
     for Config in (fd.Config, grpo.Config, evaluate.Config, sft.Settings, calibrate.Config, tasks.Settings,
-                   lean_env.Config):
+                   lean_env.Config, paper.Config, probes.Settings):
         helps = cli.field_help(Config)
         missing = [f.name for f in dataclasses.fields(Config) if not helps.get(f.name)]
         assert not missing, f"{Config.__module__}.{Config.__name__}: no help for {missing}"
