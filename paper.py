@@ -10,13 +10,14 @@ Every model is then evaluated with n samples per task on three sets: mini:test, 
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
 mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
 
-    python paper.py                     # 3 seeds (estimated at about 95 minutes on 2 CPU cores)
-    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (24 minutes measured)
+    python paper.py                     # 3 seeds (not measured yet: estimated at over an hour on 2 CPU cores)
+    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (15.4 minutes measured)
     python paper.py --out runs/paper    # a killed command resumes: finished runs and evaluations stay
 
 Writes OUT/results.json, OUT/results.md (mean and 95% interval over seeds), OUT/pass_at_k.png and
-OUT/curves.png (bands over seeds). Each run is a subprocess of fd.py, grpo.py or evaluate.py with one
-thread; `jobs` of them run at once.
+OUT/curves.png (bands over seeds). Each run is a subprocess of fd.py or grpo.py with one thread, each
+model's evaluation one of paper.py itself (`--worker`: the model loads once for the three sets); `jobs`
+of them run at once.
 """
 import json
 import os
@@ -27,11 +28,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 
+import torch
+
 import cli
 import evaluate
+import model
 import probes
 import report
 import sft
+import verifier
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -39,19 +44,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 @dataclass
 class Config:
     out: str = "runs/paper"       # every run, evaluation and result goes here (a killed command resumes)
-    quick: bool = False           # 2 seeds, 30 FD steps, n = 8, the first 200 mini:test tasks
+    quick: bool = False           # 2 seeds, 30 FD steps, n = 8 (4 per probe), the first 150 mini:test tasks
     seeds: int = 3                # runs per method, seeds 0, 1, ...
     model: str = "small-prover"   # the starting model of every run
     steps: int = 100              # FD steps (every FD variant)
     prompts: int = 32             # FD statements per step, one attempt each
     grpo_prompts: int = 16        # GRPO statements per step, `group` attempts each
     group: int = 5                # GRPO's G
-    eval_n: int = 16              # samples per task in the final evaluations
+    eval_n: int = 16              # samples per task in the final evaluations (mini:test, textbook)
+    probes_n: int = 8             # samples per probe (each side of a rule pools dozens of probes)
     eval_limit: int = 0           # mini:test tasks evaluated (0: all 600; the split interleaves levels)
     jobs: int = 2                 # subprocesses at once, one thread each
+    worker: str = ""              # internal: NAME=PATH, evaluate that model on every set in this process
 
 
-QUICK = dict(seeds=2, steps=30, eval_n=8, eval_limit=200)  # --quick
+QUICK = dict(seeds=2, steps=30, eval_n=8, probes_n=4, eval_limit=150)  # --quick
 FEEDBACK = {"fd": "ground-truth", "control": "none", "tutor": "tutor", "lean": "lean", "self": "self",
             "constant": "constant:Be concise."}  # method -> fd.py --feedback
 METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
@@ -117,24 +124,41 @@ def train(r: dict) -> str:
     return "trained"
 
 
-def evaluate_model(cfg: Config, name: str, path: str, which: str) -> str:
-    folder = os.path.join(cfg.out, "eval", name, which)
-    if os.path.isfile(os.path.join(folder, "results.json")):
+def evaluate_model(cfg: Config, name: str, path: str) -> str:
+    """One model on every set, in one subprocess (paper.py --worker), so it is loaded once."""
+    if all(os.path.isfile(os.path.join(cfg.out, "eval", name, which, "results.json")) for which in SETS):
         return "done before"
-    shutil.rmtree(folder, ignore_errors=True)
-    os.makedirs(os.path.dirname(folder), exist_ok=True)
-    limit = cfg.eval_limit if which == "mini" else 0
-    run("evaluate.py", ["--model", path, "--tasks", SETS[which], "--limit", str(limit), "--n", str(cfg.eval_n),
-                        "--k", ",".join(str(k) for k in KS if k <= cfg.eval_n), "--out", folder],
-        folder + ".log")
+    run("paper.py", [*cli.command(cfg, "paper.py", worker=f"{name}={path}", jobs=1).split()[2:]],
+        os.path.join(cfg.out, "eval", name + ".log"))
     return "evaluated"
+
+
+def evaluate_sets(cfg: Config, name: str, path: str) -> None:
+    """The worker: sample and check n attempts per task of each set (evaluate.sample_and_check), and write
+    what evaluate.py writes for one model: results.json (evaluate.summarize) and attempts_1.jsonl."""
+    torch.set_num_threads(1)
+    policy, env = model.load(path), verifier.load("mini")
+    for which, spec in SETS.items():
+        folder = os.path.join(cfg.out, "eval", name, which)
+        if os.path.isfile(os.path.join(folder, "results.json")):
+            continue
+        task_list = evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0)
+        n = cfg.probes_n if which == "probes" else cfg.eval_n
+        # the probes are scored by pass@1 per rule and side: no entropy re-scoring there
+        records = evaluate.sample_and_check(policy, env, task_list, n=n, entropy=which != "probes")
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "attempts_1.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        summary = evaluate.summarize(records, task_list, [k for k in KS if k <= n])
+        with open(os.path.join(folder, "results.json"), "w") as f:  # written last: its presence means done
+            json.dump({"tasks": spec, "n": n, "models": [{"model": path, **summary}]}, f)
 
 
 def run_all(cfg: Config, base: str) -> None:
     """Training runs as their dependencies allow, then the evaluations; a progress line per finished job."""
     runs = jobs(cfg, base)
     models = [("base", base)] + [(r["name"], os.path.join(r["folder"], "final")) for r in runs]
-    total, done, start = len(runs) + len(models) * len(SETS), 0, time.time()
+    total, done, start = len(runs) + len(models), 0, time.time()
 
     def progress(what, outcome, t0):
         nonlocal done
@@ -158,8 +182,7 @@ def run_all(cfg: Config, base: str) -> None:
             name = running.pop(future)
             outcome, t0 = future.result()
             progress(f"run {name}", outcome, t0)
-        futures = {pool.submit(timed, evaluate_model, cfg, name, path, which): f"{name} on {which}"
-                   for name, path in models for which in SETS}
+        futures = {pool.submit(timed, evaluate_model, cfg, name, path): name for name, path in models}
         for future in as_completed(futures):
             outcome, t0 = future.result()
             progress(f"evaluate {futures[future]}", outcome, t0)
@@ -195,7 +218,8 @@ def collect(cfg: Config) -> dict:
                     summaries.append(json.load(f)["models"][0])
                 per_task.append(per_task_pass1(folder, len(task_list)))
             pass1[method, which] = per_task
-            figure = lambda get, summaries=summaries: evaluate.interval95([get(s) for s in summaries])
+            figure = lambda get, summaries=summaries: evaluate.interval95(
+                [get(s) for s in summaries if get(s) is not None] or [float("nan")])
             out["methods"][method][which] = {
                 "seeds": len(summaries),
                 "pass_at_k": {k: figure(lambda s, k=k: s["pass_at_k"][k]) for k in summaries[0]["pass_at_k"]},
@@ -253,8 +277,11 @@ def main(argv=None):
     if cfg.quick:
         cfg = Config(**{**asdict(cfg), **QUICK})
     cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("seeds", "steps", "prompts", "grpo_prompts",
-                                                                   "eval_n", "jobs")]
+                                                                   "eval_n", "probes_n", "jobs")]
               + [("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
+    if cfg.worker:
+        name, _, path = cfg.worker.partition("=")
+        return evaluate_sets(cfg, name, path)
     os.makedirs(cfg.out, exist_ok=True)
     t0 = time.time()
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
