@@ -21,7 +21,7 @@ Run:
     python evaluate.py --model small-prover --tasks mini:test --n 16 --k 1,2,4,8,16 --out runs/eval
     python evaluate.py --model runs/fd/final --model runs/grpo/final --limit 100 --out runs/cmp
     python evaluate.py --curves runs/fd runs/grpo --out runs/plots      # training curves
-fd.py and grpo.py import `heldout_pass1` and `load_tasks` from here.
+fd.py and grpo.py import `heldout`, `change_report` and `load_tasks` from here.
 """
 import hashlib
 import importlib.metadata
@@ -140,12 +140,6 @@ def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens) -> li
     change can be paired task by task (paired_change)."""
     records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, entropy=False)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
-
-
-def heldout_pass1(policy, env, tasks, n=1, max_new_tokens=Config.max_new_tokens) -> float:
-    """The mean of heldout(...): pass@1 over the held-out tasks."""
-    per_task = heldout(policy, env, tasks, n, max_new_tokens)
-    return sum(per_task) / max(len(per_task), 1)
 
 
 # ---- Intervals -----------------------------------------------------------------------------------

@@ -193,9 +193,10 @@ def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
     assert [r["ok"] for r in records] == [res.ok for res in env.check_many([(test[r["task"]], r["text"]) for r in records])]
     again = evaluate.sample_and_check(policy, env, test, n=2, seed=0, entropy=False)
     assert [r["text"] for r in again] == [r["text"] for r in records]    # the seed fixes the samples
-    assert 0.0 <= evaluate.heldout_pass1(policy, env, test) <= 1.0 and policy.model.training
+    per_task = evaluate.heldout(policy, env, test, n=2)     # the share of each task's samples Lean accepts
+    assert per_task == [sum(r["ok"] for r in again[2 * i:2 * i + 2]) / 2 for i in range(3)] and policy.model.training
     policy.model.eval()
-    assert 0.0 <= evaluate.heldout_pass1(policy, env, test, max_new_tokens=8) <= 1.0
+    assert all(0.0 <= p <= 1.0 for p in evaluate.heldout(policy, env, test, n=1, max_new_tokens=8))
     assert not policy.model.training
 
 
