@@ -9,8 +9,8 @@ counts of epistemic words (wait, hmm, ...).
   on Code"), 1 - C(n-c, k) / C(n, k) for n samples of which c are correct, as a product so that n
   can be in the thousands; averaged over tasks, overall and per difficulty level.
 - entropy: mean over every sampled token of the entropy (nats) of the policy's own next-token
-  distribution (temperature 1, no top-p), found by re-scoring the samples with
-  model.token_logprobs (one extra forward pass; it does not depend on the sampling temperature).
+  distribution (temperature 1, no top-p; it does not depend on the sampling temperature), read by
+  the sampler off the logits each token was drawn from (sampling.Sample.entropy).
 - diversity: distinct correct proofs per task (whitespace normalised) and the global names
   (lemmas, constructors: Or.elim, absurd, Iff.intro ...) used in correct proofs.
 - length: sampled tokens per attempt (end token included); epistemic words: whole-word counts.
@@ -84,23 +84,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 # ---- Sampling and checking: one record per attempt -----------------------------------------------
-def attempt_entropies(policy, prompts, samples) -> list[list[float]]:
-    """Per-token entropy (nats) of the policy at each token of its own samples, by re-scoring them
-    with model.token_logprobs: the distribution of the policy itself (temperature 1, no top-p),
-    which is what the paper's entropy curves show, whatever temperature the samples were drawn at."""
-    _, ent = model.token_logprobs(policy.model, prompts, [s.ids for s in samples])
-    return [ent[b, :len(s.ids)].tolist() for b, s in enumerate(samples)]
-
-
 @torch.no_grad()
 def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0,
                      max_new_tokens=Config.max_new_tokens, batch_size=Config.batch_size,
-                     progress=False, entropy=True) -> list[dict]:
+                     progress=False) -> list[dict]:
     """Sample n attempts per task, check them all with Lean in batches.
 
     Returns one record per attempt, task-major: {task (index into tasks), ok, status, text (the
     proof given to Lean), n_tokens (sampled ids, end token included), entropy (mean over its
-    tokens, nats; NaN when entropy=False), truncated}. One torch.Generator seeded with `seed`
+    tokens, nats), truncated}. One torch.Generator seeded with `seed`
     drives every batch, so (seed, batch_size) fix the samples. The policy is put back in the
     train/eval mode it was in."""
     was_training = policy.model.training
@@ -117,11 +109,10 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
                 batch_prompts = [prompts[i] for i in batch]
                 samples = sampling.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
                                        temperature=temperature, top_p=top_p, generator=generator)
-                ents = attempt_entropies(policy, batch_prompts, samples) if entropy else [[]] * len(batch)
-                for i, s, ent in zip(batch, samples, ents):
+                for i, s in zip(batch, samples):
                     records.append(dict(task=i, ok=False, status="", text=model.proof_text(s),
                                         n_tokens=len(s.ids), truncated=bool(s.truncated),
-                                        entropy=sum(ent) / len(ent) if ent else float("nan")))
+                                        entropy=sum(s.entropy) / len(s.entropy) if s.entropy else float("nan")))
                 bar.update(len(batch))
             bar.close()
     finally:
@@ -138,7 +129,7 @@ def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens) -> li
     evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
     with the same random stream, so before and after differ by the model, not by luck, and the
     change can be paired task by task (paired_change)."""
-    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, entropy=False)
+    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
 

@@ -144,8 +144,7 @@ def evaluate_sets(cfg: Config, name: str, path: str) -> None:
             continue
         task_list = evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0)
         n = cfg.probes_n if which == "probes" else cfg.eval_n
-        # the probes are scored by pass@1 per rule and side: no entropy re-scoring there
-        records = evaluate.sample_and_check(policy, env, task_list, n=n, entropy=which != "probes")
+        records = evaluate.sample_and_check(policy, env, task_list, n=n)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "attempts_1.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)

@@ -23,6 +23,14 @@ class Sample:
     ids: list[int]   # exactly the sampled ids, including the final EOS when one was sampled
     text: str        # decoded ids without EOS / special tokens
     truncated: bool  # True when the token budget ran out before an EOS
+    entropy: list[float] = None  # per sampled id: the entropy (nats) of the policy's own distribution
+                                 # there (temperature 1, no top-p), read off the logits it sampled from
+
+
+def entropy(logits):
+    """Entropy (nats) of softmax(logits) per row: the policy's uncertainty where it drew a token."""
+    logp = logits.float().log_softmax(-1)
+    return -(logp.exp() * logp).sum(-1)
 
 
 def stop_ids(policy) -> list[int]:
@@ -51,10 +59,10 @@ def next_tokens(logits, temperature, top_p, generator, live, batch_size, pad_id)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)[live]
 
 
-def make_sample(policy, ids: list[int]) -> Sample:
+def make_sample(policy, ids: list[int], entropies: list[float] = None) -> Sample:
     ended = bool(ids) and ids[-1] in stop_ids(policy)
     text = policy.tokenizer.decode(ids[:-1] if ended else ids, skip_special_tokens=True)
-    return Sample(ids, text, truncated=not ended)
+    return Sample(ids, text, truncated=not ended, entropy=entropies)
 
 
 # ----------------------------------------------------------------------------- the idea
@@ -70,20 +78,21 @@ def sample_plain(policy, prompts: list[list[int]], max_new_tokens: int = 64, tem
     ids = torch.tensor([[pad] * (T - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
     eos = torch.tensor(stop_ids(policy), device=device)
-    out, live = [[] for _ in prompts], torch.arange(B, device=device)  # rows still sampling
-    for _ in range(max_new_tokens):
+    out, ent, live = [[] for _ in prompts], [[] for _ in prompts], torch.arange(B, device=device)
+    for _ in range(max_new_tokens):  # `live`: the rows still sampling
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
         logits = net(input_ids=ids, attention_mask=mask, position_ids=positions).logits[live, -1].float()
         tok = next_tokens(logits, temperature, top_p, generator, live, B, pad)
-        for row, t in zip(live.tolist(), tok.tolist()):
+        for row, t, h in zip(live.tolist(), tok.tolist(), entropy(logits).tolist()):
             out[row].append(t)
+            ent[row].append(h)
         column = torch.full((B, 1), pad, device=device)
         column[live, 0] = tok
         ids, mask = torch.cat([ids, column], 1), torch.cat([mask, torch.ones_like(column)], 1)
         live = live[~torch.isin(tok, eos)]
         if len(live) == 0:
             break
-    return [make_sample(policy, seq) for seq in out]
+    return [make_sample(policy, seq, h) for seq, h in zip(out, ent)]
 
 
 # ----------------------------------------------------------------------------- the fast version
@@ -156,10 +165,12 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
     pos = pos[:, -1:]
     live = torch.arange(B, device=device)  # batch rows still sampling, in cache order
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    ent = torch.zeros(B, max_new_tokens, device=device)
     n_new = torch.zeros(B, dtype=torch.long, device=device)
     for t in range(max_new_tokens):
         tok = next_tokens(logits, temperature, top_p, generator, live, B, pad_id)
         out[live, t] = tok
+        ent[live, t] = entropy(logits)
         n_new[live] += 1
         going = ~torch.isin(tok, eos)
         if t == max_new_tokens - 1 or not going.any():
@@ -171,7 +182,7 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
         pos = pos + 1
         logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, **kv,
                        use_cache=True).logits[:, -1].float()
-    return [make_sample(policy, out[b, : n_new[b]].tolist()) for b in range(B)]
+    return [make_sample(policy, out[b, :n_new[b]].tolist(), ent[b, :n_new[b]].tolist()) for b in range(B)]
 
 
 def sample(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,

@@ -191,7 +191,7 @@ def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
         assert r["entropy"] > 0
     # the real Lean agrees with the records' verdicts
     assert [r["ok"] for r in records] == [res.ok for res in env.check_many([(test[r["task"]], r["text"]) for r in records])]
-    again = evaluate.sample_and_check(policy, env, test, n=2, seed=0, entropy=False)
+    again = evaluate.sample_and_check(policy, env, test, n=2, seed=0)
     assert [r["text"] for r in again] == [r["text"] for r in records]    # the seed fixes the samples
     per_task = evaluate.heldout(policy, env, test, n=2)     # the share of each task's samples Lean accepts
     assert per_task == [sum(r["ok"] for r in again[2 * i:2 * i + 2]) / 2 for i in range(3)] and policy.model.training
@@ -201,21 +201,28 @@ def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
 
 
 def test_entropy_is_the_policys_own_at_each_sampled_token(tiny_prover):
+    """The sampler reads each token's entropy off the logits it drew from; the reference re-scores the
+    attempt with one full forward. At temperature 0.7 too: the entropy is the policy's own (temperature 1)."""
     import torch
 
     import model
     import sampling
     import tasks
+    import verifier
     policy = model.load(tiny_prover)
-    test = tasks.load("mini", split="test")[:2]
+    test = tasks.load("mini", split="test")[:4]
     prompts = [model.encode_prompt(policy.tokenizer, t) for t in test]
-    samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=1)
-    got = evaluate.attempt_entropies(policy, prompts, samples)
-    for p, s, ent in zip(prompts, samples, got):       # by hand: one full forward, softmax entropy
+    samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=0.7, generator=1)
+    for p, s in zip(prompts, samples):
         with torch.no_grad():
             logits = policy.model(torch.tensor([p + s.ids])).logits[0, len(p) - 1:len(p) + len(s.ids) - 1]
         logp = logits.float().log_softmax(-1)
-        assert ent == pytest.approx((-(logp.exp() * logp).sum(-1)).tolist(), abs=1e-4)
+        assert s.entropy == pytest.approx((-(logp.exp() * logp).sum(-1)).tolist(), abs=1e-4)
+    env = verifier.load("mini")
+    records = evaluate.sample_and_check(policy, env, test, n=2, max_new_tokens=12)
+    again = sampling.sample(policy, [prompts[r["task"]] for r in records], max_new_tokens=12,
+                            generator=torch.Generator().manual_seed(0))
+    assert [r["entropy"] for r in records] == pytest.approx([sum(s.entropy) / len(s.entropy) for s in again])
 
 
 def test_intervals_and_the_paired_change():

@@ -95,6 +95,8 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
                                   generator=7)
     assert [s.ids for s in fast] == [s.ids for s in plain]
     assert [(s.text, s.truncated) for s in fast] == [(s.text, s.truncated) for s in plain]
+    for f, p in zip(fast, plain):     # the entropy where each token was drawn, too
+        assert f.entropy == pytest.approx(p.entropy, abs=1e-4) and len(f.entropy) == len(f.ids)
 
 
 def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
