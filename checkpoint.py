@@ -41,6 +41,7 @@ RULES = [
     ("temperature", lambda v: v >= 0, "0 or more (0: greedy)"),
     ("top_p", lambda v: 0 < v <= 1, "above 0 and at most 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
+    ("turns", lambda v: v >= 1, "at least 1 (1: one-shot attempts)"),
     ("chunk_size", lambda v: v >= 1, "at least 1"),
     ("save_every", lambda v: v >= 1, "at least 1"),
     ("threads", lambda v: v >= 1, "at least 1"),
@@ -174,14 +175,16 @@ def update(optimizer, net, grad_clip: float, loss: float) -> float:
 
 
 class Stopwatch:
-    """Seconds per stage of a step for the metrics line: lap("sample") when the sampling is done."""
+    """Seconds per stage of a step for the metrics line: lap("sample") when the sampling is done. A stage
+    lapped again (every turn of a multi-turn attempt samples) adds up."""
 
     def __init__(self):
         self.times, self.clock = {}, time.perf_counter()
 
     def lap(self, name: str):
         now = time.perf_counter()
-        self.times[f"time_{name}"] = round(now - self.clock, 4)
+        key = f"time_{name}"
+        self.times[key] = round(self.times.get(key, 0.0) + now - self.clock, 4)
         self.clock = now
 
 

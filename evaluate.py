@@ -40,9 +40,9 @@ from tqdm.auto import tqdm
 import cli
 import model
 import report
-import sampling
 import sft
 import tasks as tasks_lib
+import turns as turns_lib
 import verifier
 
 
@@ -58,7 +58,9 @@ class Config:
                                     # does not say)
     top_p: float = 1.0              # nucleus sampling mass
     seed: int = 0                   # seed of the sampling generator
-    max_new_tokens: int = 64        # token budget per attempt: twice the longest mini:test reference proof
+    max_new_tokens: int = 64        # token budget per candidate: twice the longest mini:test reference proof
+    turns: int = 1                  # candidates per attempt: after a rejected one, Lean's message is appended
+                                    # and the policy writes again (turns.py); 1 = one-shot attempts
     batch_size: int = 64            # attempts sampled together
     out: str = "runs/eval"          # folder for results.json, results.md, attempts_*.jsonl and the PNGs
     curves: tuple = ()              # plot the training curves of these run folders (their metrics.jsonl) instead
@@ -87,14 +89,15 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 @torch.no_grad()
 def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0,
                      max_new_tokens=Config.max_new_tokens, batch_size=Config.batch_size,
-                     progress=False) -> list[dict]:
-    """Sample n attempts per task, check them all with Lean in batches.
+                     progress=False, turns=1) -> list[dict]:
+    """Sample n attempts per task (each up to `turns` candidates, turns.rollout) and check them with Lean.
 
-    Returns one record per attempt, task-major: {task (index into tasks), ok, status, text (the
-    proof given to Lean), n_tokens (sampled ids, end token included), entropy (mean over its
-    tokens, nats), truncated}. One torch.Generator seeded with `seed`
-    drives every batch, so (seed, batch_size) fix the samples. The policy is put back in the
-    train/eval mode it was in."""
+    Returns one record per attempt, task-major: {task (index into tasks), ok, status (Lean's verdict
+    on the answer, the last candidate), text (that answer, as given to Lean), n_tokens (ids the
+    policy sampled, every turn's end token included), entropy (mean over those tokens, nats),
+    truncated, turns (candidates written)}. One torch.Generator seeded with `seed` drives every
+    batch, so (seed, batch_size) fix the samples. The policy is put back in the train/eval mode it
+    was in."""
     was_training = policy.model.training
     policy.model.eval()
     try:
@@ -106,30 +109,26 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
             bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
-                batch_prompts = [prompts[i] for i in batch]
-                samples = sampling.sample(policy, batch_prompts, max_new_tokens=max_new_tokens,
-                                       temperature=temperature, top_p=top_p, generator=generator)
-                for i, s in zip(batch, samples):
-                    records.append(dict(task=i, ok=False, status="", text=model.proof_text(s),
-                                        n_tokens=len(s.ids), truncated=bool(s.truncated),
-                                        entropy=sum(s.entropy) / len(s.entropy) if s.entropy else float("nan")))
+                attempts = turns_lib.rollout(policy, env, [tasks[i] for i in batch], [prompts[i] for i in batch],
+                                             turns, max_new_tokens, temperature, top_p, generator)
+                for i, a in zip(batch, attempts):
+                    entropy = [h for h, own in zip(a.entropy, a.trained) if own]
+                    records.append(dict(task=i, ok=bool(a.result.ok), status=a.result.status, text=a.answer,
+                                        n_tokens=a.n_sampled, truncated=bool(a.truncated), turns=a.turns,
+                                        entropy=sum(entropy) / len(entropy) if entropy else float("nan")))
                 bar.update(len(batch))
             bar.close()
     finally:
         policy.model.train(was_training)
-    for start in tqdm(range(0, len(records), 512), desc="lean check", disable=not progress, leave=False):
-        chunk = records[start:start + 512]
-        for r, res in zip(chunk, env.check_many([(tasks[r["task"]], r["text"]) for r in chunk])):
-            r["ok"], r["status"] = bool(res.ok), res.status
     return records
 
 
-def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens) -> list[float]:
+def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens, turns=1) -> list[float]:
     """Per held-out task, the share of its n samples that Lean accepts (its pass@1 estimate), for the
     evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
     with the same random stream, so before and after differ by the model, not by luck, and the
     change can be paired task by task (paired_change)."""
-    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens)
+    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
 
@@ -238,10 +237,12 @@ def summarize(records, tasks, ks) -> dict:
     n_min = min(len(by_task[i]) for i in evaluated)
     ks = [k for k in ks if k <= n_min]
 
-    def pass_table(indices):
-        return {str(k): sum(pass_at_k(len(by_task[i]), sum(r["ok"] for r in by_task[i]), k)
+    def pass_table(indices, budget=None):  # budget b: an attempt passes if a candidate of its first b did
+        ok = (lambda r: r["ok"]) if budget is None else (lambda r: r["ok"] and r.get("turns", 1) <= budget)
+        return {str(k): sum(pass_at_k(len(by_task[i]), sum(ok(r) for r in by_task[i]), k)
                             for i in indices) / len(indices) for k in ks}
 
+    max_turns = max(r.get("turns", 1) for r in records)
     levels = defaultdict(list)
     for i in evaluated:
         levels[getattr(tasks[i], "level", 0)].append(i)
@@ -265,6 +266,9 @@ def summarize(records, tasks, ks) -> dict:
         "distinct_correct_proofs_total": sum(map(len, distinct.values())),
         "n_distinct_identifiers": len(idents),
         "identifiers_in_correct_proofs": dict(idents.most_common()),    # name -> correct proofs using it
+        "mean_turns": sum(r.get("turns", 1) for r in records) / len(records),
+        # the loop stops at an accepted candidate, so the first b turns of an N-turn attempt ARE a b-turn attempt
+        "pass_at_k_by_turns": {str(b): pass_table(evaluated, b) for b in range(1, max_turns + 1)},
         "mean_attempt_tokens": sum(r["n_tokens"] for r in records) / max(len(records), 1),
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
         "fraction_truncated": sum(r.get("truncated", False) for r in records) / max(len(records), 1),
@@ -311,6 +315,7 @@ RULES = [  # (field, test, what it must be): cli.check
     ("top_p", lambda v: 0 < v <= 1, "above 0 and at most 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
+    ("turns", lambda v: v >= 1, "at least 1"),
 ]
 
 
@@ -355,7 +360,7 @@ def main(argv=None) -> dict | None:
     torch.set_num_threads(1)    # shared 2-core machines: one thread is faster than two that spin
     results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_sha256(tasks)},
                "limit": cfg.limit, "n": cfg.n, "k": ks, "temperature": cfg.temperature,
-               "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens,
+               "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens, "turns": cfg.turns,
                "batch_size": cfg.batch_size,
                "lean_version": env.version, "versions": versions(),
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
@@ -365,7 +370,7 @@ def main(argv=None) -> dict | None:
             policy = model.load(sft.resolve_model(name))    # the preset is built here on first use
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.batch_size, progress=True)
+                                   batch_size=cfg.batch_size, progress=True, turns=cfg.turns)
         source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
         results["models"].append({"model": name, "model_source": source, **summarize(records, tasks, ks)})
         with open(os.path.join(cfg.out, f"attempts_{len(results['models'])}.jsonl"), "w") as fh:
@@ -373,7 +378,10 @@ def main(argv=None) -> dict | None:
         del policy
         s = results["models"][-1]
         print(f"{name}: " + "  ".join(f"pass@{k}={v:.3f}" for k, v in s["pass_at_k"].items()) +
-              f"  entropy={s['entropy']:.3f}")
+              f"  entropy={s['entropy']:.3f}" + (f"  turns/attempt={s['mean_turns']:.2f}" if cfg.turns > 1 else ""))
+        if cfg.turns > 1:
+            print("  pass@1 by turn budget: " + "  ".join(f"{b} turns {t['1']:.3f}"
+                                                           for b, t in s["pass_at_k_by_turns"].items()))
     with open(os.path.join(cfg.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, allow_nan=False)
     report.write_markdown(results, os.path.join(cfg.out, "results.md"))

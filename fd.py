@@ -8,7 +8,7 @@ for Lean Theorem Proving", arXiv 2605.30861, Section 3 and Appendix B.
     python fd.py --resume runs/fd                        # continue a killed run exactly
     python fd.py --model Qwen/Qwen3-8B --paper --feedback anthropic:MODEL ...   # a GPU, see README
 
-One step (`fd_step`): statements x -> the student samples ONE attempt y each -> Lean checks y ->
+One step (`fd_step`): statements x -> the student makes ONE attempt y each -> Lean checks y ->
 feedback F(y) -> the teacher pi_mu(. | x, F(y), y_<t) keeps its top-K tokens at every attempt
 position -> the student pi_theta(. | x, y_<t) is trained toward them on the same tokens -> optimizer
 step; every `ema_every` steps the teacher's weights move toward the student's:
@@ -26,9 +26,9 @@ import cli
 import evaluate
 import feedback
 import model
-import sampling
 import sft
 import tasks
+import turns
 import verifier
 from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
 
@@ -54,7 +54,9 @@ class Config:
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
-    max_new_tokens: int = 64      # attempt budget (paper: 8192)
+    max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
+                                  # message and writes again (turns.py); the answer is the last one
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
                                   # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
@@ -103,23 +105,25 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     """One FD step on a batch of statements x, the optimizer step included. Returns the figures of the
     metrics line."""
     tok, student, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
-    # 1. The student samples ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad).
+    # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
+    #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
+    # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
     prompts = [model.encode_prompt(tok, t) for t in batch]
-    samples = sampling.sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p, generator)
-    attempts = [s.ids for s in samples]
-    clock.lap("sample")
-    # 2. Lean checks every attempt (train accuracy; the "lean" feedback shows its messages).
-    results = env.check_many([(t, model.proof_text(s)) for t, s in zip(batch, samples)])
-    clock.lap("lean")
-    # 3. F(y): one feedback text per attempt, framed for the teacher's prompt by feedback.py.
+    attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
+                             cfg.top_p, generator, clock)
+    results = [a.result for a in attempts]
+    # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the
+    #    whole attempt: Attempt.transcript), framed for the teacher's prompt by feedback.py.
     failures = source.stats["failures"]
-    texts = source.batch([(t, s.text, r) for t, s, r in zip(batch, samples, results)])
+    texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
     teacher_prompts = [model.encode_prompt(tok, t, f) for t, f in zip(batch, texts)]
+    ids = [a.ids for a in attempts]
     clock.lap("feedback")
     with model.autocast(policy.device):
         # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
         with torch.no_grad():
-            t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, attempts, tok.pad_token_id)
+            t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
+            mask &= turns.trained_mask(attempts, mask)  # Lean's messages: context, never trained on
             if cfg.topk:
                 top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
                                                      cfg.chunk_size, mask=mask)
@@ -128,7 +132,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
         #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
         #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
         #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
-        s_hidden, targets, _ = model.attempt_hidden(student, prompts, attempts, tok.pad_token_id)
+        s_hidden, targets, _ = model.attempt_hidden(student, prompts, ids, tok.pad_token_id)
         weight = model.lm_head_weight(student)
         if cfg.topk:
             loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
@@ -147,8 +151,10 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
         train_acc=sum(r.ok for r in results) / len(results),
         entropy=entropy,
         kl=float(kl),
-        attempt_len=sum(map(len, attempts)) / len(attempts),
-        truncated=sum(s.truncated for s in samples) / len(samples),
+        attempt_len=sum(a.n_sampled for a in attempts) / len(attempts),  # the policy's tokens, every turn
+        truncated=sum(a.truncated for a in attempts) / len(attempts),
+        turns=sum(a.turns for a in attempts) / len(attempts),
+        first_turn_acc=sum(a.results[0].ok for a in attempts) / len(attempts),
         feedback_len=sum(len(t) - len(p) for t, p in zip(teacher_prompts, prompts)) / len(batch),
         feedback_failures=source.stats["failures"] - failures,
         grad_norm=grad_norm,
@@ -206,7 +212,7 @@ def train(cfg: Config):
     teacher = make_teacher(student)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
     nets = {"student": student, "teacher": teacher}
-    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens)
+    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used

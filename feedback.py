@@ -113,7 +113,9 @@ def critique_prompt(task, attempt, result, version=4, lean_chars=4000):
     header = task.header.strip() + "\n" if getattr(task, "header", "") else ""
     lean = "Success: no errors." if result.ok else lean_output(result, lean_chars)
     rules = PROMPTS[version] + ([_CUT] if truncated and version == 4 else [])
-    return _ASK.format(statement=header + task.statement, attempt=text, lean=lean) + "".join(rules)
+    # a multi-turn attempt (turns.Attempt): the critic reads all of it, every candidate and Lean's answers
+    attempt = getattr(attempt, "transcript", "") or text
+    return _ASK.format(statement=header + task.statement, attempt=attempt, lean=lean) + "".join(rules)
 
 
 # ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------

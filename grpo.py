@@ -32,9 +32,9 @@ import checkpoint
 import cli
 import evaluate
 import model
-import sampling
 import sft
 import tasks
+import turns
 import verifier
 
 
@@ -60,7 +60,9 @@ class Config:
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
-    max_new_tokens: int = 64      # attempt budget (paper: 8192)
+    max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    turns: int = 1                # candidates per attempt: after a rejected one the policy reads Lean's
+                                  # message and writes again (turns.py); the reward is on the last one
     chunk_size: int = 1024        # attempt positions whose logits exist at once in the log-probs
     group: int = 5                # G attempts per statement (paper: 5)
     kl_coef: float = 0.001        # beta (paper: 0.001); 0 = no reference model at all
@@ -160,23 +162,25 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
     """One GRPO step on a batch of statements x, the optimizer step included. Returns the figures of the
     metrics line."""
     tok, net, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
-    # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent.
+    # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
+    #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
     prompts = [model.encode_prompt(tok, t) for t in jobs]
-    samples = sampling.sample(policy, prompts, cfg.max_new_tokens, cfg.temperature, cfg.top_p, generator)
-    attempts = [s.ids for s in samples]
-    clock.lap("sample")
-    # 2. Binary reward: 1 iff Lean accepts the attempt as a proof of the exact statement.
-    results = env.check_many([(t, model.proof_text(s)) for t, s in zip(jobs, samples)])
-    rewards = torch.tensor([float(r.ok) for r in results]).view(len(batch), cfg.group)
-    clock.lap("lean")
+    rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                           generator, clock)
+    attempts = [a.ids for a in rolled]
+    # 2. Binary reward: 1 iff Lean accepts the answer (the last candidate) as a proof of the exact statement.
+    rewards = torch.tensor([float(a.result.ok) for a in rolled]).view(len(batch), cfg.group)
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)
     micro = [list(range(i, min(i + cfg.micro_batch, len(jobs)))) for i in range(0, len(jobs), cfg.micro_batch)]
-    n_tokens, n_seqs = sum(map(len, attempts)), len(attempts)  # whole-batch normalisers
+    n_tokens, n_seqs = sum(a.n_sampled for a in rolled), len(rolled)  # whole-batch normalisers: the policy's tokens
 
-    def score(scorer, m, entropy=False):
-        return attempt_logprobs(scorer, [prompts[i] for i in m], [attempts[i] for i in m], cfg.chunk_size, entropy)
+    def score(scorer, m, entropy=False):  # Lean's messages are context: masked out of every sum
+        logp, ent, mask = attempt_logprobs(scorer, [prompts[i] for i in m], [attempts[i] for i in m], cfg.chunk_size,
+                                           entropy)
+        mask = mask & turns.trained_mask([rolled[i] for i in m], mask)
+        return logp, (ent * mask if ent is not None else None), mask
 
     with torch.no_grad():
         ref_lp = [score(ref, m)[0] if ref is not None else None for m in micro]
@@ -187,7 +191,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
     for j, m in enumerate(micro):
         logp, ent, mask = score(net, m, entropy=True)
         part, stats = grpo_loss(logp, logp.detach(), ref_lp[j], adv[m], mask, kl_coef=cfg.kl_coef, agg=cfg.agg,
-                                max_len=cfg.max_new_tokens, n_tokens=n_tokens, n_seqs=n_seqs)
+                                max_len=cfg.max_new_tokens * cfg.turns, n_tokens=n_tokens, n_seqs=n_seqs)
         part.backward()
         w = mask.sum().item() / n_tokens  # stats are token means over the batch
         loss, kl, clip_frac = loss + part.item(), kl + stats["kl"] * w, clip_frac + stats["clip_frac"] * w
@@ -202,7 +206,9 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
         entropy=entropy,
         kl=kl,
         attempt_len=n_tokens / n_seqs,
-        truncated=sum(s.truncated for s in samples) / n_seqs,
+        truncated=sum(a.truncated for a in rolled) / n_seqs,
+        turns=sum(a.turns for a in rolled) / n_seqs,
+        first_turn_acc=sum(a.results[0].ok for a in rolled) / n_seqs,
         reward=rewards.mean().item(),
         clip_frac=clip_frac,
         frac_groups_with_signal=(rewards.std(1) > 0).float().mean().item(),
@@ -266,7 +272,7 @@ def train(cfg: Config):
     policy, ref, env, heldout = setup(cfg)
     optimizer, scheduler = checkpoint.optimizer(cfg, policy.model)
     nets = {"policy": policy.model} if ref is None else {"policy": policy.model, "reference": ref}
-    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens)
+    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used

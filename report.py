@@ -26,6 +26,12 @@ def write_markdown(results: dict, path: str) -> None:
         for lv, table in m["per_level"].items():
             lines.append(f"| {lv} | {m['tasks_per_level'][lv]} | " +
                          " | ".join(f(table.get(str(k))) for k in ks) + " |")
+        by_turns = m.get("pass_at_k_by_turns", {})
+        if len(by_turns) > 1:  # an N-turn attempt cut after b turns is a b-turn attempt
+            lines += ["", f"Turn budget (attempts of up to {len(by_turns)} candidates, "
+                      f"{m['mean_turns']:.2f} written on average):", "",
+                      "| turns | " + " | ".join(f"pass@{k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+            lines += [f"| {b} | " + " | ".join(f(t.get(str(k))) for k in ks) + " |" for b, t in by_turns.items()]
         idents = ", ".join(f"{name} ({c})" for name, c in m["identifiers_in_correct_proofs"].items())
         words = ", ".join(f"{w} {c}" for w, c in m["epistemic_words"].items() if c) or "none"
         lines += ["", f"- Lean status counts: {m['status_counts']}",
@@ -111,8 +117,10 @@ def write_paper_markdown(res: dict, path: str) -> None:
              f"{s['seeds']} seeds per method (mean ± 95% interval over seeds; `base`, the starting model, is one "
              f"evaluation). FD: {s['steps']} steps x {s['prompts']} attempts; GRPO: {res['grpo_steps']} steps x "
              f"{s['grpo_prompts']} statements x {s['group']} attempts, the same number of sampled attempts; "
-             f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1. "
-             f"Wall time {res['minutes']} min (`python paper.py{' --quick' if s['quick'] else ''}`).", "",
+             f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1"
+             + (f", attempts of up to {s['turns']} candidates (Lean's message after each rejected one). "
+                if s.get("turns", 1) > 1 else ". ") +
+             f"Wall time {res['minutes']} min (`{res.get('command', 'python paper.py' + (' --quick' if s['quick'] else ''))}`).", "",
              "## The paper's findings, checked", ""]
     lines += [f"- {'holds' if ok else '**does not hold**'}: {text}" for text, ok in res["targets"]]
     for which, title in SET_TITLES.items():

@@ -230,6 +230,40 @@ def new_small_prover(s: Settings, tokenizer):
     return LlamaForCausalLM(config)
 
 
+def fit(net, encoded, s, pad_id) -> list[dict]:
+    """Next-token cross-entropy on each example's ids after its context (encode's n_prompt), AdamW
+    with linear warmup then cosine to 10% of s.lr, s.steps batches of s.batch_size; the first
+    s.copy_warmup batches (if s has it) from examples with feedback only. Returns the per-step log."""
+    decay = [p for p in net.parameters() if p.dim() >= 2]
+    rest = [p for p in net.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                             {"params": rest, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
+    # linear warmup then cosine to 10% of lr, by step (a wall-clock schedule would not be deterministic)
+    lr_at = lambda i: s.lr * (min(1.0, (i + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / s.steps))))
+    net.train()
+    # copy warm-up: the first steps see only examples with feedback, where the proof can be read off
+    # the context; without it the small model barely learns to copy even a two-token reference proof
+    rng = random.Random(s.seed + 1)
+    warm = [i for i, e in enumerate(encoded) if e[2]]
+    warm = rng.sample(warm, min(len(warm), getattr(s, "copy_warmup", 0) * s.batch_size))
+    bar = tqdm(batches(encoded, s.batch_size, s.steps, rng, pad_id, warm), total=s.steps, desc="sft", mininterval=2)
+    log, ema = [], None
+    for step, (ids, labels) in enumerate(bar):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+            loss = net(input_ids=ids, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
+        bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+        log.append({"step": step, "loss": loss.item(), "lr": lr_at(step)})
+    net.eval()
+    return log
+
+
 def train(s: Settings) -> str:
     """Train and save to s.out; returns s.out. Deterministic for a seed (step-based schedule)."""
     threads = torch.get_num_threads()
@@ -252,34 +286,7 @@ def train(s: Settings) -> str:
     n_params = sum(p.numel() for p in net.parameters())
     print(f"sft: {len(encoded)} examples, vocab {len(tokenizer)}, {n_params / 1e6:.2f}M parameters, "
           f"data in {time.time() - t0:.0f} s")
-    decay = [p for p in net.parameters() if p.dim() >= 2]
-    rest = [p for p in net.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
-                             {"params": rest, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
-    # linear warmup then cosine to 10% of lr, by step (a wall-clock schedule would not be deterministic)
-    lr_at = lambda i: s.lr * (min(1.0, (i + 1) / s.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * i / s.steps))))
-    net.train()
-    # copy warm-up: the first steps see only examples with feedback, where the proof can be read off
-    # the context; without it the small model barely learns to copy even a two-token reference proof
-    rng = random.Random(s.seed + 1)
-    warm = [i for i, e in enumerate(encoded) if e[2]]
-    warm = rng.sample(warm, min(len(warm), s.copy_warmup * s.batch_size))
-    bar = tqdm(batches(encoded, s.batch_size, s.steps, rng, tokenizer.pad_token_id, warm),
-               total=s.steps, desc="sft", mininterval=2)
-    log, ema = [], None
-    for step, (ids, labels) in enumerate(bar):
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
-            loss = net(input_ids=ids, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-        opt.step()
-        ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
-        log.append({"step": step, "loss": loss.item(), "lr": lr_at(step)})
-    net.eval()
+    log = fit(net, encoded, s, tokenizer.pad_token_id)
     M.save(M.Policy(net, tokenizer, torch.device("cpu"), "small-prover"), s.out)
     with open(os.path.join(s.out, "sft.json"), "w") as f:
         json.dump({"settings": dataclasses.asdict(s), "recipe_version": RECIPE_VERSION, "params": n_params,

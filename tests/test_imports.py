@@ -1,6 +1,6 @@
 """Imports go one way: the project's modules form no cycle, counting imports inside functions too
 (a lazy import is still a dependency a reader has to follow), and each tier imports only tiers below:
-verifier <- tasks <- policy <- feedback <- preset / evaluation <- trainers and scripts."""
+verifier <- tasks <- policy <- feedback, turns <- preset / evaluation <- trainers and scripts."""
 import ast
 import os
 
@@ -10,8 +10,8 @@ TIERS = [  # lowest first; a module may import its own tier's earlier modules an
     ["cli", "lean_screen", "lean_env", "lean_mathlib", "verifier"],   # the verifier
     ["mini_world", "tasks", "probes"],                                # theorem sets
     ["sampling", "model", "fd_loss"],                                 # the policy and the loss
-    ["tutor", "feedback"],                                            # F(y)
-    ["sft", "report", "evaluate", "checkpoint"],                      # the preset, measures, the run folder
+    ["tutor", "feedback", "lean_tools", "turns"],                     # F(y), the multi-turn attempt
+    ["sft", "sft_turns", "report", "evaluate", "checkpoint"],                      # the preset, measures, the run folder
     ["fd", "grpo", "calibrate", "paper"],                             # trainers and scripts
 ]
 ORDER = {name: i for i, name in enumerate(m for tier in TIERS for m in tier)}

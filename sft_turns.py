@@ -1,0 +1,142 @@
+"""The loop's warm-up: the small prover learns to read Lean's message on its own failed attempt and write again.
+
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3 and Appendix
+A.2: the paper's attempts are agentic (write, compile, read, rewrite), and a pretrained prover already
+knows how to use a compiler's output. A small prover built from scratch (sft.py) has only seen one-shot
+attempts, so before `--turns N` can help it, it is fine-tuned on multi-turn attempts laid out exactly
+as turns.rollout lays them out: its OWN first attempt at a fresh statement (sampled at temperature 1),
+Lean's real message on it as a tool result, then the reference proof; sometimes a second wrong
+candidate (a near miss of the reference, sft.corrupt) and its message first. The loss is on the last
+candidate only: a wrong turn is context, never a target. FD's teacher must read feedback in such
+contexts too, so a share of the examples also carry feedback in the prompt (the reference proof, or
+the offline tutor's hints on the last wrong candidate), and a share are plain one-shot examples so
+that the first turn keeps what it knew.
+
+    python sft_turns.py --out runs/small-prover-turns                 # from the small-prover preset (minutes)
+    python evaluate.py --model runs/small-prover-turns --turns 3 --k 1,3,16   # is 3 turns > 3 tries?
+    python fd.py --model runs/small-prover-turns --turns 3            # FD over multi-turn attempts
+"""
+import dataclasses
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+import cli
+import feedback
+import lean_env
+import model as M
+import sampling
+import sft
+import tasks
+import turns
+
+
+@dataclass
+class Settings:
+    out: str = "runs/small-prover-turns"  # where the fine-tuned model goes
+    model: str = "small-prover"   # the one-shot prover to start from (the preset, or a folder)
+    n_tasks: int = 6000           # fresh training statements, one own first attempt each
+    seed: int = 1                 # statements (seed 1: not the preset's), sampling, batch order
+    steps: int = 600              # optimizer steps
+    batch_size: int = 32          # examples per step
+    lr: float = 3e-4              # peak learning rate (AdamW), cosine to 10% of it
+    warmup: int = 20              # linear warmup steps
+    weight_decay: float = 0.01    # on matrices only
+    plain: float = 0.3            # share of one-shot examples: statement -> reference
+    revise: float = 0.45          # share of multi-turn examples: failed attempt, Lean's message -> reference
+    teacher: float = 0.25         # the same with feedback in the prompt (reference or tutor): FD's teacher
+    second: float = 0.3           # share of multi-turn examples with a second wrong candidate before the reference
+    level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3
+    max_len: int = 320            # longer examples are dropped
+    bf16: bool = True             # bf16 autocast on CPU
+    threads: int = 2              # torch CPU threads
+
+
+def own_attempts(policy, env, task_list, seed):
+    """The policy's first attempt at every statement (temperature 1) and Lean's verdict on it."""
+    prompts = [M.encode_prompt(policy.tokenizer, t) for t in task_list]
+    generator = torch.Generator().manual_seed(seed)
+    samples = []
+    for start in range(0, len(prompts), 256):
+        samples += sampling.sample(policy, prompts[start:start + 256], 64, 1.0, 1.0, generator)
+    results = env.check_many([(t, M.proof_text(s)) for t, s in zip(task_list, samples)])
+    return samples, results
+
+
+def examples(s: Settings, policy, env):
+    """Encoded examples (ids, n_context, has_feedback) for sft.fit, and counts of what was built."""
+    tok, rng = policy.tokenizer, random.Random(s.seed)
+    mix = tuple(float(w) for w in s.level_mix.split(","))
+    task_list = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
+    samples, results = own_attempts(policy, env, task_list, s.seed)
+    # near misses for the second wrong candidate, checked by Lean in one batch
+    seconds = {i: sft.corrupt(t, rng) for i, t in enumerate(task_list) if rng.random() < s.second}
+    checked = dict(zip(seconds, env.check_many([(task_list[i], w) for i, w in seconds.items()])))
+    sources = {"ground-truth": feedback.load("ground-truth"), "tutor": feedback.load("tutor")}
+    words = lambda text: tok(" " + text.strip(), add_special_tokens=False)["input_ids"]
+    out, counts = [], dict(plain=0, revise=0, teacher=0, two_wrong=0, own_correct=0)
+    for i, (task, sample, result) in enumerate(zip(task_list, samples, results)):
+        kind = rng.choices(["plain", "revise", "teacher"], [s.plain, s.revise, s.teacher])[0]
+        counts["own_correct"] += result.ok
+        if result.ok:
+            kind = "plain"  # nothing to revise: the one-shot example keeps turn 1 what it was
+        context, last, last_result = list(sample.ids), M.proof_text(sample), result
+        if kind != "plain" and i in seconds and not checked[i].ok:
+            context += turns.tool_ids(tok, result) + words(seconds[i]) + [tok.eos_token_id]
+            last, last_result = seconds[i], checked[i]
+            counts["two_wrong"] += 1
+        fb = None
+        if kind == "teacher":
+            source = rng.choice(["ground-truth", "tutor"])
+            fb = sources[source](task, last, last_result)
+        prompt = M.encode_prompt(tok, task, fb)
+        target = words(task.solution) + [tok.eos_token_id]
+        if kind == "plain":
+            seq, n_context = prompt + target, len(prompt)
+        else:
+            context += turns.tool_ids(tok, last_result)
+            seq, n_context = prompt + context + target, len(prompt) + len(context)
+        if len(seq) <= s.max_len:
+            out.append((seq, n_context, fb is not None))
+            counts[kind] += 1
+    return out, counts
+
+
+def train(s: Settings) -> str:
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    t0 = time.time()
+    policy = M.load(sft.resolve_model(s.model), device="cpu", dtype=torch.float32)
+    env = lean_env.load("mini")
+    encoded, counts = examples(s, policy, env)
+    print(f"sft_turns: {len(encoded)} examples {counts}, data in {time.time() - t0:.0f} s")
+    log = sft.fit(policy.model, encoded, s, policy.tokenizer.pad_token_id)
+    M.save(policy, s.out)
+    with open(os.path.join(s.out, "sft_turns.json"), "w") as f:
+        json.dump({"settings": dataclasses.asdict(s), "from": policy.model.name_or_path, "counts": counts,
+                   "examples": len(encoded), "seconds": round(time.time() - t0, 1), "log": log}, f)
+    print(f"sft_turns: saved {s.out} after {time.time() - t0:.0f} s")
+    return s.out
+
+
+RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("n_tasks", "steps", "batch_size", "warmup", "max_len", "threads")]
+RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("plain", "revise", "teacher", "weight_decay")]
+RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v: v > 0, "above 0")]
+
+
+def main(argv=None):
+    s = cli.parse(Settings, argv, prog="sft_turns.py", description=__doc__.split("\n")[0])
+    cli.check(s, RULES, "sft_turns.py")
+    if not s.plain + s.revise + s.teacher > 0:
+        cli.fail("sft_turns.py: --plain, --revise and --teacher are all 0: give one a positive share")
+    with cli.user_errors(f"sft_turns.py: --model {s.model}", M.ModelNotFound):
+        M.check_name(s.model)
+        train(s)
+
+
+if __name__ == "__main__":
+    main()

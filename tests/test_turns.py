@@ -1,0 +1,172 @@
+"""turns.py: the multi-turn attempt (write, Lean checks, read Lean's message, write again), on the real
+tiny prover and the real Lean; its place in FD's loss (tool results are context, never trained on),
+in GRPO, in fd.py's metrics and in evaluate.py's pass@k by turn budget."""
+import json
+
+import pytest
+import torch
+
+import checkpoint
+import evaluate
+import fd
+import model
+import sampling
+import tasks
+import turns
+import verifier
+from fd_loss import fused_loss, reference_loss, teacher_topk
+
+
+@pytest.fixture(scope="module")
+def setting(tiny_prover):
+    policy, env = model.load(tiny_prover), verifier.load("mini")
+    return policy, env, tasks.load("mini", split="test")[:12]
+
+
+def test_one_turn_is_the_one_shot_attempt(setting):
+    """N = 1: the same ids as sampling.sample with the same generator, and Lean's verdict on them."""
+    policy, env, test = setting
+    attempts = turns.rollout(policy, env, test, turns=1, max_new_tokens=16, generator=4)
+    samples = sampling.sample(policy, [model.encode_prompt(policy.tokenizer, t) for t in test], 16, generator=4)
+    assert [a.ids for a in attempts] == [s.ids for s in samples]
+    assert all(a.trained == [True] * len(a.ids) and a.turns == 1 for a in attempts)
+    verdicts = env.check_many([(t, model.proof_text(s)) for t, s in zip(test, samples)])
+    assert [a.result.ok for a in attempts] == [r.ok for r in verdicts]
+    assert [a.answer for a in attempts] == [model.proof_text(s) for s in samples]
+
+
+def test_a_multi_turn_attempt_reads_lean_and_stops_when_accepted(setting):
+    policy, env, test = setting
+    attempts = turns.rollout(policy, env, test * 2, turns=3, max_new_tokens=16, generator=0)
+    tok = policy.tokenizer
+    assert any(a.turns > 1 for a in attempts)                  # the tiny prover fails: it gets more turns
+    for a, task in zip(attempts, test * 2):
+        assert 1 <= a.turns <= 3 and len(a.results) == a.turns
+        assert not any(r.ok for r in a.results[:-1])           # it stops at the first accepted candidate
+        assert len(a.ids) == len(a.trained) == len(a.entropy)
+        # between candidates: exactly the tool ids of Lean's message on the one before, never sampled
+        pos, k = 0, 0
+        while pos < len(a.ids):
+            end = pos
+            while end < len(a.ids) and a.trained[end]:
+                end += 1
+            assert end > pos                                    # each turn sampled at least one id
+            assert tok.decode(a.ids[pos:end], skip_special_tokens=True).strip() == a.candidates[k].strip() \
+                or model.proof_text(tok.decode(a.ids[pos:end], skip_special_tokens=True)) == a.candidates[k]
+            if end == len(a.ids):
+                break
+            tool = turns.tool_ids(tok, a.results[k])
+            assert a.ids[end:end + len(tool)] == tool and not any(a.trained[end:end + len(tool)])
+            assert all(h == 0.0 for h in a.entropy[end:end + len(tool)])
+            pos, k = end + len(tool), k + 1
+        assert k == a.turns - 1
+        # the verdicts are Lean's on each candidate
+        assert [r.ok for r in a.results] == [r.ok for r in env.check_many([(task, c) for c in a.candidates])]
+
+
+def test_rollout_is_deterministic_under_a_seed(setting):
+    policy, env, test = setting
+    run = lambda seed: [(a.ids, a.trained, a.candidates) for a in
+                        turns.rollout(policy, env, test, turns=3, max_new_tokens=16, generator=seed)]
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_the_message_the_small_prover_reads():
+    msg = ("1:4: error: Application type mismatch: The argument\n  h2\nhas type\n  R a\nbut is expected to have "
+           "type\n  P a → R a\nin the application\n  Exists.intro a h2")
+    assert turns.compact(msg) == "h2 has type R a but expected P a → R a"
+    assert turns.compact("1:0: error: Type mismatch\n  h1.2\nhas type\n  s\nbut is expected to have type\n  p") \
+        == "h1.2 has type s but expected p"
+    assert turns.compact("1:0: error: Unknown identifier `h9`") == "Unknown identifier h9"
+    assert len(turns.compact("x " * 400)) < 170
+
+
+def test_fd_loss_over_turns_equals_the_reference_on_masked_full_sequences(setting):
+    """fd_step's path (attempt_hidden, teacher top-K, fused loss, mask & trained_mask) against the
+    literal formula on the full sequences' logits with Lean's messages masked by hand; and no
+    gradient reaches a tool-result position."""
+    policy, env, test = setting
+    tok, student = policy.tokenizer, policy.model
+    teacher = fd.make_teacher(student)
+    with torch.no_grad():                                      # a teacher that differs from the student
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    attempts = turns.rollout(policy, env, test, turns=3, max_new_tokens=12, generator=1)
+    assert any(not all(a.trained) for a in attempts)
+    prompts = [model.encode_prompt(tok, t) for t in test]
+    teacher_prompts = [model.encode_prompt(tok, t, "Example of a correct solution: " + t.solution) for t in test]
+    ids = [a.ids for a in attempts]
+    with torch.no_grad():
+        t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
+        mask &= turns.trained_mask(attempts, mask)
+        top_ids, top_lp = teacher_topk(t_hidden, model.lm_head_weight(teacher), 5, 7, mask=mask)
+    s_hidden, _, _ = model.attempt_hidden(student, prompts, ids, tok.pad_token_id)
+    s_hidden.retain_grad()
+    loss = fused_loss(s_hidden, model.lm_head_weight(student), top_ids, top_lp, mask, 7)
+    loss.backward()
+    # the reference: full sequences, full logits, the attempt positions picked and masked by hand
+    L = max(len(x) for x in ids)
+    s_logits, t_logits = torch.zeros(len(ids), L, len(tok)), torch.zeros(len(ids), L, len(tok))
+    hand = torch.zeros(len(ids), L, dtype=torch.bool)
+    with torch.no_grad():
+        for b, (a, p, tp) in enumerate(zip(attempts, prompts, teacher_prompts)):
+            n = len(a.ids)
+            s_logits[b, :n] = student(torch.tensor([p + a.ids])).logits[0, len(p) - 1:len(p) + n - 1]
+            t_logits[b, :n] = teacher(torch.tensor([tp + a.ids])).logits[0, len(tp) - 1:len(tp) + n - 1]
+            hand[b, :n] = torch.tensor(a.trained)
+    assert torch.equal(hand, mask)
+    assert loss.item() == pytest.approx(reference_loss(s_logits, t_logits, hand, topk=5).item(), abs=1e-5)
+    tool = (~hand) & (torch.arange(L)[None] < torch.tensor([len(x) for x in ids])[:, None])
+    assert tool.any() and s_hidden.grad[tool].abs().max() == 0 and s_hidden.grad[hand].abs().max() > 0
+
+
+def test_fd_and_grpo_train_on_turns_and_report_them(tiny_prover, tmp_path):
+    import grpo
+    out = tmp_path / "fd"
+    fd.train(fd.Config(model=tiny_prover, out=str(out), steps=2, prompts=4, eval_limit=4, eval_n=2, eval_every=0,
+                       max_new_tokens=12, threads=1, turns=3))
+    rows = checkpoint.read_metrics(str(out))
+    assert all(1 <= r["turns"] <= 3 and "first_turn_acc" in r for r in rows[1:])
+    assert json.load(open(out / "config.json"))["turns"] == 3
+    out = tmp_path / "grpo"
+    grpo.train(grpo.Config(model=tiny_prover, out=str(out), steps=1, prompts=2, group=3, eval_limit=4, eval_n=1,
+                           eval_every=0, max_new_tokens=12, threads=1, turns=2))
+    row = checkpoint.read_metrics(str(out))[1]
+    assert 1 <= row["turns"] <= 2 and row["first_turn_acc"] <= row["train_acc"]
+
+
+def test_evaluate_reports_pass_at_k_by_turn_budget(tiny_prover, tmp_path):
+    result = evaluate.main(["--model", tiny_prover, "--limit", "6", "--n", "4", "--k", "1,4", "--turns", "3",
+                            "--max-new-tokens", "12", "--out", str(tmp_path)])
+    m = result["models"][0]
+    by = m["pass_at_k_by_turns"]
+    assert list(by) == ["1", "2", "3"] and by["3"] == m["pass_at_k"]
+    assert by["1"]["1"] <= by["2"]["1"] <= by["3"]["1"]        # more turns never pass less
+    assert 1 <= m["mean_turns"] <= 3
+    records = [json.loads(line) for line in open(tmp_path / "attempts_1.jsonl")]
+    assert all(1 <= r["turns"] <= 3 for r in records)
+    assert "Turn budget" in (tmp_path / "results.md").read_text()
+
+
+def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_path):
+    """sft_turns: own failed attempt, Lean's message as turns.tool_ids, then the reference, the loss on
+    the reference only; a short run saves a model that loads."""
+    import sft_turns
+    s = sft_turns.Settings(model=tiny_prover, out=str(tmp_path / "m"), n_tasks=40, steps=2, batch_size=4, threads=1,
+                           plain=0.2, revise=0.5, teacher=0.3, second=0.5)
+    policy, env = model.load(tiny_prover), verifier.load("mini")
+    encoded, counts = sft_turns.examples(s, policy, env)
+    assert counts["revise"] and counts["teacher"] and counts["plain"] and counts["two_wrong"]
+    tok = policy.tokenizer
+    train = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    samples, results = sft_turns.own_attempts(policy, env, train, s.seed)
+    failed = [(t, x, r) for t, x, r in zip(train, samples, results) if not r.ok]
+    layouts = {tuple(seq) for seq, _, _ in encoded}
+    one_turn = [M + x.ids + turns.tool_ids(tok, r) + tok(" " + t.solution, add_special_tokens=False)["input_ids"]
+                + [tok.eos_token_id] for t, x, r in failed for M in [model.encode_prompt(tok, t)]]
+    assert any(tuple(seq) in layouts for seq in one_turn)      # exactly the loop's layout
+    for seq, n_context, _ in encoded:                          # the target is the reference and its end
+        assert seq[-1] == tok.eos_token_id and 0 < n_context < len(seq)
+    sft_turns.train(s)
+    assert model.load(str(tmp_path / "m")).model.config.vocab_size == len(tok)

@@ -1,0 +1,180 @@
+"""The paper's agentic attempt in miniature: write a proof, let Lean check it, read Lean's answer, write again.
+
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3 and Appendix A.2.
+The paper's attempts are one long generation in which the model writes a Lean file, compiles it,
+reads the compiler's output and rewrites; the final file is the answer, and without these tools its
+FD collapses. Here an attempt is up to N turns: the policy writes a candidate proof (ending with its
+end token), Lean checks it, and unless Lean accepts it, Lean's message is appended to the context as
+a tool result, after which the policy writes again. It stops at an accepted candidate or after N.
+The answer is the last candidate: pass@k, GRPO's reward and train accuracy use it.
+
+Tool-result tokens are context for student and teacher alike: never sampled, never in a loss, never in
+the entropy (`Attempt.trained` marks the policy's own tokens, every turn's). N = 1 is the one-shot
+attempt: the same samples as sampling.sample with the same generator (a test holds the two equal).
+
+    attempts = rollout(policy, env, tasks, turns=3, max_new_tokens=64, generator=0)
+    a = attempts[0]; a.answer, a.result.ok, a.turns, a.ids, a.trained
+
+The small prover reads Lean's message in a compact form made of words it knows (`compact`), as a
+Lean comment before a new `:=`, where its prompt template puts feedback. Chat models read Lean's
+whole output in a user turn of their own chat template.
+"""
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+import feedback
+import model
+import sampling
+
+
+@dataclass
+class Attempt:
+    ids: list[int] = field(default_factory=list)        # everything after the prompt, in order: the
+                                                         # candidates' sampled ids and the tool results
+    trained: list[bool] = field(default_factory=list)   # per id: sampled by the policy (loss, entropy)
+    entropy: list[float] = field(default_factory=list)  # per id: the policy's entropy there (0 at tool ids)
+    candidates: list[str] = field(default_factory=list) # each turn's proof text, as given to Lean
+    results: list = field(default_factory=list)         # Lean's verdict on each candidate
+    truncated: bool = False                              # the last candidate ran out of tokens
+    transcript: str = ""                                 # the whole attempt as text, for a critic to read
+
+    @property
+    def answer(self) -> str:
+        return self.candidates[-1]
+
+    @property
+    def text(self) -> str:  # feedback sources read the answer as `.text` (and `.truncated`)
+        return self.answer
+
+    @property
+    def result(self):
+        return self.results[-1]
+
+    @property
+    def turns(self) -> int:
+        return len(self.candidates)
+
+    @property
+    def n_sampled(self) -> int:
+        return sum(self.trained)
+
+
+# ----------------------------------------------------------------------------- Lean's message, as a tool result
+
+def compact(message: str, limit: int = 160) -> str:
+    """One Lean message in few words, for a small model: the position and the application it sits
+    in dropped, `has type ... but is expected to have type ...` as `has type ... but expected ...`,
+    backticks and line breaks gone. What is left names the offending term and both types."""
+    text = re.sub(r"^\s*\d+:\d+:\s*(error|warning):\s*", "", message)
+    text = re.sub(r"\s+", " ", text).replace("`", "")
+    text = re.sub(r"\s*\bin the application\b.*$", "", text)
+    text = re.sub(r"^Application type mismatch: The (?:last )?argument\b ?", "", text)
+    text = re.sub(r"^Application type mismatch: The last (.*?) argument has type", r"\1 has type", text)
+    text = re.sub(r"^Type mismatch ", "", text)
+    text = text.replace("but is expected to have type", "but expected")
+    text = re.sub(r"^Invalid projection: .*? The expression (.*?) has type (.*?) which does not have the "
+                  r"necessary form\.?", r"\1 has type \2 no field", text)
+    text = text.strip()
+    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
+
+
+def lean_said(result, small: bool) -> str:
+    """What the policy reads after a rejected candidate: the compact first real message (small
+    prover), or Lean's whole output (feedback.lean_output, as the "lean" feedback source shows it)."""
+    if not small:
+        return feedback.lean_output(result, 2000)
+    real = [m for m in result.messages if m.strip() and "internal exception #3" not in m]
+    return compact(real[0]) if real else f"status {result.status}"
+
+
+def tool_ids(tokenizer, result) -> list[int]:
+    """The ids appended after a rejected candidate (it ended with the policy's end token). Plain
+    template: ` /- Lean: MESSAGE -/ :=`, Lean's words where the prompt puts feedback, then a new `:=`
+    for the next candidate. Chat template: a user turn with Lean's output and the generation prompt
+    (the text the template adds after the previous turn's end)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = ("\n" + tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Lean's output on your proof:\n" + lean_said(result, small=False)
+              + "\nWrite a corrected proof (the text after `:=` only)."}],
+            tokenize=False, add_generation_prompt=True))
+    else:
+        text = f" /- Lean: {lean_said(result, small=True)} -/ :="
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def max_context(policy) -> int:
+    return getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
+
+
+def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
+            top_p: float = 1.0, generator=None, clock=None) -> list[Attempt]:
+    """One attempt per task (repeat a task for several), all advanced together turn by turn: each turn
+    samples a candidate for every attempt still going (one batched sampling.sample over the prompts
+    plus what came before), Lean checks them in one batch, and the rejected ones get Lean's message.
+    An attempt also stops when another turn could overflow the model's context. `prompts`: the
+    students' prompt ids (default model.encode_prompt of each task). `generator` (seed or
+    torch.Generator) fixes every turn's samples. `clock`: a checkpoint.Stopwatch, lapped at "sample"
+    and "lean" (accumulated over the turns)."""
+    tok = policy.tokenizer
+    prompts = prompts if prompts is not None else [model.encode_prompt(tok, t) for t in tasks]
+    if isinstance(generator, int):
+        generator = torch.Generator(policy.device).manual_seed(generator)
+    attempts = [Attempt() for _ in tasks]
+    going = list(range(len(tasks)))
+    for turn in range(turns):
+        contexts = [prompts[i] + attempts[i].ids for i in going]
+        samples = sampling.sample(policy, contexts, max_new_tokens, temperature, top_p, generator)
+        if clock:
+            clock.lap("sample")
+        candidates = [model.proof_text(s) for s in samples]
+        results = env.check_many([(tasks[i], c) for i, c in zip(going, candidates)])
+        if clock:
+            clock.lap("lean")
+        still = []
+        for i, s, c, r in zip(going, samples, candidates, results):
+            a = attempts[i]
+            a.ids += s.ids
+            a.trained += [True] * len(s.ids)
+            a.entropy += s.entropy or [0.0] * len(s.ids)
+            a.candidates.append(c)
+            a.results.append(r)
+            a.truncated = s.truncated
+            if r.ok or turn == turns - 1:
+                continue
+            tool = tool_ids(tok, r)
+            if len(prompts[i]) + len(a.ids) + len(tool) + max_new_tokens > max_context(policy):
+                continue  # no room for another whole candidate
+            a.ids += tool
+            a.trained += [False] * len(tool)
+            a.entropy += [0.0] * len(tool)
+            still.append(i)
+        going = still
+        if not going:
+            break
+    for a in attempts:
+        a.transcript = transcript(a)
+    return attempts
+
+
+def trained_mask(attempts, like):
+    """(B, L) bool on `like`'s device, aligned with model.attempt_hidden's attempt positions: True at
+    the ids the policy sampled, False at tool-result ids and past each attempt's end."""
+    mask = torch.zeros(like.shape, dtype=torch.bool)
+    for b, a in enumerate(attempts):
+        mask[b, :len(a.trained)] = torch.tensor(a.trained, dtype=torch.bool)
+    return mask.to(like.device)
+
+
+def transcript(a: Attempt) -> str:
+    """The whole attempt for a critic to read: every candidate and what Lean said of it."""
+    if a.turns == 1:
+        return a.answer
+    parts = []
+    for k, (c, r) in enumerate(zip(a.candidates, a.results), 1):
+        said = "accepted" if r.ok else lean_said(r, small=False)
+        parts.append(f"Candidate {k}:\n{c}\nLean: {said}")
+    return "\n\n".join(parts)
