@@ -55,6 +55,9 @@ class Config:
     probes_n: int = 8             # samples per probe (each side of a rule pools dozens of probes)
     eval_limit: int = 0           # mini:test tasks evaluated (0: all 600; the split interleaves levels)
     jobs: int = 2                 # subprocesses at once, one thread each
+    turns: int = 1                # candidates per attempt in every run and evaluation (turns.py; 1: one shot)
+    methods: tuple = ()           # only these methods (default: all of fd control tutor lean self constant grpo
+                                  # fd_grpo), e.g. --methods fd control
     worker: str = ""              # internal: NAME=PATH, evaluate that model on every set in this process
 
 
@@ -74,21 +77,28 @@ def grpo_steps(cfg: Config) -> int:
     return max(1, round(cfg.steps * cfg.prompts / (cfg.grpo_prompts * cfg.group)))
 
 
+def chosen(cfg: Config) -> list[str]:
+    """The methods run: --methods in METHODS' order (FD -> GRPO needs FD), else all of them."""
+    return [m for m in METHODS if m in cfg.methods or (m == "fd" and "fd_grpo" in cfg.methods)] or list(METHODS)
+
+
 def jobs(cfg: Config, base: str) -> list[dict]:
     """Every training run (name, command, steps, what it needs first) and every evaluation."""
-    runs, out = [], os.path.join(cfg.out, "runs")
-    common = ["--eval-limit", "60", "--eval-n", "1", "--eval-every", "0", "--threads", "1"]
+    runs, out, methods = [], os.path.join(cfg.out, "runs"), chosen(cfg)
+    common = ["--eval-limit", "60", "--eval-n", "1", "--eval-every", "0", "--threads", "1", "--turns", str(cfg.turns)]
     for seed in range(cfg.seeds):
-        for method, spec in FEEDBACK.items():
+        for method, spec in [(m, FEEDBACK[m]) for m in methods if m in FEEDBACK]:
             runs.append(dict(name=f"{method}_s{seed}", steps=cfg.steps, after=None, script="fd.py", args=[
                 "--model", base, "--feedback", spec, "--seed", str(seed), "--steps", str(cfg.steps),
                 "--prompts", str(cfg.prompts), *common]))
         grpo = ["--seed", str(seed), "--steps", str(grpo_steps(cfg)), "--prompts", str(cfg.grpo_prompts),
                 "--group", str(cfg.group), *common]
-        runs.append(dict(name=f"grpo_s{seed}", steps=grpo_steps(cfg), after=None, script="grpo.py",
-                         args=["--model", base, *grpo]))
-        runs.append(dict(name=f"fd_grpo_s{seed}", steps=grpo_steps(cfg), after=f"fd_s{seed}", script="grpo.py",
-                         args=["--init-from", os.path.join(out, f"fd_s{seed}"), *grpo]))
+        if "grpo" in methods:
+            runs.append(dict(name=f"grpo_s{seed}", steps=grpo_steps(cfg), after=None, script="grpo.py",
+                             args=["--model", base, *grpo]))
+        if "fd_grpo" in methods:
+            runs.append(dict(name=f"fd_grpo_s{seed}", steps=grpo_steps(cfg), after=f"fd_s{seed}", script="grpo.py",
+                             args=["--init-from", os.path.join(out, f"fd_s{seed}"), *grpo]))
     for r in runs:
         r["folder"] = os.path.join(out, r["name"])
     return runs
@@ -144,7 +154,7 @@ def evaluate_sets(cfg: Config, name: str, path: str) -> None:
             continue
         task_list = evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0)
         n = cfg.probes_n if which == "probes" else cfg.eval_n
-        records = evaluate.sample_and_check(policy, env, task_list, n=n)
+        records = evaluate.sample_and_check(policy, env, task_list, n=n, turns=cfg.turns)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "attempts_1.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
@@ -203,7 +213,7 @@ def collect(cfg: Config) -> dict:
     the others paired over seeds; the probes per rule and side; the training curves."""
     sets = {which: evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0) for which, spec in SETS.items()}
     probe_list = probes.load()  # (task, its rule, pair and side)
-    names = {"base": ["base"], **{m: [f"{m}_s{s}" for s in range(cfg.seeds)] for m in METHODS}}
+    names = {"base": ["base"], **{m: [f"{m}_s{s}" for s in range(cfg.seeds)] for m in chosen(cfg)}}
     out = {"settings": asdict(cfg), "grpo_steps": grpo_steps(cfg), "methods": {}, "differences": {}, "probes": {},
            "curves": {}}
     pass1 = {}  # (method, set) -> list over seeds of per-task pass@1
@@ -233,17 +243,18 @@ def collect(cfg: Config) -> dict:
                                                    for side in scored[0][rule]["sides"]},
                                                 "balance": evaluate.interval95([r[rule]["balance"] for r in scored])}
                                          for rule in scored[0]}
-    for method in METHODS:  # each method against what it adds to, seed by seed
+    for method in chosen(cfg):  # each method against what it adds to, seed by seed
         if method == "control":
             continue
         against = "grpo" if method == "fd_grpo" else "control" if method in FEEDBACK else "base"
+        against = against if against in names else "base"
         out["differences"][f"{method} - {against}"] = {}
         for which in sets:
             theirs = pass1[against, which] * (cfg.seeds if against == "base" else 1)
             diffs = [sum(a) / len(a) - sum(b) / len(b) for a, b in zip(pass1[method, which], theirs)]
             mean, se = evaluate.mean_se(diffs)
             out["differences"][f"{method} - {against}"][which] = dict(mean=mean, se=se, ci95=evaluate.interval95(diffs)[1])
-    for method in ("fd", "control", "grpo", "fd_grpo"):
+    for method in [m for m in ("fd", "control", "grpo", "fd_grpo") if m in names]:
         out["curves"][method] = {}
         for key in ("train_acc", "entropy"):
             series = []
@@ -258,16 +269,21 @@ def collect(cfg: Config) -> dict:
 
 
 def targets(res: dict) -> list[tuple[str, bool]]:
-    """The paper's findings as this command checks them."""
-    m, d = res["methods"], res["differences"]["fd - control"]
-    checks = [(f"FD beats its control by more than two standard errors (over seeds) on {which}",
-               d[which]["mean"] > 2 * d[which]["se"]) for which in ("mini", "textbook")]
-    checks.append(("FD's entropy stays above GRPO's (mini:test)", m["fd"]["mini"]["entropy"][0] > m["grpo"]["mini"]["entropy"][0]))
-    top = str(max(KS[:len(m["fd"]["mini"]["pass_at_k"])]))
-    checks.append((f"FD's pass@{top} >= GRPO's (mini:test)",
-                   m["fd"]["mini"]["pass_at_k"][top][0] >= m["grpo"]["mini"]["pass_at_k"][top][0]))
-    best = max(METHODS + ["base"], key=lambda k: m[k]["mini"]["pass_at_k"]["1"][0])
-    checks.append((f"FD -> GRPO has the best pass@1 (mini:test; best: {best})", best == "fd_grpo"))
+    """The paper's findings as this command checks them (those whose methods were run)."""
+    m, checks = res["methods"], []
+    if "fd - control" in res["differences"]:
+        d = res["differences"]["fd - control"]
+        checks += [(f"FD beats its control by more than two standard errors (over seeds) on {which}",
+                    d[which]["mean"] > 2 * d[which]["se"]) for which in ("mini", "textbook")]
+    if "fd" in m and "grpo" in m:
+        checks.append(("FD's entropy stays above GRPO's (mini:test)",
+                       m["fd"]["mini"]["entropy"][0] > m["grpo"]["mini"]["entropy"][0]))
+        top = str(max(KS[:len(m["fd"]["mini"]["pass_at_k"])]))
+        checks.append((f"FD's pass@{top} >= GRPO's (mini:test)",
+                       m["fd"]["mini"]["pass_at_k"][top][0] >= m["grpo"]["mini"]["pass_at_k"][top][0]))
+    if "fd_grpo" in m:
+        best = max(m, key=lambda k: m[k]["mini"]["pass_at_k"]["1"][0])
+        checks.append((f"FD -> GRPO has the best pass@1 (mini:test; best: {best})", best == "fd_grpo"))
     return checks
 
 
@@ -276,7 +292,7 @@ def main(argv=None):
     if cfg.quick:
         cfg = Config(**{**asdict(cfg), **QUICK})
     cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("seeds", "steps", "prompts", "grpo_prompts",
-                                                                   "eval_n", "probes_n", "jobs")]
+                                                                   "eval_n", "probes_n", "jobs", "turns")]
               + [("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
     if cfg.worker:
         name, _, path = cfg.worker.partition("=")
@@ -285,13 +301,17 @@ def main(argv=None):
     t0 = time.time()
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
         base = sft.resolve_model(cfg.model)  # built once here, before the subprocesses want it
-    print(f"paper.py: {cfg.seeds} seeds x {len(METHODS)} methods, FD {cfg.steps} steps x {cfg.prompts} attempts, "
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        cli.fail(f"paper.py: --methods {' '.join(cfg.methods)}: unknown {', '.join(unknown)} (known: {' '.join(METHODS)})")
+    print(f"paper.py: {cfg.seeds} seeds x {len(chosen(cfg))} methods, {cfg.turns} turn(s) per attempt, FD {cfg.steps} steps x {cfg.prompts} attempts, "
           f"GRPO {grpo_steps(cfg)} steps x {cfg.grpo_prompts} x {cfg.group} attempts; evaluation n = {cfg.eval_n} "
           f"on {', '.join(SETS)}; {cfg.jobs} jobs; into {cfg.out}", flush=True)
     run_all(cfg, base)
     res = collect(cfg)
     res["targets"] = targets(res)
     res["minutes"] = round((time.time() - t0) / 60, 1)
+    res["command"] = " ".join(["python paper.py"] + list(sys.argv[1:] if argv is None else argv))
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
     report.write_paper_markdown(res, os.path.join(cfg.out, "results.md"))

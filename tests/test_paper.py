@@ -29,10 +29,32 @@ def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):
     assert paper.finished(str(folder), 100)
 
 
-def fake_tree(out, cfg, sets, quality):
+def test_a_subset_of_methods_over_multi_turn_attempts(tmp_path, monkeypatch):
+    cfg = paper.Config(out=str(tmp_path), seeds=2, methods=("control", "fd"), turns=3, eval_n=8)
+    runs = paper.jobs(cfg, "BASE")
+    assert sorted(r["name"] for r in runs) == ["control_s0", "control_s1", "fd_s0", "fd_s1"]
+    assert all(r["args"][r["args"].index("--turns") + 1] == "3" for r in runs)
+    assert paper.chosen(paper.Config(methods=("fd_grpo",))) == ["fd", "fd_grpo"]
+    sets = {"mini": paper.evaluate.load_tasks("mini:test", 4), "textbook": paper.evaluate.load_tasks("mini:test", 2),
+            "probes": [t for t, _ in probes.load()][:8]}
+    monkeypatch.setattr(paper.evaluate, "load_tasks", lambda spec, limit=0: sets[
+        {v: k for k, v in paper.SETS.items()}[spec]])
+    fake_tree(tmp_path, cfg, sets, lambda m, s: {"fd": 0.5, "control": 0.25}.get(m, 0.125), methods=paper.chosen(cfg))
+    res = paper.collect(cfg)
+    assert set(res["methods"]) == {"base", "fd", "control"} and list(res["differences"]) == ["fd - control"]
+    res["targets"], res["minutes"] = paper.targets(res), 0.1
+    assert [text for text, _ in res["targets"]] == [f"FD beats its control by more than two standard errors (over "
+                                                    f"seeds) on {w}" for w in ("mini", "textbook")]
+    paper.report.write_paper_markdown(res, str(tmp_path / "results.md"))
+    assert "up to 3 candidates" in (tmp_path / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        paper.main(["--methods", "fd", "sft", "--out", str(tmp_path / "x")])
+
+
+def fake_tree(out, cfg, sets, quality, methods=paper.METHODS):
     """quality(method, seed) -> the chance a sample is right; every task gets that share of n samples."""
     n = cfg.eval_n
-    names = [("base", "base", 0)] + [(f"{m}_s{s}", m, s) for m in paper.METHODS for s in range(cfg.seeds)]
+    names = [("base", "base", 0)] + [(f"{m}_s{s}", m, s) for m in methods for s in range(cfg.seeds)]
     for name, method, seed in names:
         for which, task_list in sets.items():
             folder = out / "eval" / name / which
