@@ -103,7 +103,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     try:
         with model.autocast(policy.device):   # bf16 matmuls on a GPU, as in training
             jobs = [i for i in range(len(tasks)) for _ in range(n)]
-            prompts = [model.encode_prompt(policy.tokenizer, t) for t in tasks]
+            prompts = [turns_lib.encode_prompt(policy.tokenizer, t, turns=turns) for t in tasks]
             generator = torch.Generator(device=policy.device).manual_seed(seed)
             records = []
             bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
@@ -226,8 +226,9 @@ def normalize(proof: str) -> str:
     return " ".join(proof.split())
 
 
-def summarize(records, tasks, ks) -> dict:
-    """Every figure of one model's evaluation from its attempt records (see sample_and_check)."""
+def summarize(records, tasks, ks, turns=1) -> dict:
+    """Every figure of one model's evaluation from its attempt records (see sample_and_check);
+    `turns`: the attempts' turn budget N (pass@k for every budget up to it)."""
     if not records:
         raise ValueError("summarize: no attempt records")
     by_task = defaultdict(list)
@@ -242,7 +243,7 @@ def summarize(records, tasks, ks) -> dict:
         return {str(k): sum(pass_at_k(len(by_task[i]), sum(ok(r) for r in by_task[i]), k)
                             for i in indices) / len(indices) for k in ks}
 
-    max_turns = max(r.get("turns", 1) for r in records)
+    max_turns = max([turns] + [r.get("turns", 1) for r in records])
     levels = defaultdict(list)
     for i in evaluated:
         levels[getattr(tasks[i], "level", 0)].append(i)
@@ -269,6 +270,10 @@ def summarize(records, tasks, ks) -> dict:
         "mean_turns": sum(r.get("turns", 1) for r in records) / len(records),
         # the loop stops at an accepted candidate, so the first b turns of an N-turn attempt ARE a b-turn attempt
         "pass_at_k_by_turns": {str(b): pass_table(evaluated, b) for b in range(1, max_turns + 1)},
+        # N independent one-shot attempts (pass@N at budget 1), what an N-turn attempt should beat at pass@1
+        "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), sum(r["ok"] and r.get("turns", 1) == 1
+                                                                       for r in by_task[i]), max_turns)
+                                       for i in evaluated) / len(evaluated) if max_turns <= n_min else None),
         "mean_attempt_tokens": sum(r["n_tokens"] for r in records) / max(len(records), 1),
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
         "fraction_truncated": sum(r.get("truncated", False) for r in records) / max(len(records), 1),
@@ -372,7 +377,8 @@ def main(argv=None) -> dict | None:
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True, turns=cfg.turns)
         source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
-        results["models"].append({"model": name, "model_source": source, **summarize(records, tasks, ks)})
+        results["models"].append({"model": name, "model_source": source,
+                                  **summarize(records, tasks, ks, cfg.turns)})
         with open(os.path.join(cfg.out, f"attempts_{len(results['models'])}.jsonl"), "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records)
         del policy
@@ -382,6 +388,9 @@ def main(argv=None) -> dict | None:
         if cfg.turns > 1:
             print("  pass@1 by turn budget: " + "  ".join(f"{b} turns {t['1']:.3f}"
                                                            for b, t in s["pass_at_k_by_turns"].items()))
+            if s["one_shot_pass_at_turns"] is not None:
+                print(f"  {cfg.turns}-turn attempts: pass@1 {s['fraction_correct']:.3f}; {cfg.turns} independent "
+                      f"one-shot attempts (pass@{cfg.turns} at turn budget 1): {s['one_shot_pass_at_turns']:.3f}")
     with open(os.path.join(cfg.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, allow_nan=False)
     report.write_markdown(results, os.path.join(cfg.out, "results.md"))

@@ -108,7 +108,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
     #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
     # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
-    prompts = [model.encode_prompt(tok, t) for t in batch]
+    prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in batch]
     attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
                              cfg.top_p, generator, clock)
     results = [a.result for a in attempts]
@@ -116,7 +116,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     #    whole attempt: Attempt.transcript), framed for the teacher's prompt by feedback.py.
     failures = source.stats["failures"]
     texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
-    teacher_prompts = [model.encode_prompt(tok, t, f) for t, f in zip(batch, texts)]
+    teacher_prompts = [turns.encode_prompt(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
     ids = [a.ids for a in attempts]
     clock.lap("feedback")
     with model.autocast(policy.device):

@@ -165,7 +165,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
     #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
-    prompts = [model.encode_prompt(tok, t) for t in jobs]
+    prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in jobs]
     rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                            generator, clock)
     attempts = [a.ids for a in rolled]

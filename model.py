@@ -31,6 +31,11 @@ from sampling import Sample
 # The chat-template path (real HF models): one user message, the assistant turn is the proof.
 CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "
                     "the Lean text that follows `:=`, without restating the theorem.")
+# ... and when the model may call the paper's tools (turns.py, lean_tools.py): the last written file is the answer
+TOOL_INSTRUCTION = ("Prove the following Lean 4 theorem. Write the whole file (the theorem exactly as given, then "
+                    "its proof) with lean_write_file, compile it with lean_check_file, read Lean's messages and "
+                    "rewrite until it compiles; rg_in_mathlib searches Mathlib's sources. The last file you write "
+                    "is your answer.")
 
 
 @dataclass
@@ -136,20 +141,27 @@ def save(policy: Policy, path: str) -> None:
 
 # ----------------------------------------------------------------------------- prompts
 
-def render_prompt(tokenizer, task, feedback: str | None = None) -> str:
+def chat_messages(task, feedback: str | None = None, tools=None) -> list[dict]:
+    """The chat path's conversation so far: one user message with the instruction (the tools' one when
+    the model may call tools), the header and the statement, then the feedback."""
+    user = (TOOL_INSTRUCTION if tools else CHAT_INSTRUCTION) + "\n\n```lean\n"
+    user += (task.header.strip() + "\n\n" if task.header else "") + task.statement + "\n```"
+    if feedback:
+        user += "\n\n" + feedback
+    return [{"role": "user", "content": user}]
+
+
+def render_prompt(tokenizer, task, feedback: str | None = None, tools=None) -> str:
     """THE prompt of the student (feedback=None) and of the teacher (feedback = framed text F(y)).
 
     Chat template (real HF models): a user message with the instruction, the header and the
-    statement, then the feedback; the generation prompt opens the assistant turn, which is the proof.
-    Plain template (the small prover): the statement with the theorem's name normalised to `thm`
-    (the name carries no information), the feedback as a Lean comment right before the final `:=`
-    (where a small prover measurably uses it best), then `:=`; the proof follows."""
+    statement, then the feedback; the generation prompt opens the assistant turn, which is the proof
+    (with `tools`, the JSON specs of lean_tools.TOOLS, the template declares them and the turn may
+    call them: turns.py). Plain template (the small prover): the statement with the theorem's name
+    normalised to `thm` (the name carries no information), the feedback as a Lean comment right
+    before the final `:=` (where a small prover measurably uses it best), then `:=`; the proof follows."""
     if getattr(tokenizer, "chat_template", None):
-        user = CHAT_INSTRUCTION + "\n\n```lean\n" + (task.header.strip() + "\n\n" if task.header else "")
-        user += task.statement + "\n```"
-        if feedback:
-            user += "\n\n" + feedback
-        return tokenizer.apply_chat_template([{"role": "user", "content": user}],
+        return tokenizer.apply_chat_template(chat_messages(task, feedback, tools), tools=tools,
                                              tokenize=False, add_generation_prompt=True)
     statement = task.statement.rstrip()
     assert statement.endswith(":="), f"a statement ends with ':=': {statement[-40:]!r}"
@@ -159,9 +171,9 @@ def render_prompt(tokenizer, task, feedback: str | None = None) -> str:
     return (tokenizer.bos_token or "") + header + head + hint + " :="
 
 
-def encode_prompt(tokenizer, task, feedback: str | None = None) -> list[int]:
+def encode_prompt(tokenizer, task, feedback: str | None = None, tools=None) -> list[int]:
     # add_special_tokens=False: BOS / chat tokens are already part of the rendered text
-    return tokenizer(render_prompt(tokenizer, task, feedback), add_special_tokens=False)["input_ids"]
+    return tokenizer(render_prompt(tokenizer, task, feedback, tools), add_special_tokens=False)["input_ids"]
 
 
 def proof_text(sample_or_text) -> str:

@@ -16,15 +16,21 @@ attempt: the same samples as sampling.sample with the same generator (a test hol
     a = attempts[0]; a.answer, a.result.ok, a.turns, a.ids, a.trained
 
 The small prover reads Lean's message in a compact form made of words it knows (`compact`), as a
-Lean comment before a new `:=`, where its prompt template puts feedback. Chat models read Lean's
-whole output in a user turn of their own chat template.
+Lean comment before a new `:=`, where its prompt template puts feedback: the environment checks each
+candidate. A chat model drives the loop itself, as in the paper: its prompt declares the three tools of
+lean_tools.py through its chat template, each turn is one generation whose tool calls (its own format,
+e.g. Qwen's <tool_call> JSON) are run, their outputs appended in the template's tool role; it stops
+when a generation calls no tool or after N generations. Its answer is the last file it wrote (checked
+by Lean if its last check was not of that file; without any file, the proof in its last generation).
 """
+import os
 import re
 from dataclasses import dataclass, field
 
 import torch
 
 import feedback
+import lean_tools
 import model
 import sampling
 
@@ -39,6 +45,7 @@ class Attempt:
     results: list = field(default_factory=list)         # Lean's verdict on each candidate
     truncated: bool = False                              # the last candidate ran out of tokens
     transcript: str = ""                                 # the whole attempt as text, for a critic to read
+    turns: int = 0                                       # the policy's generations (the loop: its candidates)
 
     @property
     def answer(self) -> str:
@@ -51,10 +58,6 @@ class Attempt:
     @property
     def result(self):
         return self.results[-1]
-
-    @property
-    def turns(self) -> int:
-        return len(self.candidates)
 
     @property
     def n_sampled(self) -> int:
@@ -106,6 +109,16 @@ def tool_ids(tokenizer, result) -> list[int]:
 
 # ----------------------------------------------------------------------------- the loop
 
+def uses_tools(tokenizer, turns: int) -> bool:
+    """A chat model with more than one turn calls the paper's tools; the small prover is checked by the loop."""
+    return turns > 1 and bool(getattr(tokenizer, "chat_template", None))
+
+
+def encode_prompt(tokenizer, task, feedback: str | None = None, turns: int = 1) -> list[int]:
+    """model.encode_prompt, the tools declared when the attempt will call them: student and teacher alike."""
+    return model.encode_prompt(tokenizer, task, feedback, lean_tools.TOOLS if uses_tools(tokenizer, turns) else None)
+
+
 def max_context(policy) -> int:
     return getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
 
@@ -120,9 +133,11 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     torch.Generator) fixes every turn's samples. `clock`: a checkpoint.Stopwatch, lapped at "sample"
     and "lean" (accumulated over the turns)."""
     tok = policy.tokenizer
-    prompts = prompts if prompts is not None else [model.encode_prompt(tok, t) for t in tasks]
+    prompts = prompts if prompts is not None else [encode_prompt(tok, t, turns=turns) for t in tasks]
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
+    if uses_tools(tok, turns):
+        return rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperature, top_p, generator, clock)
     attempts = [Attempt() for _ in tasks]
     going = list(range(len(tasks)))
     for turn in range(turns):
@@ -137,6 +152,7 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
         still = []
         for i, s, c, r in zip(going, samples, candidates, results):
             a = attempts[i]
+            a.turns += 1
             a.ids += s.ids
             a.trained += [True] * len(s.ids)
             a.entropy += s.entropy or [0.0] * len(s.ids)
@@ -158,6 +174,85 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     for a in attempts:
         a.transcript = transcript(a)
     return attempts
+
+
+def mathlib_sources(env):
+    """Where rg_in_mathlib searches: the Mathlib package of the verifier's Lean project, if it has one."""
+    project = getattr(env, "project", None)
+    path = os.path.join(project, ".lake", "packages", "mathlib") if project else None
+    return path if path and os.path.isdir(path) else None
+
+
+def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperature, top_p, generator, clock=None):
+    """The chat model's agentic attempts (see the docstring), advanced together generation by generation."""
+    tok = policy.tokenizer
+    attempts = [Attempt() for _ in tasks]
+    spaces = [lean_tools.Workspace(t, env, mathlib_sources(env)) for t in tasks]
+    talks = [model.chat_messages(t, tools=lean_tools.TOOLS) for t in tasks]
+    said = [model.render_prompt(tok, t, tools=lean_tools.TOOLS) for t in tasks]  # the text so far, as rendered
+    checked = [None] * len(tasks)  # (proof, Result) of each attempt's last lean_check_file
+    going = list(range(len(tasks)))
+    for turn in range(turns):
+        samples = sampling.sample(policy, [prompts[i] + attempts[i].ids for i in going], max_new_tokens,
+                                  temperature, top_p, generator)
+        if clock:
+            clock.lap("sample")
+        still = []
+        for i, s in zip(going, samples):
+            a, ws = attempts[i], spaces[i]
+            a.turns += 1
+            a.ids += s.ids
+            a.trained += [True] * len(s.ids)
+            a.entropy += s.entropy or [0.0] * len(s.ids)
+            a.truncated = s.truncated
+            a.transcript += s.text + "\n"
+            calls, outputs = lean_tools.parse_calls(s.text), []
+            for c in calls:
+                before = ws.result
+                outputs.append(ws.run(c))
+                if ws.result is not before:  # a check ran: the file it compiled is a candidate, with Lean's verdict
+                    checked[i] = (ws.answer, ws.result)
+                    a.candidates.append(ws.answer)
+                    a.results.append(ws.result)
+            if not calls or turn == turns - 1:
+                continue
+            # what the template puts after this generation (its turn's end) and the tools' outputs
+            talks[i] = talks[i] + [{"role": "assistant", "content": s.text}]
+            closed = tok.apply_chat_template(talks[i], tools=lean_tools.TOOLS, tokenize=False)
+            ended = said[i] + tok.decode(s.ids)
+            gap = closed[len(ended):] if closed.startswith(ended) else "\n"
+            gap += lean_tools.tool_messages(tok, talks[i], outputs)
+            talks[i] += [{"role": "tool", "content": out} for out in outputs]
+            a.transcript += "".join(f"[tool output]\n{out}\n" for out in outputs)
+            tool = tok(gap, add_special_tokens=False)["input_ids"]
+            said[i] = ended + gap
+            if len(prompts[i]) + len(a.ids) + len(tool) + max_new_tokens > max_context(policy):
+                continue
+            a.ids += tool
+            a.trained += [False] * len(tool)
+            a.entropy += [0.0] * len(tool)
+            still.append(i)
+        going = still
+        if not going:
+            break
+    # the answer: the last file written (or, without one, the proof in the last generation), with its verdict
+    final = []
+    for i, (a, ws) in enumerate(zip(attempts, spaces)):
+        answer = ws.answer if ws.file is not None else _last_text(tok, a)
+        if checked[i] is None or checked[i][0] != answer:
+            final.append((i, answer))
+    for (i, answer), r in zip(final, env.check_many([(tasks[i], answer) for i, answer in final])):
+        attempts[i].candidates.append(answer)
+        attempts[i].results.append(r)
+    if clock:
+        clock.lap("lean")
+    return attempts
+
+
+def _last_text(tok, a: Attempt) -> str:
+    """The proof in the attempt's last generation: its ids after the last tool output."""
+    start = len(a.trained) - next((k for k, own in enumerate(reversed(a.trained)) if not own), len(a.trained))
+    return model.proof_text(tok.decode(a.ids[start:], skip_special_tokens=True))
 
 
 def trained_mask(attempts, like):

@@ -144,6 +144,11 @@ def test_evaluate_reports_pass_at_k_by_turn_budget(tiny_prover, tmp_path):
     assert list(by) == ["1", "2", "3"] and by["3"] == m["pass_at_k"]
     assert by["1"]["1"] <= by["2"]["1"] <= by["3"]["1"]        # more turns never pass less
     assert 1 <= m["mean_turns"] <= 3
+    # three one-shot tries: pass@3 of the first turns, by hand from the records
+    rows = [json.loads(line) for line in open(tmp_path / "attempts_1.jsonl")]
+    by_hand = sum(evaluate.pass_at_k(4, sum(r["ok"] and r["turns"] == 1 for r in rows[4 * i:4 * i + 4]), 3)
+                  for i in range(6)) / 6
+    assert m["one_shot_pass_at_turns"] == pytest.approx(by_hand)
     records = [json.loads(line) for line in open(tmp_path / "attempts_1.jsonl")]
     assert all(1 <= r["turns"] <= 3 for r in records)
     assert "Turn budget" in (tmp_path / "results.md").read_text()
@@ -170,3 +175,64 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
         assert seq[-1] == tok.eos_token_id and 0 < n_context < len(seq)
     sft_turns.train(s)
     assert model.load(str(tmp_path / "m")).model.config.vocab_size == len(tok)
+
+
+CHATML_TOOLS = ("{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
+                "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, monkeypatch):
+    """Scripted generations of a chat model: a wrong file checked, a malformed call, the right file
+    checked, then a turn without calls (done). The tools run, their outputs go in the template's tool
+    role as context, the answer is the last file, and the attempt is one sequence: the template's own
+    rendering of the whole conversation."""
+    import json as json_lib
+
+    import lean_tools
+    policy, env = model.load(qwen_dir), verifier.load("mini")
+    tok = policy.tokenizer
+    tok.chat_template = CHATML_TOOLS
+    policy.model.config.max_position_embeddings = 1 << 20  # the scripted turns run no model: no context limit
+    task = tasks.load("mini", split="test")[0]
+    wrong = "h9"
+    call = lambda name, args: f"<tool_call>\n{json_lib.dumps({'name': name, 'arguments': args})}\n</tool_call>"
+    script = [call("lean_write_file", {"content": f"{task.statement} {wrong}"}) + call("lean_check_file", {}),
+              "<tool_call>\n{not json\n</tool_call>",
+              call("lean_write_file", {"content": f"{task.statement}\n  {task.solution}"}) + call("lean_check_file", {}),
+              "The file compiles."]
+    made = []
+
+    def scripted(policy, prompts, *args, **kwargs):
+        text = script[len(made)]
+        made.append(prompts)
+        return [sampling.make_sample(policy, tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
+                                     [0.5] * (len(tok(text)["input_ids"]) + 1)) for _ in prompts]
+
+    monkeypatch.setattr(turns.sampling, "sample", scripted)
+    prompt = turns.encode_prompt(tok, task, turns=6)
+    assert "lean_write_file" in tok.decode(prompt) and "lean_write_file" not in tok.decode(turns.encode_prompt(tok, task))
+    [a] = turns.rollout(policy, env, [task], turns=6, max_new_tokens=200, generator=0)
+    assert a.turns == 4                                         # the fourth generation called no tool: done
+    assert a.candidates == [wrong, task.solution] and [r.ok for r in a.results] == [False, True]
+    assert a.answer == task.solution and a.result.ok
+    tools_text = tok.decode([i for i, own in zip(a.ids, a.trained) if not own])
+    assert tools_text.count("<|im_start|>tool") == 5 and "error:" in tools_text and lean_tools.ACCEPTED in tools_text
+    # one sequence: what the template renders for the whole conversation
+    talk = model.chat_messages(task, tools=lean_tools.TOOLS)
+    for k, text in enumerate(script):
+        talk.append({"role": "assistant", "content": text})
+        calls = lean_tools.parse_calls(text)
+        talk += [{"role": "tool", "content": tools_text.split("<|im_start|>tool\n")[1 + sum(
+            len(lean_tools.parse_calls(t)) for t in script[:k]) + j].split("<|im_end|>")[0]} for j in range(len(calls))]
+    rendered = tok.apply_chat_template(talk, tools=lean_tools.TOOLS, tokenize=False)
+    assert rendered.rstrip("\n") == tok.decode(prompt + a.ids)
+    assert len(made) == 4 and all(len(p) == 1 for p in made)
+
+
+def test_fd_with_turns_on_a_chat_model(qwen_dir, tmp_path):
+    """The chat path through fd.py: prompts that declare the tools (student and teacher alike), one step."""
+    fd.train(fd.Config(model=qwen_dir, out=str(tmp_path / "run"), steps=1, prompts=2, eval_limit=2, eval_n=1,
+                       eval_every=0, max_new_tokens=8, threads=1, turns=2, feedback="ground-truth"))
+    row = checkpoint.read_metrics(str(tmp_path / "run"))[1]
+    assert 1 <= row["turns"] <= 2 and row["attempt_len"] >= 1
