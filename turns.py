@@ -93,18 +93,10 @@ def lean_said(result, small: bool) -> str:
 
 
 def tool_ids(tokenizer, result) -> list[int]:
-    """The ids appended after a rejected candidate (it ended with the policy's end token). Plain
-    template: ` /- Lean: MESSAGE -/ :=`, Lean's words where the prompt puts feedback, then a new `:=`
-    for the next candidate. Chat template: a user turn with Lean's output and the generation prompt
-    (the text the template adds after the previous turn's end)."""
-    if getattr(tokenizer, "chat_template", None):
-        text = ("\n" + tokenizer.apply_chat_template(
-            [{"role": "user", "content": "Lean's output on your proof:\n" + lean_said(result, small=False)
-              + "\nWrite a corrected proof (the text after `:=` only)."}],
-            tokenize=False, add_generation_prompt=True))
-    else:
-        text = f" /- Lean: {lean_said(result, small=True)} -/ :="
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """The ids appended after a rejected candidate of the small prover's loop (it ended with the
+    policy's end token): ` /- Lean: MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
+    then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.)"""
+    return tokenizer(f" /- Lean: {lean_said(result, small=True)} -/ :=", add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- the loop
