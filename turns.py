@@ -47,6 +47,12 @@ class Attempt:
     transcript: str = ""                                 # the whole attempt as text, for a critic to read
     turns: int = 0                                       # the policy's generations (the loop: its candidates)
 
+    def add(self, ids: list[int], sampled: bool, entropy: list[float] | None = None):
+        """Append a generation (sampled by the policy: trained on) or a tool result (context only)."""
+        self.ids += ids
+        self.trained += [sampled] * len(ids)
+        self.entropy += entropy or [0.0] * len(ids)
+
     @property
     def answer(self) -> str:
         return self.candidates[-1]
@@ -111,8 +117,10 @@ def encode_prompt(tokenizer, task, feedback: str | None = None, turns: int = 1) 
     return model.encode_prompt(tokenizer, task, feedback, lean_tools.TOOLS if uses_tools(tokenizer, turns) else None)
 
 
-def max_context(policy) -> int:
-    return getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
+def room(policy, prompt, attempt, tool, max_new_tokens) -> bool:
+    """Whether the context still holds the tool result and another whole generation."""
+    limit = getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
+    return len(prompt) + len(attempt.ids) + len(tool) + max_new_tokens <= limit
 
 
 def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
@@ -145,21 +153,16 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
         for i, s, c, r in zip(going, samples, candidates, results):
             a = attempts[i]
             a.turns += 1
-            a.ids += s.ids
-            a.trained += [True] * len(s.ids)
-            a.entropy += s.entropy or [0.0] * len(s.ids)
+            a.add(s.ids, True, s.entropy)
             a.candidates.append(c)
             a.results.append(r)
             a.truncated = s.truncated
             if r.ok or turn == turns - 1:
                 continue
             tool = tool_ids(tok, r)
-            if len(prompts[i]) + len(a.ids) + len(tool) + max_new_tokens > max_context(policy):
-                continue  # no room for another whole candidate
-            a.ids += tool
-            a.trained += [False] * len(tool)
-            a.entropy += [0.0] * len(tool)
-            still.append(i)
+            if room(policy, prompts[i], a, tool, max_new_tokens):
+                a.add(tool, False)
+                still.append(i)
         going = still
         if not going:
             break
@@ -193,9 +196,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
         for i, s in zip(going, samples):
             a, ws = attempts[i], spaces[i]
             a.turns += 1
-            a.ids += s.ids
-            a.trained += [True] * len(s.ids)
-            a.entropy += s.entropy or [0.0] * len(s.ids)
+            a.add(s.ids, True, s.entropy)
             a.truncated = s.truncated
             a.transcript += s.text + "\n"
             calls, outputs = lean_tools.parse_calls(s.text), []
@@ -218,12 +219,9 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
             a.transcript += "".join(f"[tool output]\n{out}\n" for out in outputs)
             tool = tok(gap, add_special_tokens=False)["input_ids"]
             said[i] = ended + gap
-            if len(prompts[i]) + len(a.ids) + len(tool) + max_new_tokens > max_context(policy):
-                continue
-            a.ids += tool
-            a.trained += [False] * len(tool)
-            a.entropy += [0.0] * len(tool)
-            still.append(i)
+            if room(policy, prompts[i], a, tool, max_new_tokens):
+                a.add(tool, False)
+                still.append(i)
         going = still
         if not going:
             break
