@@ -9,6 +9,14 @@ clearly more: that gap is what FD distills into the student (arXiv 2605.30861, S
 Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher: pass@1 with each feedback
 source computed on the student's FIRST attempt at the task (exactly what FD's teacher reads). Per
 level; printed as a table and written to calibration.json in the model's folder.
+
+At turn 2 of a multi-turn attempt (turns.py; `--turns 2`): on the tasks whose first attempt failed,
+the context is that attempt and Lean's message on it. There the student writes a second candidate,
+and the teacher (feedback in its prompt, the same failed turn in its context) too: their pass@1, and
+how often each ranks the reference proof's first token first. FD over multi-turn attempts needs
+the teacher clearly ahead there as well.
+
+    python calibrate.py --model runs/small-prover-turns --turns 2
 """
 import json
 import os
@@ -25,6 +33,7 @@ import model as M
 import sampling
 import sft
 import tasks
+import turns
 
 
 @dataclass
@@ -35,10 +44,11 @@ class Config:
     eval_limit: int = 0       # first N test tasks (0 = all)
     seed: int = 0             # seed of the sampling generator
     threads: int = 2          # torch CPU threads
+    turns: int = 1            # 2: also measure student and teacher at the second turn of a failed attempt
 
 
 RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("eval_n", "eval_n_feedback", "threads")]
-RULES += [("eval_limit", lambda v: v >= 0, "0 or more (0: every task)")]
+RULES += [("eval_limit", lambda v: v >= 0, "0 or more (0: every task)"), ("turns", lambda v: v in (1, 2), "1 or 2")]
 
 
 def calibrate(path: str, cfg: Config) -> dict:
@@ -49,8 +59,9 @@ def calibrate(path: str, cfg: Config) -> dict:
     test = tasks.load("mini", split="test")[: cfg.eval_limit or None]
     generator, verdicts = torch.Generator(policy.device).manual_seed(cfg.seed), {}
 
-    def attempts(feedback_texts, k):  # k samples per task -> (samples, results), task-major
+    def attempts(feedback_texts, k, after=None):  # k samples per task -> (samples, results), task-major
         prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
+        prompts = [p + a for p, a in zip(prompts, after)] if after else prompts  # a failed turn, Lean's message
         jobs = [i for i in range(len(test)) for _ in range(k)]
         samples = sampling.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
         keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
@@ -78,8 +89,38 @@ def calibrate(path: str, cfg: Config) -> dict:
     print("level  " + "  ".join(f"{c:>18s}" for c in columns))
     for level, row in table.items():
         print(f"{level:5s}  " + "  ".join(f"{row[c]:18.1f}" for c in columns))
-    return {"model": path, "test_tasks": len(test), "eval_n": n, "eval_n_feedback": cfg.eval_n_feedback,
-            "seed": cfg.seed, "lean": env.version, "pass_percent": table}
+    out = {"model": path, "test_tasks": len(test), "eval_n": n, "eval_n_feedback": cfg.eval_n_feedback,
+           "seed": cfg.seed, "lean": env.version, "pass_percent": table}
+    if cfg.turns == 2:
+        out["turn_2"] = turn_two(policy, test, first, attempts, pass_at, cfg.eval_n_feedback)
+    return out
+
+
+@torch.no_grad()
+def turn_two(policy, test, first, attempts, pass_at, k) -> dict:
+    """Student and teachers at the second turn of each failed first attempt: pass@1 of the second
+    candidate (percent) and how often the reference's first token is the most likely next token."""
+    tok = policy.tokenizer
+    failed = [i for i, (_, r) in enumerate(first) if not r.ok]
+    after = [first[i][0].ids + turns.tool_ids(tok, first[i][1]) if i in set(failed) else [] for i in range(len(test))]
+    rows = {}
+    for source in ("none", "ground-truth", "tutor"):
+        fb = feedback.load(source)
+        texts = [fb(t, a, r) if source != "none" else None for t, (a, r) in zip(test, first)]
+        solved = pass_at(attempts(texts, k, after)[1], 1, k)
+        top1 = []
+        for i in failed:
+            context = M.encode_prompt(tok, test[i], texts[i]) + after[i]
+            reference = tok(" " + test[i].solution, add_special_tokens=False)["input_ids"]
+            logits = policy.model(torch.tensor([context], device=policy.device)).logits[0, -1]
+            top1.append(int(logits.argmax()) == reference[0])
+        name = "student" if source == "none" else f"teacher ({source})"
+        rows[name] = {"pass@1": round(100 * sum(solved[i] for i in failed) / max(len(failed), 1), 1),
+                      "reference first token top-1": round(100 * sum(top1) / max(len(top1), 1), 1)}
+    print(f"turn 2, on the {len(failed)} failed first attempts (their message in context):")
+    for name, row in rows.items():
+        print(f"  {name:24s} " + "  ".join(f"{c} {v:5.1f}" for c, v in row.items()))
+    return {"failed_first_attempts": len(failed), **rows}
 
 
 def main(argv=None) -> dict:

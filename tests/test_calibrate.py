@@ -38,3 +38,16 @@ def test_mistakes_are_one_line(args, line, capsys):
         calibrate.main(args)
     err = capsys.readouterr().err.strip()
     assert exit.value.code == 2 and len(err.splitlines()) == 1 and line in err
+
+
+def test_turn_two_student_and_teachers(tiny_prover, tmp_path):
+    """--turns 2: student and teachers on the failed first attempts, their message in context."""
+    path = tmp_path / "prover"
+    shutil.copytree(tiny_prover, path)
+    report = calibrate.main(["--model", str(path), "--eval-limit", "8", "--eval-n", "1", "--eval-n-feedback", "1",
+                             "--threads", "1", "--turns", "2"])
+    two = report["turn_2"]
+    assert 1 <= two["failed_first_attempts"] <= 8
+    assert set(two) == {"failed_first_attempts", "student", "teacher (ground-truth)", "teacher (tutor)"}
+    assert all(0 <= row[c] <= 100 for name, row in two.items() if name != "failed_first_attempts" for c in row)
+    assert json.loads((path / "calibration.json").read_text())["turn_2"] == two
