@@ -85,6 +85,7 @@ def compact(message: str, limit: int = 160) -> str:
     text = text.replace("but is expected to have type", "but expected")
     text = re.sub(r"^Invalid projection: .*? The expression (.*?) has type (.*?) which does not have the "
                   r"necessary form\.?", r"\1 has type \2 no field", text)
+    text = re.sub(r"\.left\b", ".1", re.sub(r"\.right\b", ".2", text))  # Lean prints h.1 as h.left
     text = text.strip()
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
 
@@ -100,9 +101,10 @@ def lean_said(result, small: bool) -> str:
 
 def tool_ids(tokenizer, result) -> list[int]:
     """The ids appended after a rejected candidate of the small prover's loop (it ended with the
-    policy's end token): ` /- Lean: MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
-    then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.)"""
-    return tokenizer(f" /- Lean: {lean_said(result, small=True)} -/ :=", add_special_tokens=False)["input_ids"]
+    policy's end token): ` /- error : MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
+    then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.) `error` and
+    not `Lean:` because the small prover's word-level vocabulary has one and not the other."""
+    return tokenizer(f" /- error : {lean_said(result, small=True)} -/ :=", add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- the loop
