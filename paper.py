@@ -10,8 +10,9 @@ Every model is then evaluated with n samples per task on three sets: mini:test, 
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
 mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
 
-    python paper.py                     # 3 seeds (not measured yet: estimated at over an hour on 2 CPU cores)
-    python paper.py --quick             # 2 seeds, shorter runs, a slice of mini:test (15.4 minutes measured)
+    python paper.py                     # 3 seeds, 300 mini:test tasks (54.2 minutes measured on 2 CPU cores)
+    python paper.py --quick             # 2 seeds, shorter runs, 150 mini:test tasks (about 15 minutes)
+    python paper.py --turns 3 --methods fd control --model runs/small-prover-turns --out runs/paper_turns
     python paper.py --out runs/paper    # a killed command resumes: finished runs and evaluations stay
 
 Writes OUT/results.json, OUT/results.md (mean and 95% interval over seeds), OUT/pass_at_k.png and

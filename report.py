@@ -117,7 +117,9 @@ def write_paper_markdown(res: dict, path: str) -> None:
              f"{s['seeds']} seeds per method (mean ± 95% interval over seeds; `base`, the starting model, is one "
              f"evaluation). FD: {s['steps']} steps x {s['prompts']} attempts; GRPO: {res['grpo_steps']} steps x "
              f"{s['grpo_prompts']} statements x {s['group']} attempts, the same number of sampled attempts; "
-             f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1"
+             f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1 on "
+             f"{'the first ' + str(s['eval_limit']) if s['eval_limit'] else 'all 600'} mini:test tasks, the 151 "
+             f"textbook theorems and the 352 probes ({s['probes_n']} samples each)"
              + (f", attempts of up to {s['turns']} candidates (Lean's message after each rejected one). "
                 if s.get("turns", 1) > 1 else ". ") +
              f"Wall time {res['minutes']} min (`{res.get('command', 'python paper.py' + (' --quick' if s['quick'] else ''))}`).", "",
