@@ -50,20 +50,22 @@ class Settings:
     revise: float = 0.45          # share of multi-turn examples: failed attempt, Lean's message -> reference
     teacher: float = 0.25         # the same with feedback in the prompt (reference or tutor): FD's teacher
     second: float = 0.3           # share of multi-turn examples with a second wrong candidate before the reference
+    tries: int = 1                # own attempts sampled per statement: when the first fails and a later one
+                                  # is right, that one (the model's own proof) is the revision's target
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3
     max_len: int = 320            # longer examples are dropped
     bf16: bool = True             # bf16 autocast on CPU
     threads: int = 2              # torch CPU threads
 
 
-def own_attempts(policy, env, task_list, seed):
-    """The policy's first attempt at every statement (temperature 1) and Lean's verdict on it."""
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in task_list]
+def own_attempts(policy, env, task_list, seed, tries=1):
+    """The policy's attempts at every statement (temperature 1, `tries` each, task-major) and Lean's verdicts."""
+    prompts = [M.encode_prompt(policy.tokenizer, t) for t in task_list for _ in range(tries)]
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for start in range(0, len(prompts), 256):
         samples += sampling.sample(policy, prompts[start:start + 256], 64, 1.0, 1.0, generator)
-    results = env.check_many([(t, M.proof_text(s)) for t, s in zip(task_list, samples)])
+    results = env.check_many([(t, M.proof_text(s)) for t, s in zip([t for t in task_list for _ in range(tries)], samples)])
     return samples, results
 
 
@@ -72,13 +74,20 @@ def examples(s: Settings, policy, env):
     tok, rng = policy.tokenizer, random.Random(s.seed)
     mix = tuple(float(w) for w in s.level_mix.split(","))
     task_list = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
-    samples, results = own_attempts(policy, env, task_list, s.seed)
+    samples, results = own_attempts(policy, env, task_list, s.seed, s.tries)
+    own = {}  # task -> a right proof of its own, other than its first attempt
+    for i in range(len(task_list)):
+        right = [M.proof_text(x) for x, r in zip(samples[i * s.tries + 1:(i + 1) * s.tries],
+                                                 results[i * s.tries + 1:(i + 1) * s.tries]) if r.ok]
+        if right:
+            own[i] = right[0]
+    samples, results = samples[::s.tries], results[::s.tries]
     # near misses for the second wrong candidate, checked by Lean in one batch
     seconds = {i: sft.corrupt(t, rng) for i, t in enumerate(task_list) if rng.random() < s.second}
     checked = dict(zip(seconds, env.check_many([(task_list[i], w) for i, w in seconds.items()])))
     sources = {"ground-truth": feedback.load("ground-truth"), "tutor": feedback.load("tutor")}
     words = lambda text: tok(" " + text.strip(), add_special_tokens=False)["input_ids"]
-    out, counts = [], dict(plain=0, revise=0, teacher=0, two_wrong=0, own_correct=0)
+    out, counts = [], dict(plain=0, revise=0, teacher=0, two_wrong=0, own_correct=0, own_target=0)
     for i, (task, sample, result) in enumerate(zip(task_list, samples, results)):
         kind = rng.choices(["plain", "revise", "teacher"], [s.plain, s.revise, s.teacher])[0]
         counts["own_correct"] += result.ok
@@ -94,7 +103,9 @@ def examples(s: Settings, policy, env):
             source = rng.choice(["ground-truth", "tutor"])
             fb = sources[source](task, last, last_result)
         prompt = M.encode_prompt(tok, task, fb)
-        target = words(task.solution) + [tok.eos_token_id]
+        proof = own.get(i, task.solution) if kind == "revise" else task.solution  # the teacher reads the reference
+        counts["own_target"] += proof is not task.solution
+        target = words(proof) + [tok.eos_token_id]
         if kind == "plain":
             seq, n_context = prompt + target, len(prompt)
         else:
@@ -123,7 +134,8 @@ def train(s: Settings) -> str:
     return s.out
 
 
-RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("n_tasks", "steps", "batch_size", "warmup", "max_len", "threads")]
+RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("n_tasks", "steps", "batch_size", "warmup", "max_len", "threads",
+                                                       "tries")]
 RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("plain", "revise", "teacher", "weight_decay")]
 RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v: v > 0, "above 0")]
 

@@ -236,3 +236,33 @@ def test_fd_with_turns_on_a_chat_model(qwen_dir, tmp_path):
                        eval_every=0, max_new_tokens=8, threads=1, turns=2, feedback="ground-truth"))
     row = checkpoint.read_metrics(str(tmp_path / "run"))[1]
     assert 1 <= row["turns"] <= 2 and row["attempt_len"] >= 1
+
+
+def test_the_warm_up_prefers_a_right_proof_of_the_models_own(tiny_prover, monkeypatch):
+    """--tries: when the first attempt fails and a later one is right, a plain revision's target is
+    that proof (the model's own), not the reference; the teacher's examples keep the reference."""
+    import types
+
+    import sft_turns
+    policy, env = model.load(tiny_prover), verifier.load("mini")
+    tok = policy.tokenizer
+    train = tasks.load("mini", split="train", n=6, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    own_proof = "h2 h1" if train[0].solution != "h2 h1" else "h1 h2"   # a "right" proof other than the reference
+
+    def fake_attempts(policy, env, task_list, seed, tries):
+        made, verdicts = [], []
+        for t in task_list:
+            for k in range(tries):
+                text = "h9" if k == 0 else (own_proof if t is task_list[0] else "h9")
+                made.append(sampling.make_sample(policy, tok(" " + text, add_special_tokens=False)["input_ids"]))
+                verdicts.append(types.SimpleNamespace(ok=k == 1 and t is task_list[0], status="error",
+                                                      messages=["1:0: error: Unknown identifier `h9`"]))
+        return made, verdicts
+
+    monkeypatch.setattr(sft_turns, "own_attempts", fake_attempts)
+    s = sft_turns.Settings(model=tiny_prover, n_tasks=6, tries=2, plain=0.0, revise=1.0, teacher=0.0, second=0.0)
+    encoded, counts = sft_turns.examples(s, policy, env)
+    target = tok(" " + own_proof, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert counts["own_target"] == 1 and encoded[0][0][-len(target):] == target
+    reference = tok(" " + train[1].solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert encoded[1][0][-len(reference):] == reference
