@@ -187,7 +187,6 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     spaces = [lean_tools.Workspace(t, env, mathlib_sources(env)) for t in tasks]
     talks = [model.chat_messages(t, tools=lean_tools.TOOLS) for t in tasks]
     said = [model.render_prompt(tok, t, tools=lean_tools.TOOLS) for t in tasks]  # the text so far, as rendered
-    checked = [None] * len(tasks)  # (proof, Result) of each attempt's last lean_check_file
     going = list(range(len(tasks)))
     for turn in range(turns):
         samples = sampling.sample(policy, [prompts[i] + attempts[i].ids for i in going], max_new_tokens,
@@ -206,7 +205,6 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
                 before = ws.result
                 outputs.append(ws.run(c))
                 if ws.result is not before:  # a check ran: the file it compiled is a candidate, with Lean's verdict
-                    checked[i] = (ws.answer, ws.result)
                     a.candidates.append(ws.answer)
                     a.results.append(ws.result)
             if not calls or turn == turns - 1:
@@ -231,7 +229,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     final = []
     for i, (a, ws) in enumerate(zip(attempts, spaces)):
         answer = ws.answer if ws.file is not None else _last_text(tok, a)
-        if checked[i] is None or checked[i][0] != answer:
+        if not a.candidates or a.candidates[-1] != answer:  # its last check was not of the answer
             final.append((i, answer))
     for (i, answer), r in zip(final, env.check_many([(tasks[i], answer) for i, answer in final])):
         attempts[i].candidates.append(answer)
