@@ -238,10 +238,12 @@ def summarize(records, tasks, ks, turns=1) -> dict:
     n_min = min(len(by_task[i]) for i in evaluated)
     ks = [k for k in ks if k <= n_min]
 
-    def pass_table(indices, budget=None):  # budget b: an attempt passes if a candidate of its first b did
-        ok = (lambda r: r["ok"]) if budget is None else (lambda r: r["ok"] and r.get("turns", 1) <= budget)
-        return {str(k): sum(pass_at_k(len(by_task[i]), sum(ok(r) for r in by_task[i]), k)
-                            for i in indices) / len(indices) for k in ks}
+    def passed(i, budget=None):  # task i's attempts that pass (within `budget` turns: a candidate of its first b did)
+        return sum(r["ok"] and (budget is None or r.get("turns", 1) <= budget) for r in by_task[i])
+
+    def pass_table(indices, budget=None):
+        return {str(k): sum(pass_at_k(len(by_task[i]), passed(i, budget), k) for i in indices) / len(indices)
+                for k in ks}
 
     max_turns = max([turns] + [r.get("turns", 1) for r in records])
     levels = defaultdict(list)
@@ -271,9 +273,8 @@ def summarize(records, tasks, ks, turns=1) -> dict:
         # the loop stops at an accepted candidate, so the first b turns of an N-turn attempt ARE a b-turn attempt
         "pass_at_k_by_turns": {str(b): pass_table(evaluated, b) for b in range(1, max_turns + 1)},
         # N independent one-shot attempts (pass@N at budget 1), what an N-turn attempt should beat at pass@1
-        "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), sum(r["ok"] and r.get("turns", 1) == 1
-                                                                       for r in by_task[i]), max_turns)
-                                       for i in evaluated) / len(evaluated) if max_turns <= n_min else None),
+        "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated)
+                                   / len(evaluated) if max_turns <= n_min else None),
         "mean_attempt_tokens": sum(r["n_tokens"] for r in records) / max(len(records), 1),
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
         "fraction_truncated": sum(r.get("truncated", False) for r in records) / max(len(records), 1),

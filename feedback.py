@@ -81,10 +81,13 @@ def attempt_parts(attempt):
     return attempt.text, bool(getattr(attempt, "truncated", False))
 
 
-def lean_output(result, limit):
+def real_messages(result) -> list[str]:
     # The mini world's Lean follows each real error with "internal exception #3": noise, drop it.
-    msgs = [m.strip() for m in result.messages if "internal exception #3" not in m]
-    text = "\n".join(m for m in msgs if m) or f"(no messages; status: {result.status})"
+    return [m.strip() for m in result.messages if m.strip() and "internal exception #3" not in m]
+
+
+def lean_output(result, limit):
+    text = "\n".join(real_messages(result)) or f"(no messages; status: {result.status})"
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
 
 

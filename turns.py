@@ -90,12 +90,9 @@ def compact(message: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
 
 
-def lean_said(result, small: bool) -> str:
-    """What the policy reads after a rejected candidate: the compact first real message (small
-    prover), or Lean's whole output (feedback.lean_output, as the "lean" feedback source shows it)."""
-    if not small:
-        return feedback.lean_output(result, 2000)
-    real = [m for m in result.messages if m.strip() and "internal exception #3" not in m]
+def lean_said(result) -> str:
+    """What the small prover reads after a rejected candidate: Lean's first real message, compacted."""
+    real = feedback.real_messages(result)
     return compact(real[0]) if real else f"status {result.status}"
 
 
@@ -104,7 +101,7 @@ def tool_ids(tokenizer, result) -> list[int]:
     policy's end token): ` /- error : MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
     then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.) `error` and
     not `Lean:` because the small prover's word-level vocabulary has one and not the other."""
-    return tokenizer(f" /- error : {lean_said(result, small=True)} -/ :=", add_special_tokens=False)["input_ids"]
+    return tokenizer(f" /- error : {lean_said(result)} -/ :=", add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -260,6 +257,6 @@ def transcript(a: Attempt) -> str:
         return a.answer
     parts = []
     for k, (c, r) in enumerate(zip(a.candidates, a.results), 1):
-        said = "accepted" if r.ok else lean_said(r, small=False)
+        said = "accepted" if r.ok else feedback.lean_output(r, 2000)
         parts.append(f"Candidate {k}:\n{c}\nLean: {said}")
     return "\n\n".join(parts)
