@@ -64,7 +64,7 @@ def calibrate(path: str, cfg: Config) -> dict:
         prompts = [p + a for p, a in zip(prompts, after)] if after else prompts  # a failed turn, Lean's message
         jobs = [i for i in range(len(test)) for _ in range(k)]
         samples = sampling.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
-        keys = [(i, M.proof_text(x)) for i, x in zip(jobs, samples)]
+        keys = [(i, M.proof_text(x, test[i])) for i, x in zip(jobs, samples)]
         todo = sorted(set(keys) - set(verdicts))
         verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))
         return samples, [verdicts[key] for key in keys]

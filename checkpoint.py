@@ -38,7 +38,9 @@ RULES = [
     ("eval_limit", lambda v: v >= 0, "0 or more (0: every task)"),
     ("eval_n", lambda v: v >= 1, "at least 1"),
     ("eval_every", lambda v: v >= 0, "0 or more (0: only before and after)"),
-    ("temperature", lambda v: v >= 0, "0 or more (0: greedy)"),
+    ("temperature", lambda v: v == 1, "1: both losses score the attempt with the policy's own logits, so an attempt "
+                                      "drawn at another temperature would come from a distribution neither trains"),
+    ("max_prompt", lambda v: v >= 0, "0 or more (0: no limit)"),
     ("top_p", lambda v: 0 < v <= 1, "above 0 and at most 1"),
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("turns", lambda v: v >= 1, "at least 1 (1: one-shot attempts)"),
@@ -188,6 +190,31 @@ class Stopwatch:
         self.clock = now
 
 
+class Statements:
+    """The training statements in order, without those whose prompt is longer than max_prompt tokens (Table 1's
+    maximum prompt length; 0: no limit): those are passed over and counted in .too_long. `skip` statements that
+    fit are passed first (a resumed run's), so the count is the same after a resume."""
+
+    def __init__(self, stream, length, max_prompt: int, skip: int = 0):
+        self.stream, self.length, self.max_prompt, self.too_long = stream, length, max_prompt, 0
+        for _ in range(skip):
+            next(self)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        in_a_row = 0
+        for task in self.stream:
+            if not self.max_prompt or self.length(task) <= self.max_prompt:
+                return task
+            self.too_long, in_a_row = self.too_long + 1, in_a_row + 1
+            if in_a_row == 10_000:
+                cli.fail(f"--max-prompt {self.max_prompt}: 10000 statements in a row have a longer prompt "
+                         f"(the last: {self.length(task)} tokens)")
+        raise StopIteration
+
+
 class Run:
     """What a training loop does besides training. It starts the run folder (settings, held-out pass@1
     of the starting model as step 0) or restores it (--resume); then, per finished step, it writes the
@@ -201,9 +228,10 @@ class Run:
             state = load_state(cfg.out, nets, optimizer, scheduler)
             self.start, extra = state["step"], state["extra"]
             self.skipped, self.before, self.before_tasks = extra["skipped"], extra["before"], extra.get("before_tasks")
+            self.lemmas = set(extra.get("lemmas", ()))
         else:
             write_config(cfg.out, asdict(cfg))
-            self.start, self.skipped, self.before_tasks = 0, 0, heldout()
+            self.start, self.skipped, self.before_tasks, self.lemmas = 0, 0, heldout(), set()
             self.before = sum(self.before_tasks) / len(self.before_tasks)
             append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
 
@@ -211,20 +239,23 @@ class Run:
         self.bar = tqdm(range(self.start + 1, self.cfg.steps + 1), initial=self.start, total=self.cfg.steps, desc=desc)
         return self.bar
 
-    def end_step(self, step: int, row: dict, show=("loss", "train_acc", "entropy")):
-        """After the optimizer step: the learning rate moves on, the step's line is written."""
+    def end_step(self, step: int, row: dict, show=("loss", "train_acc", "entropy"), lemmas=()):
+        """After the optimizer step: the learning rate moves on, the step's line is written. `lemmas`: those in
+        the step's correct proofs (proof_metrics.lemmas), counted as distinct over the run (Figures 3-4)."""
         cfg = self.cfg
         lr = self.scheduler.get_last_lr()[0]  # the rate this step used
         self.scheduler.step()
         self.skipped += not math.isfinite(row["grad_norm"])
-        row = {"step": step, **row, "lr": lr, "skipped_nonfinite": self.skipped}
+        self.lemmas.update(lemmas)
+        row = {"step": step, **row, "lr": lr, "skipped_nonfinite": self.skipped, "distinct_lemmas": len(self.lemmas)}
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
             self.after_tasks = self.heldout()
             row["heldout_pass1"] = self.after = sum(self.after_tasks) / len(self.after_tasks)
         append_metrics(cfg.out, row)
         self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
         if step % cfg.save_every == 0 or step == cfg.steps:
-            extra = {"skipped": self.skipped, "before": self.before, "before_tasks": self.before_tasks}
+            extra = {"skipped": self.skipped, "before": self.before, "before_tasks": self.before_tasks,
+                     "lemmas": sorted(self.lemmas)}
             save(cfg, step, self.nets, self.optimizer, self.scheduler, extra, self.policy)
 
     def finish(self):

@@ -59,6 +59,9 @@ class Config:
     top_p: float = 1.0              # nucleus sampling mass
     seed: int = 0                   # seed of the sampling generator
     max_new_tokens: int = 64        # token budget per candidate: twice the longest mini:test reference proof
+    prompt: str = "auto"            # prompt style: auto (by the model's name) | chat | kimina | deepseek
+                                    # | completion | plain (model.STYLES)
+    thinking: bool = True           # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                  # candidates per attempt: after a rejected one, Lean's message is appended
                                     # and the policy writes again (turns.py); 1 = one-shot attempts
     batch_size: int = 64            # attempts sampled together
@@ -322,6 +325,7 @@ RULES = [  # (field, test, what it must be): cli.check
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
     ("turns", lambda v: v >= 1, "at least 1"),
+    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
 ]
 
 
@@ -372,8 +376,8 @@ def main(argv=None) -> dict | None:
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
                "models": []}
     for name in cfg.model:
-        with cli.user_errors(f"evaluate.py: --model {name}", model.ModelNotFound):
-            policy = model.load(sft.resolve_model(name))    # the preset is built here on first use
+        with cli.user_errors(f"evaluate.py: --model {name} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
+            policy = model.load(sft.resolve_model(name), prompt=cfg.prompt, thinking=cfg.thinking)  # the preset: built here
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True, turns=cfg.turns)

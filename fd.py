@@ -26,6 +26,7 @@ import cli
 import evaluate
 import feedback
 import model
+import proof_metrics
 import sft
 import tasks
 import turns
@@ -55,11 +56,17 @@ class Config:
     temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
     max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
+    prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
+                                  # | plain (model.STYLES: a prover family's own documented prompt)
+    thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
                                   # message and writes again (turns.py); the answer is the last one
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
                                   # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
+    feedback_prompt: int = 4      # the critique instructions of LLM/self critics (Appendix B's ablation): 1 bare,
+                                  # 2 + numbered items, 3 + self-contained Do/Don't orders, 4 the final prompt
     topk: int = TOPK              # K; 0 = full-vocabulary forward KL
     renorm: bool = False          # renormalise the teacher's top-K probabilities
     tail: bool = False            # add the tail bucket: the teacher's mass outside the top K
@@ -77,7 +84,7 @@ class Config:
 
 
 # The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
-PAPER = dict(prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
+PAPER = dict(max_prompt=2048, prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,6 +164,8 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
         first_turn_acc=sum(a.results[0].ok for a in attempts) / len(attempts),
         feedback_len=sum(len(t) - len(p) for t, p in zip(teacher_prompts, prompts)) / len(batch),
         feedback_failures=source.stats["failures"] - failures,
+        epistemic_words=sum(proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts) / len(attempts),
+        lemmas=set().union(*(proof_metrics.lemmas(t, a.answer) for t, a in zip(batch, attempts) if a.result.ok)),
         grad_norm=grad_norm,
         **clock.times,
     )
@@ -165,10 +174,12 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
 # ----------------------------------------------------------------------------------------------
 # 3. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
+RULES = checkpoint.RULES + [
+    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
     ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
     ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("ema_every", lambda v: v >= 1, "at least 1"),
+    ("feedback_prompt", lambda v: v in (1, 2, 3, 4), "1, 2, 3 or 4"),
 ]
 
 
@@ -190,12 +201,14 @@ def setup(cfg: Config):
                          ValueError, verifier.LeanNotFound):
         env = verifier.load(cfg.verifier, lean=cfg.lean)
     self_fd = cfg.feedback.split(":")[0] == "self"  # Self-FD's critic is the model itself: loaded below
-    options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"))
+    options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"),
+                   prompt=cfg.feedback_prompt)
     with cli.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
     # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
-    with cli.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
-        policy = model.load(sft.resolve_model(cfg.model), device=cfg.device or None, dtype=torch.float32)
+    with cli.user_errors(f"fd.py: --model {cfg.model} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
+        policy = model.load(sft.resolve_model(cfg.model), device=cfg.device or None, dtype=torch.float32,
+                            prompt=cfg.prompt, thinking=cfg.thinking)
     if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
         source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
@@ -215,16 +228,19 @@ def train(cfg: Config):
     evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
-    stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
+    length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
+    stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
+                                   skip=run.start * cfg.prompts)  # statements already used
     print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
           f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("FD"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
         row = fd_step(cfg, policy, teacher, env, source, optimizer, batch, generator)
+        row["long_prompts_skipped"] = stream.too_long
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
-        run.end_step(step, row)
+        run.end_step(step, row, lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
         print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))

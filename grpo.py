@@ -32,6 +32,7 @@ import checkpoint
 import cli
 import evaluate
 import model
+import proof_metrics
 import sft
 import tasks
 import turns
@@ -61,6 +62,10 @@ class Config:
     temperature: float = 1.0      # sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
     max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
+    prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
+                                  # | plain (model.STYLES: a prover family's own documented prompt)
+    thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the policy reads Lean's
                                   # message and writes again (turns.py); the reward is on the last one
     chunk_size: int = 1024        # attempt positions whose logits exist at once in the log-probs
@@ -80,7 +85,7 @@ class Config:
 
 
 # The paper's GRPO settings (Qwen3.5-9B on 8 x H200): `--paper`.
-PAPER = dict(prompts=128, group=5, lr=1e-7, kl_coef=0.001, warmup=50, max_new_tokens=8192)
+PAPER = dict(max_prompt=2048, prompts=128, group=5, lr=1e-7, kl_coef=0.001, warmup=50, max_new_tokens=8192)
 
 ADV_EPS = 1e-4
 
@@ -213,6 +218,8 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
         clip_frac=clip_frac,
         frac_groups_with_signal=(rewards.std(1) > 0).float().mean().item(),
         grad_norm=grad_norm,
+        epistemic_words=sum(proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled) / n_seqs,
+        lemmas=set().union(*(proof_metrics.lemmas(t, a.answer) for t, a in zip(jobs, rolled) if a.result.ok)),
         **clock.times,
     )
 
@@ -220,7 +227,8 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
 # ----------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
+RULES = checkpoint.RULES + [
+    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
     ("group", lambda v: v >= 2, "at least 2 (group advantages compare attempts at one statement)"),
     ("kl_coef", lambda v: v >= 0, "0 or more (0: no reference model)"),
     ("micro_batch", lambda v: v >= 1, "at least 1"),
@@ -256,10 +264,12 @@ def setup(cfg: Config):
         env = verifier.load(cfg.verifier, lean=cfg.lean)
     # pi_theta, trained (fp32 master weights, bf16 autocast on a GPU: model.autocast), and pi_ref: the
     # same starting checkpoint, frozen for the whole run (no pi_ref when kl_coef = 0)
-    with cli.user_errors(option, model.ModelNotFound):
+    with cli.user_errors(option + f" --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
         init = sft.resolve_model(start_model(cfg))
-        policy = model.load(init, device=cfg.device or None, dtype=torch.float32)
-        ref = model.load(init, device=policy.device).model.requires_grad_(False) if cfg.kl_coef > 0 else None
+        policy = model.load(init, device=cfg.device or None, dtype=torch.float32,
+                            prompt=cfg.prompt, thinking=cfg.thinking)
+        # fp32 like the policy's master weights: in bf16 the KL would not be 0 at step 0
+        ref = model.load(init, device=policy.device, dtype=torch.float32).model.requires_grad_(False) if cfg.kl_coef > 0 else None
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         policy.model.gradient_checkpointing_enable()
     policy.model.train()
@@ -275,14 +285,17 @@ def train(cfg: Config):
     evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
-    stream = tasks.stream(cfg.tasks, cfg.seed, skip=run.start * cfg.prompts)  # statements already used
+    length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
+    stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
+                                   skip=run.start * cfg.prompts)  # statements already used
     print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
           f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("GRPO"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
         row = grpo_step(cfg, policy, ref, env, optimizer, batch, generator)
-        run.end_step(step, row, show=("reward", "kl", "entropy"))
+        row["long_prompts_skipped"] = stream.too_long
+        run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
         print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))

@@ -67,6 +67,7 @@ class Task:
     header: str = ""     # text placed before the statement (mini world: nothing)
     solution: str | None = None   # reference proof: the text that follows ":="
     level: int = 0       # difficulty level (1 = easiest); 0 = unknown
+    informal: str = ""   # the problem in words (miniF2F's informal_prefix), for the prompts that show it
 
 
 @dataclass

@@ -74,6 +74,8 @@ def screen(task, proof, max_chars: int = MAX_CHARS, known: set[str] = frozenset(
         return "reject", "proof is not valid Unicode text (it holds a lone surrogate)"
     if "\x00" in proof:
         return "reject", "proof contains a NUL character"
+    if re.match(r"\s*(theorem|lemma|example)\b", proof):  # model.proof_text keeps only a restatement that differs
+        return "reject", "the answer restates the theorem with a different statement; prove the statement as given"
     for bad, why in [("#", "`#` commands are not allowed"), ("@[", "attributes are not allowed")]:
         if bad in proof:
             return "reject", why

@@ -31,6 +31,7 @@ import subprocess
 from dataclasses import dataclass
 
 import feedback
+import model
 
 TOOLS = [
     {"type": "function", "function": {
@@ -241,7 +242,7 @@ def tool_messages(tokenizer, conversation: list[dict], outputs: list[str], tools
     then the plain rendering: each output in <tool_response> tags (Qwen3's own wrapping) on lines of their own,
     then the template's generation prompt (the conversation rendered with it, minus without it)."""
     def render(messages, prompt):
-        return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=prompt)
+        return model.chat_template(tokenizer, messages, tools, add_generation_prompt=prompt)
     before = render(conversation, False)
     after = render(conversation + [{"role": "tool", "content": out} for out in outputs], True)
     if after.startswith(before):

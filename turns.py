@@ -69,6 +69,10 @@ class Attempt:
     def n_sampled(self) -> int:
         return sum(self.trained)
 
+    @property
+    def sampled_ids(self) -> list[int]:  # what the policy wrote, every turn, without the tool results
+        return [i for i, own in zip(self.ids, self.trained) if own]
+
 
 # ----------------------------------------------------------------------------- Lean's message, as a tool result
 
@@ -144,7 +148,7 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
         samples = sampling.sample(policy, contexts, max_new_tokens, temperature, top_p, generator)
         if clock:
             clock.lap("sample")
-        candidates = [model.proof_text(s) for s in samples]
+        candidates = [model.proof_text(s, t) for s, t in zip(samples, tasks)]
         results = env.check_many([(tasks[i], c) for i, c in zip(going, candidates)])
         if clock:
             clock.lap("lean")
@@ -208,7 +212,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
                 continue
             # what the template puts after this generation (its turn's end) and the tools' outputs
             talks[i] = talks[i] + [{"role": "assistant", "content": s.text}]
-            closed = tok.apply_chat_template(talks[i], tools=lean_tools.TOOLS, tokenize=False)
+            closed = model.chat_template(tok, talks[i], lean_tools.TOOLS, add_generation_prompt=False)
             ended = said[i] + tok.decode(s.ids)
             gap = closed[len(ended):] if closed.startswith(ended) else "\n"
             gap += lean_tools.tool_messages(tok, talks[i], outputs)
@@ -225,7 +229,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     # the answer: the last file written (or, without one, the proof in the last generation), with its verdict
     final = []
     for i, (a, ws) in enumerate(zip(attempts, spaces)):
-        answer = ws.answer if ws.file is not None else _last_text(tok, a)
+        answer = ws.answer if ws.file is not None else _last_text(tok, a, tasks[i])
         if not a.candidates or a.candidates[-1] != answer:  # its last check was not of the answer
             final.append((i, answer))
     for (i, answer), r in zip(final, env.check_many([(tasks[i], answer) for i, answer in final])):
@@ -236,10 +240,10 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     return attempts
 
 
-def _last_text(tok, a: Attempt) -> str:
+def _last_text(tok, a: Attempt, task) -> str:
     """The proof in the attempt's last generation: its ids after the last tool output."""
     start = len(a.trained) - next((k for k, own in enumerate(reversed(a.trained)) if not own), len(a.trained))
-    return model.proof_text(tok.decode(a.ids[start:], skip_special_tokens=True))
+    return model.proof_text(tok.decode(a.ids[start:], skip_special_tokens=True), task)
 
 
 def trained_mask(attempts, like):
