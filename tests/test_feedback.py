@@ -1,5 +1,7 @@
-"""Tests for feedback.py: the offline sources on mini-world tasks, and the HTTP sources against real
-HTTP servers on 127.0.0.1 that inject faults (429 + Retry-After, 500, hang, garbage, refused).
+"""Tests for feedback.py: the offline sources on mini-world and real (Mathlib-style) tasks, the critique
+prompts' ablation, and the HTTP sources against real HTTP servers on 127.0.0.1 that inject faults (429 +
+Retry-After, 500, hang, garbage, refused, a 400 refusing max_tokens as OpenAI does, an exhausted quota,
+a reply spent on reasoning, a critic that keeps failing).
 Run: python -m pytest -q tests/test_feedback.py"""
 import http.server
 import json
