@@ -1,39 +1,58 @@
 """F(y): the feedback sources of Feedback Distillation.
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861),
-Section 3 (the teacher is the same model with F(y) in its prompt), Appendix B (the critique prompt)
-and the feedback-source ablations (LLM critique, ground truth, Lean output, self, constant).
+Section 3 (the teacher is the same model with F(y) in its prompt), Appendix B (the critique prompt
+and its ablation) and the feedback-source ablations (LLM critique, ground truth, Lean output, self,
+constant).
 
 A source is a callable (task, attempt, result) -> str returning the FRAMED block (a short header
 line plus the feedback) that model.render_prompt puts in the teacher prompt unchanged. `attempt` is
-the proof text or a sampling.Sample (.text, .truncated); `result` needs only .ok, .status, .messages.
+the proof text, a sampling.Sample or a turns.Attempt (.text, .truncated, .transcript); `result` needs
+only .ok, .status, .messages.
 
     import feedback
     fb = feedback.load("tutor")   # "openai:MODEL", "anthropic:MODEL", "lean", "ground-truth", "self",
     fb(task, "⟨h2.1, h1.1⟩", result)                    # "constant:Be concise.", "none" (control)
     # -> "Hint:\n1. Do build the pair ⟨_, _⟩.\n2. Do apply h2 in the first part.\n3. Don't use h2.1: ..."
-    texts = fb.batch([(task, attempt, result), ...])    # concurrent; never raises (falls back to "lean")
+    texts = fb.batch([(task, attempt, result), ...])    # one step's feedback, concurrent
     fb.stats   # calls, failures, cache_hits, requests, retries, prompt_tokens, completion_tokens
 
-The framing templates are ours (the paper quotes only "Example of a correct solution" and "feedback
-from your unsuccessful earlier attempt"): see TEMPLATES. They are short because the mini world's
-tiny prover has about 200 tokens for prompt + feedback + proof. The offline tutor's rules are in
-tutor.py.
+Frames (TEMPLATES): Lean FD gives, on failure, the paper's sentence "The following is feedback from
+your unsuccessful earlier attempt:" and Lean's output (cut at Settings.lean_chars in the mini world,
+whose small prover has about 200 tokens for prompt + feedback + proof; kept whole up to
+Settings.full_lean_chars on real Mathlib tasks: is_mini tells them apart), and on success the proof
+(model.proof_text: never a chat model's reasoning or prose) under "Example of a correct solution:".
+Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" frame.
+
+Critique prompts (PROMPTS, our wording of Appendix B's ablation): 1 the bare task, 2 + 1-3 numbered
+items of 10-50 words, 3 + self-contained "Do X" / "Don't do X" orders, 4 the final prompt: an expert
+tutor naming errors and useful / useless steps, guidance not judgement, tool use, concision when the
+attempt was cut off. The offline tutor's rules are in tutor.py (it too asks for a shorter proof when
+the attempt was cut off).
+
+HTTP critics (requests): timeouts, bounded retries of 429 / 5xx / network faults with jittered
+backoff and Retry-After, one deadline per call; no retry on a client error or an exhausted quota;
+the key is never printed. OpenAI's own endpoint gets `max_completion_tokens` with room for a
+reasoning model's hidden reasoning (Settings.reasoning_tokens); other servers get `max_tokens`
+unless they refuse it the way OpenAI does. batch() falls back to Lean feedback for a failed call,
+and raises FeedbackError when every call failed in Settings.max_failed_batches batches in a row:
+a broken critic stops the run instead of quietly turning it into Lean FD.
 Test: python -m pytest -q tests/test_feedback.py
 """
 import concurrent.futures
 import copy
 import email.utils
 import hashlib
-import http.client
 import json
 import os
 import random
+import re
 import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
+
+import requests
 
 import model
 import sampling
@@ -50,9 +69,12 @@ class Settings:
     deadline_s: float = 180.0        # one call, all tries and waits together
     pool_size: int = 8               # concurrent calls in batch() for HTTP sources
     max_tokens: int = 512            # the critic's answer budget
-    temperature: float | None = None  # None: the API's default (some models reject the field)
-    lean_chars: int = 300            # Lean output kept in the framed "lean" block (tiny-model budget)
-    prompt_lean_chars: int = 4000    # Lean output kept in the critique prompt
+    reasoning_tokens: int = 8192     # + max_tokens = max_completion_tokens on OpenAI's endpoint, where
+                                     # reasoning models (o-series, GPT-5) spend them on hidden reasoning first
+    temperature: float | None = None  # None: the API's default (reasoning models reject the field)
+    max_failed_batches: int = 3      # batch() raises after this many batches in a row with every call failed (0: never)
+    lean_chars: int = 300            # mini world: Lean output kept in the framed "lean" block (tiny-model budget)
+    full_lean_chars: int = 10_000    # Lean output kept in every critique prompt and in real tasks' "lean" block
     cache_dir: str | None = None     # one JSON file per (source, model, prompt) key; None: no cache
 
 
@@ -60,11 +82,39 @@ class FeedbackError(RuntimeError):
     """A source could not produce feedback (HTTP failure, bad response, missing solution)."""
 
 
+class HTTPError(FeedbackError):
+    """A refused request: the HTTP status and the API's own error code and param, when it gave them."""
+
+    def __init__(self, message, status, code=None, param=None):
+        super().__init__(message)
+        self.status, self.code, self.param = status, code, param
+
+
+# ---- which world a task is from ------------------------------------------------------------------
+_MINI_WORDS = {"Prop", "Type", "And", "Or", "Not", "Iff", "Exists", "True", "False", "fun"}
+_MINI_SYNTAX = re.compile(r"(?:\s+|:=|=>|[():,→∀]|[^\W\d][\w']*)*")
+_BINDERS = re.compile(r"(?:\(|∀|fun)\s*((?:[^\W\d][\w']*\s*)+?)(?::|,|=>)")
+
+
+def is_mini(task) -> bool:
+    """A mini-world task (mini_world.py, data/*.jsonl): no header, and a statement in the mini prelude's
+    language only, i.e. And / Or / Not / Iff / Exists / → / ∀ over the names its binders introduce. A
+    header alone cannot tell: a Mathlib JSONL file may leave it out (the verifier then adds its own);
+    and a real statement names something else (ℝ, Nat, ∧, =, a digit)."""
+    if (task.header or "").strip():
+        return False
+    body = re.sub(r"^\s*(?:theorem|lemma)\s+\S+", "", task.statement)
+    if not _MINI_SYNTAX.fullmatch(body):
+        return False
+    bound = {w for group in _BINDERS.findall(body) for w in group.split()}
+    return set(re.findall(r"[^\W\d][\w']*", body)) <= _MINI_WORDS | bound
+
+
 # ---- framing: how feedback reads in the teacher prompt --------------------------------------------
 TEMPLATES = {
-    "solution": "Example of a correct solution: {text}",              # ground truth; "lean" on success
-    "lean": "Feedback from an unsuccessful earlier attempt:\n{text}",  # raw Lean output on failure
-    "hint": "Hint:\n{text}",                                         # tutor, LLM, self, constant
+    "solution": "Example of a correct solution: {text}",                            # ground truth; "lean" on success
+    "lean": "The following is feedback from your unsuccessful earlier attempt:\n{text}",  # the paper's sentence
+    "hint": "Hint:\n{text}",                                                       # tutor, LLM, self, constant
 }
 
 
@@ -75,7 +125,7 @@ def frame(kind, text):
 
 
 def attempt_parts(attempt):
-    """(text, truncated) from a str or a sampling.Sample-like object."""
+    """(text, truncated) from a str or a sampling.Sample / turns.Attempt-like object."""
     if isinstance(attempt, str):
         return attempt, False
     return attempt.text, bool(getattr(attempt, "truncated", False))
@@ -92,36 +142,57 @@ def lean_output(result, limit):
 
 
 def lean_feedback(task, attempt, result, settings=None):
-    """The paper's "Lean FD": the compiler output on failure, the found proof on success."""
-    if result.ok:
-        return frame("solution", attempt_parts(attempt)[0])
-    return frame("lean", lean_output(result, (settings or Settings()).lean_chars))
+    """The paper's "Lean FD": the compiler output on failure (the mini world's cut to its small
+    prover's budget; a real task's whole, up to a generous limit), the found proof on success."""
+    s = settings or Settings()
+    if result.ok:   # the proof Lean accepted, not the whole generation (a chat model's reasoning, prose)
+        return frame("solution", model.proof_text(attempt_parts(attempt)[0]))
+    return frame("lean", lean_output(result, s.lean_chars if is_mini(task) else s.full_lean_chars))
 
 
-# ---- critique instructions (Appendix B, our wording); four variants for the ablation -------------
-_ASK = ("A model tried to prove the Lean 4 theorem below. Write feedback on its attempt.\n\n"
-        "Theorem statement (Lean 4):\n{statement}\n\nFull attempt:\n{attempt}\n\n"
-        "Final Lean output:\n{lean}\n\n")
-_STRUCTURE = "Answer with 1 to 3 numbered items. Each item is an imperative that starts with \"Do\" or \"Don't\".\n"
-_CONSTRAINTS = ("Each item must be self-contained and 10 to 50 words long. Do not use the second person. "
-                "Write nothing besides the numbered items.\n")
-_FINAL = ("Point at the first real mistake and the idea that fixes it, without writing the whole proof. "
-          "Encourage checking each step with the Lean compiler.\n")
+# ---- critique instructions (Appendix B's ablation, in the paper's order; our wording) -------------
+_TASK = ("A model tried to prove the Lean 4 theorem below.\n\n"
+         "Theorem statement (Lean 4):\n{statement}\n\nFull attempt:\n{attempt}\n\n"
+         "Final Lean output:\n{lean}\n\n")
+_WRITE = "Write feedback on the attempt.\n"
+_ITEMS = ("Answer with 1 to 3 numbered items, each 10 to 50 words long, and nothing else: "
+          "no introduction, no summary.\n")
+_ORDERS = ("Make each item a self-contained order for a future solver who will not see this attempt, "
+           "of the form \"Do X.\" or \"Don't do X.\", impersonal: never in the second person.\n")
+_TUTOR = "You are an expert tutor of Lean 4 theorem proving.\n\n"
+_FINAL = ("Name the errors in the attempt, the steps that were useful and the steps that were useless. "
+          "Give guidance for the next attempt, not a judgement of this one, and do not mention the student. "
+          "Encourage checking each step with the Lean compiler{mathlib}. Start your answer with \"1.\".\n")
+_MATHLIB = " and searching Mathlib for the lemmas a step needs"   # not in the mini world: it has no Mathlib
 _CUT = "The attempt was cut off at the length limit: one item must ask for a shorter, more concise proof.\n"
-PROMPTS = {1: [], 2: [_STRUCTURE], 3: [_STRUCTURE, _CONSTRAINTS], 4: [_STRUCTURE, _CONSTRAINTS, _FINAL]}
+PROMPTS = {  # version: (role, instructions after the task)
+    1: ("", [_WRITE]),
+    2: ("", [_WRITE, _ITEMS]),
+    3: ("", [_WRITE, _ITEMS, _ORDERS]),
+    4: (_TUTOR, [_WRITE, _ITEMS, _ORDERS, _FINAL]),
+}
 
 
-def critique_prompt(task, attempt, result, version=4, lean_chars=4000):
+def critique_prompt(task, attempt, result, version=4, lean_chars=10_000):
     text, truncated = attempt_parts(attempt)
     header = task.header.strip() + "\n" if getattr(task, "header", "") else ""
     lean = "Success: no errors." if result.ok else lean_output(result, lean_chars)
-    rules = PROMPTS[version] + ([_CUT] if truncated and version == 4 else [])
+    role, rules = PROMPTS[version]
+    rules = rules + ([_CUT] if truncated and version == 4 else [])
     # a multi-turn attempt (turns.Attempt): the critic reads all of it, every candidate and Lean's answers
     attempt = getattr(attempt, "transcript", "") or text
-    return _ASK.format(statement=header + task.statement, attempt=attempt, lean=lean) + "".join(rules)
+    task_text = _TASK.format(statement=header + task.statement, attempt=attempt, lean=lean)
+    return role + task_text + "".join(rules).replace("{mathlib}", "" if is_mini(task) else _MATHLIB)
 
 
 # ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------
+QUOTA_CODES = {"insufficient_quota", "enforced_spend_limit_reached"}   # a 429 that waiting does not cure
+
+
+def _scrubber(secret):
+    return (lambda text: text.replace(secret, "***")) if secret else str
+
+
 def _retry_after(headers):
     value = headers.get("Retry-After") if headers else None
     try:
@@ -133,31 +204,54 @@ def _retry_after(headers):
             return None
 
 
+def _api_error(response):
+    """(code, param) of an error reply: OpenAI {"error": {"code", "param", "type"}}, Anthropic
+    {"error": {"type", "details": {"error_code"}}}; (None, None) for anything else."""
+    try:
+        err = response.json()["error"]
+        code = (err.get("details") or {}).get("error_code") or err.get("code") or err.get("type")
+        return (code if isinstance(code, str) else None), err.get("param")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, None
+
+
+def _reason(e):
+    """A network fault in a few words: "ConnectTimeout: ... timed out", "ConnectionError: ... refused"."""
+    inner = e.args[0] if e.args else e
+    text = str(getattr(inner, "reason", inner))
+    return f"{type(e).__name__}: " + re.sub(r"^\w+\(.*?\): ", "", text)
+
+
 def post_json(url, headers, body, s, stats, secret=""):
     """POST JSON and decode the reply. Retries 429, 5xx, timeouts and connection errors, at most
-    s.max_attempts tries within s.deadline_s; then FeedbackError naming url and the last status."""
-    scrub = (lambda t: t.replace(secret, "***")) if secret else str   # never echo the key
-    data, start, last = json.dumps(body).encode(), time.monotonic(), "no response"
+    s.max_attempts tries within s.deadline_s; then FeedbackError naming url and the last status. A
+    client error (4xx) or an exhausted quota fails at once: HTTPError with the API's error code.
+    Every message is scrubbed of `secret`, and raised outside any `except`, so no chained exception
+    (whose request holds the key header) travels with it."""
+    scrub = _scrubber(secret)   # never echo the key
+    start, last = time.monotonic(), "no response"
     for i in range(s.max_attempts):
-        wait = None
+        stats.add(requests=1)
+        left = s.deadline_s - (time.monotonic() - start)
         try:
-            stats.add(requests=1)
-            left = s.deadline_s - (time.monotonic() - start)
-            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            with urllib.request.urlopen(req, timeout=max(0.01, min(s.timeout_s, left))) as r:
-                raw = r.read()
+            r = requests.post(url, json=body, headers=headers, timeout=max(0.01, min(s.timeout_s, left)))
+        except requests.RequestException as e:   # refused, reset, timed out
+            r, last = None, scrub(_reason(e))
+        wait = None
+        if r is not None and r.ok:
             try:
-                return json.loads(raw)
+                return r.json()
             except ValueError:
-                raise FeedbackError(f"{url}: unparseable response (HTTP 200): "
-                                    f"{scrub(raw[:80].decode(errors='replace'))!r}") from None
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code}"
-            if e.code != 429 and e.code < 500:   # a client error does not heal by retrying
-                raise FeedbackError(f"{url}: {last}: {scrub(e.read()[:200].decode(errors='replace'))}") from None
-            wait = _retry_after(e.headers)
-        except (OSError, http.client.HTTPException) as e:   # refused, reset, timed out
-            last = scrub(f"{type(e).__name__}: {getattr(e, 'reason', e)}")
+                pass
+            raise FeedbackError(scrub(f"{url}: unparseable response (HTTP {r.status_code}): {r.text[:80]!r}"))
+        if r is not None:
+            last, (code, param) = f"HTTP {r.status_code}", _api_error(r)
+            if r.status_code == 429 and code in QUOTA_CODES:
+                raise HTTPError(scrub(f"{url}: HTTP 429 {code}: the account's quota or credit is used up "
+                                      f"(not retried; add credit or use another key): {r.text[:200]}"), 429, code, param)
+            if r.status_code != 429 and r.status_code < 500:   # a client error does not heal by retrying
+                raise HTTPError(scrub(f"{url}: {last}: {r.text[:300]}"), r.status_code, code, param)
+            wait = _retry_after(r.headers)
         if i + 1 == s.max_attempts:
             break
         if wait is None:
@@ -167,21 +261,22 @@ def post_json(url, headers, body, s, stats, secret=""):
             break
         stats.add(retries=1)
         time.sleep(wait)
-    raise FeedbackError(f"{url}: gave up after {i + 1} tries; last: {last}")
+    raise FeedbackError(scrub(f"{url}: gave up after {i + 1} tries; last: {last}"))
 
 
-def _openai_reply(r):
-    u = r.get("usage") or {}
-    return r["choices"][0]["message"]["content"], u.get("prompt_tokens", 0), u.get("completion_tokens", 0)
+def _openai_reply(r):  # -> (text, prompt tokens, completion tokens, cut off at the budget)
+    u, choice = r.get("usage") or {}, r["choices"][0]
+    text = choice["message"].get("content") or ""   # None for a refusal or a reply spent on reasoning
+    return text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), choice.get("finish_reason") == "length"
 
 
 def _anthropic_reply(r):
     u = r.get("usage") or {}
     text = "".join(c["text"] for c in r["content"] if c.get("type") == "text")
-    return text, u.get("input_tokens", 0), u.get("output_tokens", 0)
+    return text, u.get("input_tokens", 0), u.get("output_tokens", 0), r.get("stop_reason") == "max_tokens"
 
 
-APIS = {  # path, key header, fixed headers, key variable, public endpoint, reply -> (text, in, out)
+APIS = {  # path, key header, fixed headers, key variable, public endpoint, reply -> (text, in, out, cut)
     "openai": ("/chat/completions", lambda k: {"Authorization": f"Bearer {k}"}, {}, "OPENAI_API_KEY",
                "https://api.openai.com/v1", _openai_reply),
     "anthropic": ("/messages", lambda k: {"x-api-key": k}, {"anthropic-version": "2023-06-01"},
@@ -189,21 +284,48 @@ APIS = {  # path, key header, fixed headers, key variable, public endpoint, repl
 }
 
 
+def budget(style, base_url, s):
+    """The answer-budget field of a request. OpenAI's own endpoint refuses `max_tokens` for its
+    reasoning models (o-series, GPT-5) and counts their hidden reasoning in `max_completion_tokens`:
+    that, with room for the reasoning. Any other server (vLLM, a proxy) and Anthropic: `max_tokens`."""
+    if style == "openai" and urllib.parse.urlparse(base_url).hostname == "api.openai.com":
+        return {"max_completion_tokens": s.max_tokens + s.reasoning_tokens}
+    return {"max_tokens": s.max_tokens}
+
+
 def _http_critic(style, model_name, s, key, base_url):
     path, key_header, fixed, _, _, parse = APIS[style]
     url = base_url.rstrip("/") + path
     headers = {"Content-Type": "application/json", **fixed, **(key_header(key) if key else {})}
+    limit = budget(style, base_url, s)
 
-    def ask(prompt, stats):
-        body = {"model": model_name, "max_tokens": s.max_tokens, "messages": [{"role": "user", "content": prompt}]}
+    def post(prompt, stats):
+        body = {"model": model_name, **limit, "messages": [{"role": "user", "content": prompt}]}
         if s.temperature is not None:
             body["temperature"] = s.temperature
-        reply = post_json(url, headers, body, s, stats, key)
+        return post_json(url, headers, body, s, stats, key)
+
+    def ask(prompt, stats):
+        nonlocal limit
         try:
-            text, n_in, n_out = parse(reply)
+            reply = post(prompt, stats)
+        except HTTPError as e:   # another host serving OpenAI's reasoning models (a proxy, Azure): it says
+            if not (e.status == 400 and e.param == "max_tokens" and "max_tokens" in limit):  # so, once
+                raise
+            limit = {"max_completion_tokens": s.max_tokens + s.reasoning_tokens}   # from now on
+            reply = None
+        if reply is None:
+            reply = post(prompt, stats)
+        try:
+            text, n_in, n_out, cut = parse(reply)
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise FeedbackError(f"{url}: unparseable response: {str(reply)[:80]!r}") from None
+            text = None
+        if text is None:
+            raise FeedbackError(_scrubber(key)(f"{url}: unparseable response: {str(reply)[:80]!r}"))
         stats.add(prompt_tokens=n_in, completion_tokens=n_out)
+        if cut and not text.strip():
+            raise FeedbackError(f"{url}: {model_name} used its whole budget ({limit}) before writing any feedback "
+                                "(a reasoning model reasons first): raise Settings.reasoning_tokens")
         return text
     return ask
 
@@ -248,10 +370,11 @@ class Feedback:
     """F as a callable. Offline sources call `write` (it returns the framed block); critics call
     `ask(prompt, stats) -> text`, cached on disk, and the text is framed as a hint."""
 
-    def __init__(self, spec, settings, write=None, ask=None, model_name="", remote=False):
+    def __init__(self, spec, settings, write=None, ask=None, model_name="", remote=False, scrub=str):
         self.spec, self.settings, self.stats = spec, settings, Stats()
-        self._write, self._ask, self._model, self._remote = write, ask, model_name, remote
+        self._write, self._ask, self._model, self._remote, self._scrub = write, ask, model_name, remote, scrub
         self._asked = {}  # prompt -> critique, answered ahead by one batched call (batch())
+        self.failed_batches = 0   # batches in a row in which every call failed
 
     def __repr__(self):
         return f"Feedback({self.spec!r})"
@@ -267,7 +390,7 @@ class Feedback:
             raise
 
     def _prompt(self, task, attempt, result):  # the statement, the attempt and the Lean output
-        return critique_prompt(task, attempt, result, self.settings.prompt, self.settings.prompt_lean_chars)
+        return critique_prompt(task, attempt, result, self.settings.prompt, self.settings.full_lean_chars)
 
     def _critique(self, task, attempt, result):
         s = self.settings
@@ -293,12 +416,18 @@ class Feedback:
         return text
 
     def batch(self, items):
-        """Feedback for many (task, attempt, result). Never raises: a failed item gets "lean"
-        feedback instead (and counts in stats["failures"]), so a bad critic cannot stop training."""
+        """Feedback for many (task, attempt, result), in order. A failed item gets "lean" feedback
+        instead (and counts in stats["failures"]), so a passing fault cannot stop training. But when
+        every call failed in settings.max_failed_batches batches in a row, the source is broken (no
+        credit, a refused request, a server down) and the run would quietly be Lean FD: FeedbackError,
+        naming the source, the count and the last error."""
+        errors = []
+
         def one(item):
             try:
                 return self(*item)
-            except Exception:
+            except Exception as e:
+                errors.append(e)
                 return lean_feedback(*item, self.settings)
         many = getattr(self._ask, "many", None)
         if many and len(items) > 1:  # a local critic answers every prompt in one batched call
@@ -307,14 +436,23 @@ class Feedback:
                 self._asked = dict(zip(prompts, many(prompts, self.stats)))
             except Exception:  # each item then asks on its own, and falls back on its own
                 self._asked = {}
-            try:
-                return [one(x) for x in items]
-            finally:
-                self._asked = {}
-        if not self._remote or len(items) < 2:
-            return [one(x) for x in items]
-        with concurrent.futures.ThreadPoolExecutor(min(self.settings.pool_size, len(items))) as pool:
-            return list(pool.map(one, items))
+        try:
+            if self._remote and len(items) > 1:
+                with concurrent.futures.ThreadPoolExecutor(min(self.settings.pool_size, len(items))) as pool:
+                    texts = list(pool.map(one, items))
+            else:
+                texts = [one(x) for x in items]
+        finally:
+            self._asked = {}
+        if items:
+            self.failed_batches = self.failed_batches + 1 if len(errors) == len(items) else 0
+        limit = self.settings.max_failed_batches
+        if limit and self.failed_batches >= limit:
+            last = errors[-1]
+            raise FeedbackError(self._scrub(
+                f"feedback {self.spec}: every call failed in {self.failed_batches} batches in a row (each fell "
+                f"back to Lean's output, so the run was Lean FD); last error: {type(last).__name__}: {last}"))
+        return texts
 
 
 def _tutor_items(task, attempt, result):
@@ -365,4 +503,4 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
         raise FeedbackError(f"{kind}: no API key: set {APIS[kind][3]} (or pass api_key=), or name a local "
                             "OpenAI-compatible server with base_url (fd.py: --base-url URL)")
     ask = _http_critic(kind, arg, s, key, base_url or APIS[kind][4])
-    return Feedback(spec, s, ask=ask, model_name=arg, remote=True)
+    return Feedback(spec, s, ask=ask, model_name=arg, remote=True, scrub=_scrubber(key))

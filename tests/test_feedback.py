@@ -1,5 +1,7 @@
-"""Tests for feedback.py: the offline sources on mini-world tasks, and the HTTP sources against real
-HTTP servers on 127.0.0.1 that inject faults (429 + Retry-After, 500, hang, garbage, refused).
+"""Tests for feedback.py: the offline sources on mini-world and real (Mathlib-style) tasks, the critique
+prompts' ablation, and the HTTP sources against real HTTP servers on 127.0.0.1 that inject faults (429 +
+Retry-After, 500, hang, garbage, refused, a 400 refusing max_tokens as OpenAI does, an exhausted quota,
+a reply spent on reasoning, a critic that keeps failing).
 Run: python -m pytest -q tests/test_feedback.py"""
 import http.server
 import json
@@ -138,15 +140,38 @@ def test_tutor_on_real_lean():
     assert good.ok and fb(T1, T1.solution, good) == "Hint:\n1. Do keep the same proof."
 
 
+LEAN = "The following is feedback from your unsuccessful earlier attempt:\n"   # the paper's sentence
+# Real (Mathlib) statements, miniF2F-style, with and without a header: none is in the mini world's language.
+REAL = [Task("mathd_algebra_10", "theorem mathd_algebra_10 : abs ((120 : ℝ) / 100 * 30 - 130 / 100 * 20) = 10 :="),
+        Task("amc12_2000_p5", "theorem amc12_2000_p5 (x p : ℝ) (h₀ : x < 2) (h₁ : abs (x - 2) = p) : x - p = 2 - 2 * p :="),
+        Task("and_sym", "theorem and_sym (p q : Prop) (hp : p) (hq : q) : p ∧ q :="),
+        Task("pos", "theorem pos (n : ℕ) (h : 0 < n) : n ≠ 0 :=", header="import Mathlib"),
+        Task("comm", "theorem comm (a b : Nat) : a + b = b + a :="),
+        Task("card", "theorem card (s : Finset ℕ) : s.card = s.card :="),
+        Task("em", "theorem em (p : Prop) [Decidable p] : Or p (Not p) :="),
+        Task("unbound", "theorem unbound (x : Real) (h : P x) : P x :="),
+        Task("fx", "theorem fx (f : ℕ → ℕ) (h : ∀ x, f x = x) : f 2 = 2 :="),
+        Task("with_header", T1.statement.replace("mini_test_0001", "with_header"), header="import Mathlib")]
+
+
+def test_mini_and_real_tasks_are_told_apart():
+    import json
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data")
+    files = [Task(**{k: d[k] for k in ("name", "statement", "solution", "level")})
+             for f in ("mini_test.jsonl", "probes.jsonl", "textbook.jsonl")
+             for d in map(json.loads, open(os.path.join(here, f), encoding="utf-8"))]
+    mini = _mini_tasks() + files
+    assert len(mini) > 1000 and all(feedback.is_mini(t) for t in mini), [t for t in mini if not feedback.is_mini(t)][:3]
+    assert not any(feedback.is_mini(t) for t in REAL), [t.name for t in REAL if feedback.is_mini(t)]
+
+
 def test_ground_truth_lean_constant():
     bad = Result(False, "error", PROJ_ERR)
     assert feedback.load("ground-truth")(T1, "h1", bad) == "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
     lean = feedback.load("lean")
-    assert lean(T1, "⟨h2.1, h1.1⟩", bad) == "Feedback from an unsuccessful earlier attempt:\n" + PROJ_ERR[0]
+    assert lean(T1, "⟨h2.1, h1.1⟩", bad) == LEAN + PROJ_ERR[0]
     assert lean(T1, "⟨h2 h1.2, h1.1⟩", Result(True, "ok")) == "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
     assert lean(T1, "h1", Result(False, "timeout")).endswith("(no messages; status: timeout)")
-    long = feedback.load("lean", lean_chars=40)(T1, "h1", Result(False, "error", ["x" * 500]))
-    assert len(long) < 100 and long.endswith("...")
     assert feedback.load("constant:Be concise.")(T1, "h1", bad) == "Hint:\nBe concise."
     # the control source: no block at all, so the teacher's prompt is exactly the student's
     assert feedback.load("none")(T1, "h1", bad) == ""
@@ -161,16 +186,90 @@ def test_ground_truth_lean_constant():
         feedback.load("tutor", no_such_setting=1)
 
 
-def test_prompt_variants():
+def test_lean_feedback_on_success_is_the_proof_not_the_generation():
+    """A chat model's accepted answer comes with reasoning and prose: the teacher reads the proof."""
+    import sampling
+    chat = ("<think>h1 gives p and q, so h2 h1.2 gives r.</think>\nHere is the proof:\n```lean\n"
+            "⟨h2 h1.2, h1.1⟩\n```\nThe first part applies h2 to the second half of h1.")
+    lean, good = feedback.load("lean"), Result(True, "ok")
+    expected = "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
+    assert lean(T1, chat, good) == expected
+    assert lean(T1, sampling.Sample(ids=[1, 2], text=chat, truncated=False), good) == expected
+    assert lean(REAL[1], "theorem amc12_2000_p5 (x p : ℝ) : True := by\n  linarith", good) == \
+        "Example of a correct solution: by\n  linarith"
+
+
+def test_lean_output_is_cut_for_the_mini_world_only():
+    long = Result(False, "error", ["unsolved goals\nx p : ℝ\n" + "⊢ x - p = 2 - 2 * p\n" * 150])
+    whole = feedback.real_messages(long)[0]
+    assert 2000 < len(whole) < 10_000
+    lean = feedback.load("lean")
+    mini = lean(T1, "h1", Result(False, "error", [whole]))
+    assert mini.endswith(" ...") and len(mini) <= len(LEAN) + 300 + 4               # the small prover's budget
+    assert lean(REAL[1], "by linarith", long) == LEAN + whole                         # a real task: all of it
+    assert lean(REAL[3], "by linarith", long) == LEAN + whole                         # header or not
+    capped = feedback.load("lean", full_lean_chars=1000)(REAL[1], "by linarith", long)
+    assert capped.endswith(" ...") and len(capped) <= len(LEAN) + 1000 + 4
+    short = feedback.load("lean", lean_chars=40)(T1, "h1", Result(False, "error", ["x" * 500]))
+    assert len(short) < len(LEAN) + 50 and short.endswith("...")
+    # the critic reads the whole output in every world
+    assert whole in feedback.critique_prompt(T1, "h1", long) and whole in feedback.critique_prompt(REAL[1], "by", long)
+
+
+def test_prompt_variants_follow_the_papers_ablation():
+    """Appendix B's order: 1 the bare task; 2 + numbered items of 10-50 words, no introduction; 3 + the
+    items as self-contained Do / Don't orders for a future solver; 4 the final prompt."""
     cut = type("Sample", (), {"text": "⟨h2.1, h1.1", "truncated": True})()
-    prompts = {v: feedback.critique_prompt(T1, cut, Result(False, "error", PROJ_ERR), v) for v in (1, 2, 3, 4)}
+    bad = Result(False, "error", PROJ_ERR)
+    prompts = {v: feedback.critique_prompt(T1, cut, bad, v) for v in (1, 2, 3, 4)}
     assert len(set(prompts.values())) == 4
     for p in prompts.values():
         assert T1.statement in p and "⟨h2.1, h1.1" in p and "has function type `q → r`" in p
-        assert "internal exception" not in p
-    assert "numbered" not in prompts[1] and "numbered" in prompts[2] and "10 to 50 words" in prompts[3]
-    assert "Lean compiler" in prompts[4] and "cut off" in prompts[4]
-    assert "cut off" not in feedback.critique_prompt(T1, "⟨h2.1, h1.1⟩", Result(False, "error", PROJ_ERR), 4)
+        assert "internal exception" not in p and "Write feedback" in p
+    shape = ("numbered", "10 to 50 words", "no introduction")
+    orders = ('"Do X."', "\"Don't do X.\"", "future solver", "second person")
+    final = ("expert tutor", "errors", "useful", "useless", "not a judgement", "do not mention the student",
+             'Start your answer with "1."', "Lean compiler", "cut off", "shorter, more concise")
+    for v, p in prompts.items():
+        assert all((w in p) == (v >= 2) for w in shape), (v, p)
+        assert all((w in p) == (v >= 3) for w in orders), (v, p)
+        assert all((w in p) == (v == 4) for w in final), (v, p)
+    assert prompts[4].startswith("You are an expert tutor") and prompts[3].startswith("A model tried")
+    # each version only adds to the one before it (4 also puts the role first)
+    assert all(prompts[v].startswith(prompts[v - 1].rstrip("\n")) for v in (2, 3))
+    assert prompts[3].rstrip("\n") in prompts[4]
+    # concision is asked for only when the attempt was cut off; Mathlib search only where there is Mathlib
+    assert "cut off" not in feedback.critique_prompt(T1, "⟨h2.1, h1.1⟩", bad, 4)
+    assert "Mathlib" not in prompts[4]
+    assert "searching Mathlib" in feedback.critique_prompt(REAL[1], "by linarith", bad, 4)
+    assert "Mathlib" not in feedback.critique_prompt(REAL[1], "by linarith", bad, 3)
+    with pytest.raises(ValueError):
+        feedback.load("tutor", prompt=5)
+
+
+def test_tutor_asks_for_a_shorter_proof_when_cut_off():
+    """A cut-off attempt reaches the tutor as a Sample or a turns.Attempt: its flag decides the last item."""
+    import sampling
+    import turns
+    bad = Result(False, "error", ["unexpected end of input; expected ')'"])
+    fb = feedback.load("tutor")
+    for truncated in (True, False):
+        sample = sampling.Sample(ids=[1], text="⟨h2 (h1.2", truncated=truncated)
+        attempt = turns.Attempt(candidates=["h5", "⟨h2 (h1.2"], results=[Result(False, "error", UNKNOWN), bad],
+                                truncated=truncated, transcript="h5 ... ⟨h2 (h1.2")
+        for a in (sample, attempt):
+            assert fb(T1, a, bad).endswith("Do write a shorter proof.") == truncated, (a, fb(T1, a, bad))
+    assert not fb(T1, "⟨h2 (h1.2", bad).endswith("shorter proof.")   # a plain string is never cut off
+
+
+@pytest.mark.xfail(strict=True, reason="tutor.items returns early for a reference it cannot parse (a tactic "
+                   "proof), before its truncation rule: a tutor.py fix (feedback.py passes the flag)")
+def test_tutor_asks_for_a_shorter_proof_for_a_tactic_reference():
+    import sampling
+    task = Task("tac", "theorem tac (p q : Prop) (hp : p) (hq : q) : And p q :=", solution="by\n  have h : p := hp\n  exact ⟨h, hq⟩")
+    cut = sampling.Sample(ids=[1], text="by\n  have h : p := hp\n  exact ⟨h,", truncated=True)
+    assert feedback.load("tutor")(task, cut, Result(False, "error", ["unexpected end of input"])).endswith(
+        "Do write a shorter proof.")
 
 
 # ---- HTTP sources against real servers --------------------------------------------------------------
@@ -314,6 +413,9 @@ def test_faults_raise_feedback_error_without_the_key(serve, style, fault):
         fb(T1, "h1", Result(False, "error", PROJ_ERR))
     elapsed, msg = time.monotonic() - t0, str(err.value)
     assert KEY not in msg and "SECRET" not in msg
+    # nothing rides along: a chained exception would hold the request, and the request the key header
+    assert err.value.__cause__ is None and err.value.__context__ is None
+    assert "SECRET" not in repr(err.value) + repr(fb) + repr(vars(fb))
     assert url in msg, msg
     expected_tries = {"500": 3, "hang": 3, "refused": 3, "garbage": 1, "shape": 1, "401": 1, "retry-after-too-long": 1}
     if respond is not None:
@@ -367,17 +469,116 @@ def test_batch_is_concurrent_bounded_and_ordered(serve):
     assert srv.max_in_flight == 3 and time.monotonic() - t0 < 9 * 0.15
 
 
-def test_batch_never_raises_and_falls_back_to_lean(serve):
+def test_batch_falls_back_to_lean_for_a_failed_call(serve):
     srv = serve(lambda i, req: (500, {}, b"down") if "h1.1" in json.dumps(req["body"], ensure_ascii=False)
                 else ok("anthropic"))
     fb = feedback.load("anthropic:m", api_key=KEY, base_url=srv.url, **FAST)
     bad = Result(False, "error", PROJ_ERR)
     out = fb.batch([(T1, "⟨h2.1, h1.1⟩", bad), (T1, "h5", Result(False, "error", UNKNOWN)), (T2, "h1", bad)])
-    assert out[0] == "Feedback from an unsuccessful earlier attempt:\n" + PROJ_ERR[0]
+    assert out[0] == LEAN + PROJ_ERR[0]
     assert out[1].startswith("Hint:\n1. Do") and out[2].startswith("Hint:\n1. Do")
     assert fb.stats["failures"] == 1 and fb.stats["calls"] == 3
     tutor = feedback.load("tutor")   # an offline source falls back the same way
     assert tutor.batch([(Task("x", T1.statement), "h1", bad)]) == [out[0]] and tutor.stats["failures"] == 1
+
+
+def test_batch_stops_the_run_when_every_call_keeps_failing(serve):
+    """A critic that fails every call (no credit, a wrong model name, a server down) would turn the run
+    into Lean FD without a word: after max_failed_batches such batches in a row, batch() raises."""
+    state = {"up": False}
+    srv = serve(lambda i, req: ok("openai") if state["up"] else
+                (401, {}, f"invalid key {req['headers'].get('Authorization')}".encode()))
+    fb = feedback.load("openai:critic-x", api_key=KEY, base_url=srv.url, **FAST)
+    items = [(T1, f"h{i}", Result(False, "error", PROJ_ERR)) for i in range(3)]
+    assert fb.batch(items) == [LEAN + PROJ_ERR[0]] * 3 and fb.batch(items) == [LEAN + PROJ_ERR[0]] * 3
+    state["up"] = True                                  # one batch with any success resets the count
+    assert fb.batch(items[:1])[0].startswith("Hint:") and fb.failed_batches == 0
+    state["up"] = False
+    fb.batch(items)
+    fb.batch(items[:1])
+    with pytest.raises(feedback.FeedbackError) as err:
+        fb.batch(items)
+    msg = str(err.value)
+    assert "openai:critic-x" in msg and "3 batches in a row" in msg and "HTTP 401" in msg, msg
+    assert KEY not in msg and "SECRET" not in msg and "Bearer ***" in msg
+    assert len(srv.requests) == 3 + 3 + 1 + 3 + 1 + 3   # a 401 is never retried
+    # a partly failing batch is no stop; 0 never stops
+    never = feedback.load("openai:critic-x", api_key=KEY, base_url=srv.url, max_failed_batches=0, **FAST)
+    for _ in range(5):
+        never.batch(items[:1])
+    assert never.failed_batches == 5
+    assert feedback.load("tutor", max_failed_batches=1).batch([]) == []   # an empty batch is no failure
+
+
+def test_openai_endpoint_gets_max_completion_tokens_with_room_for_reasoning():
+    s = feedback.Settings(max_tokens=512, reasoning_tokens=8000)
+    assert feedback.budget("openai", "https://api.openai.com/v1", s) == {"max_completion_tokens": 8512}
+    assert feedback.budget("openai", "http://localhost:8000/v1", s) == {"max_tokens": 512}   # vLLM and the like
+    assert feedback.budget("anthropic", "https://api.anthropic.com/v1", s) == {"max_tokens": 512}
+    assert feedback.Settings().max_tokens + feedback.Settings().reasoning_tokens >= 4 * feedback.Settings().max_tokens
+
+
+def openai_error(status, message, type_, code, param=None):
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return status, {"Content-Type": "application/json"}, json.dumps(body).encode()
+
+
+def test_a_server_that_refuses_max_tokens_gets_max_completion_tokens(serve):
+    """A host serving OpenAI's reasoning models refuses max_tokens with OpenAI's 400; the client then
+    asks with max_completion_tokens (room for the reasoning) and keeps doing so."""
+    def respond(i, req):
+        if "max_tokens" in req["body"]:
+            return openai_error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                "Use 'max_completion_tokens' instead.", "invalid_request_error",
+                                "unsupported_parameter", "max_tokens")
+        return ok("openai")
+    srv = serve(respond)
+    fb = feedback.load("openai:o4-mini", api_key=KEY, base_url=srv.url, max_tokens=300, reasoning_tokens=4000, **FAST)
+    bad = Result(False, "error", PROJ_ERR)
+    assert fb(T1, "h1", bad).startswith("Hint:\n1. Do") and fb(T1, "h2", bad).startswith("Hint:\n1. Do")
+    sent = [r["body"] for r in srv.requests]
+    assert [("max_tokens" in b, b.get("max_completion_tokens")) for b in sent] == [(True, None), (False, 4300), (False, 4300)]
+    assert fb.stats["failures"] == 0 and fb.stats["retries"] == 0
+    # another 400 (a bad model name) is still a client error: one request, no switch, no retry
+    srv2 = serve(lambda i, req: openai_error(400, "The model `nope` does not exist", "invalid_request_error",
+                                            "model_not_found"))
+    with pytest.raises(feedback.FeedbackError, match="HTTP 400.*does not exist"):
+        feedback.load("openai:nope", api_key=KEY, base_url=srv2.url, **FAST)(T1, "h1", bad)
+    assert len(srv2.requests) == 1
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_an_exhausted_quota_is_not_retried(serve, style):
+    if style == "openai":   # OpenAI: a 429 whose code is insufficient_quota
+        out = openai_error(429, "You exceeded your current quota, please check your plan and billing details.",
+                           "insufficient_quota", "insufficient_quota")
+    else:                   # Anthropic: a 429 rate_limit_error naming the spend limit
+        out = (429, {"Content-Type": "application/json"}, json.dumps(
+            {"type": "error", "error": {"type": "rate_limit_error", "message": "spend limit reached",
+                                        "details": {"error_code": "enforced_spend_limit_reached"}}}).encode())
+    srv = serve(lambda i, req: (out[0], {**out[1], "Retry-After": "1"}, out[2]))
+    fb = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, **FAST)
+    t0 = time.monotonic()
+    with pytest.raises(feedback.FeedbackError) as err:
+        fb(T1, "h1", Result(False))
+    assert len(srv.requests) == 1 and fb.stats["retries"] == 0 and time.monotonic() - t0 < 0.9
+    assert "HTTP 429" in str(err.value) and "quota" in str(err.value) and "not retried" in str(err.value)
+    assert KEY not in str(err.value)
+
+
+def test_a_reply_spent_on_reasoning_says_so(serve):
+    empty = {"choices": [{"message": {"role": "assistant", "content": ""}, "finish_reason": "length"}],
+             "usage": {"prompt_tokens": 900, "completion_tokens": 812,
+                       "completion_tokens_details": {"reasoning_tokens": 812}}}
+    srv = serve(lambda i, req: (200, {"Content-Type": "application/json"}, json.dumps(empty).encode()))
+    fb = feedback.load("openai:m", api_key=KEY, base_url=srv.url, max_tokens=812, **FAST)
+    with pytest.raises(feedback.FeedbackError, match="whole budget.*reasoning_tokens"):
+        fb(T1, "h1", Result(False))
+    assert fb.stats["completion_tokens"] == 812 and len(srv.requests) == 1
+    refusal = {"choices": [{"message": {"role": "assistant", "content": None, "refusal": "no"}, "finish_reason": "stop"}]}
+    srv2 = serve(lambda i, req: (200, {"Content-Type": "application/json"}, json.dumps(refusal).encode()))
+    with pytest.raises(feedback.FeedbackError, match="empty feedback"):
+        feedback.load("openai:m", api_key=KEY, base_url=srv2.url, **FAST)(T1, "h1", Result(False))
 
 
 def test_missing_key():
