@@ -112,10 +112,13 @@ def is_mini(task) -> bool:
 
 # ---- framing: how feedback reads in the teacher prompt --------------------------------------------
 TEMPLATES = {
-    "solution": "Example of a correct solution: {text}",                            # ground truth; "lean" on success
-    "lean": "The following is feedback from your unsuccessful earlier attempt:\n{text}",  # the paper's sentence
-    "hint": "Hint:\n{text}",                                                       # tutor, LLM, self, constant
+    "solution": "Example of a correct solution: {text}",              # ground truth; "lean" on success
+    "lean": "Feedback from an unsuccessful earlier attempt:\n{text}",  # raw Lean output on failure (mini world)
+    "hint": "Hint:\n{text}",                                         # tutor, LLM, self, constant
 }
+# A real prover reads Lean's output under the paper's own sentence. The mini world keeps the shorter header
+# above: the small prover's word-level vocabulary is built from these templates, and it reads the same thing.
+PAPER_LEAN = "The following is feedback from your unsuccessful earlier attempt:\n{text}"
 
 
 def frame(kind, text):
@@ -146,8 +149,10 @@ def lean_feedback(task, attempt, result, settings=None):
     prover's budget; a real task's whole, up to a generous limit), the found proof on success."""
     s = settings or Settings()
     if result.ok:   # the proof Lean accepted, not the whole generation (a chat model's reasoning, prose)
-        return frame("solution", model.proof_text(attempt_parts(attempt)[0]))
-    return frame("lean", lean_output(result, s.lean_chars if is_mini(task) else s.full_lean_chars))
+        return frame("solution", model.proof_text(attempt_parts(attempt)[0], task))
+    if is_mini(task):
+        return frame("lean", lean_output(result, s.lean_chars))
+    return PAPER_LEAN.format(text=lean_output(result, s.full_lean_chars).strip())
 
 
 # ---- critique instructions (Appendix B's ablation, in the paper's order; our wording) -------------

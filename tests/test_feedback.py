@@ -140,7 +140,8 @@ def test_tutor_on_real_lean():
     assert good.ok and fb(T1, T1.solution, good) == "Hint:\n1. Do keep the same proof."
 
 
-LEAN = "The following is feedback from your unsuccessful earlier attempt:\n"   # the paper's sentence
+LEAN = "The following is feedback from your unsuccessful earlier attempt:\n"   # the paper's sentence (real tasks)
+MINI_LEAN = "Feedback from an unsuccessful earlier attempt:\n"   # the mini world's: in the small prover's vocabulary
 # Real (Mathlib) statements, miniF2F-style, with and without a header: none is in the mini world's language.
 REAL = [Task("mathd_algebra_10", "theorem mathd_algebra_10 : abs ((120 : ℝ) / 100 * 30 - 130 / 100 * 20) = 10 :="),
         Task("amc12_2000_p5", "theorem amc12_2000_p5 (x p : ℝ) (h₀ : x < 2) (h₁ : abs (x - 2) = p) : x - p = 2 - 2 * p :="),
@@ -169,7 +170,7 @@ def test_ground_truth_lean_constant():
     bad = Result(False, "error", PROJ_ERR)
     assert feedback.load("ground-truth")(T1, "h1", bad) == "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
     lean = feedback.load("lean")
-    assert lean(T1, "⟨h2.1, h1.1⟩", bad) == LEAN + PROJ_ERR[0]
+    assert lean(T1, "⟨h2.1, h1.1⟩", bad) == MINI_LEAN + PROJ_ERR[0]
     assert lean(T1, "⟨h2 h1.2, h1.1⟩", Result(True, "ok")) == "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
     assert lean(T1, "h1", Result(False, "timeout")).endswith("(no messages; status: timeout)")
     assert feedback.load("constant:Be concise.")(T1, "h1", bad) == "Hint:\nBe concise."
@@ -195,7 +196,7 @@ def test_lean_feedback_on_success_is_the_proof_not_the_generation():
     expected = "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
     assert lean(T1, chat, good) == expected
     assert lean(T1, sampling.Sample(ids=[1, 2], text=chat, truncated=False), good) == expected
-    assert lean(REAL[1], "theorem amc12_2000_p5 (x p : ℝ) : True := by\n  linarith", good) == \
+    assert lean(REAL[1], REAL[1].statement + " by\n  linarith", good) == \
         "Example of a correct solution: by\n  linarith"
 
 
@@ -205,13 +206,13 @@ def test_lean_output_is_cut_for_the_mini_world_only():
     assert 2000 < len(whole) < 10_000
     lean = feedback.load("lean")
     mini = lean(T1, "h1", Result(False, "error", [whole]))
-    assert mini.endswith(" ...") and len(mini) <= len(LEAN) + 300 + 4               # the small prover's budget
+    assert mini.startswith(MINI_LEAN) and mini.endswith(" ...") and len(mini) <= len(MINI_LEAN) + 300 + 4              # the small prover's budget
     assert lean(REAL[1], "by linarith", long) == LEAN + whole                         # a real task: all of it
     assert lean(REAL[3], "by linarith", long) == LEAN + whole                         # header or not
     capped = feedback.load("lean", full_lean_chars=1000)(REAL[1], "by linarith", long)
     assert capped.endswith(" ...") and len(capped) <= len(LEAN) + 1000 + 4
     short = feedback.load("lean", lean_chars=40)(T1, "h1", Result(False, "error", ["x" * 500]))
-    assert len(short) < len(LEAN) + 50 and short.endswith("...")
+    assert len(short) < len(MINI_LEAN) + 50 and short.endswith("...")
     # the critic reads the whole output in every world
     assert whole in feedback.critique_prompt(T1, "h1", long) and whole in feedback.critique_prompt(REAL[1], "by", long)
 
@@ -475,7 +476,7 @@ def test_batch_falls_back_to_lean_for_a_failed_call(serve):
     fb = feedback.load("anthropic:m", api_key=KEY, base_url=srv.url, **FAST)
     bad = Result(False, "error", PROJ_ERR)
     out = fb.batch([(T1, "⟨h2.1, h1.1⟩", bad), (T1, "h5", Result(False, "error", UNKNOWN)), (T2, "h1", bad)])
-    assert out[0] == LEAN + PROJ_ERR[0]
+    assert out[0] == MINI_LEAN + PROJ_ERR[0]
     assert out[1].startswith("Hint:\n1. Do") and out[2].startswith("Hint:\n1. Do")
     assert fb.stats["failures"] == 1 and fb.stats["calls"] == 3
     tutor = feedback.load("tutor")   # an offline source falls back the same way
@@ -490,7 +491,7 @@ def test_batch_stops_the_run_when_every_call_keeps_failing(serve):
                 (401, {}, f"invalid key {req['headers'].get('Authorization')}".encode()))
     fb = feedback.load("openai:critic-x", api_key=KEY, base_url=srv.url, **FAST)
     items = [(T1, f"h{i}", Result(False, "error", PROJ_ERR)) for i in range(3)]
-    assert fb.batch(items) == [LEAN + PROJ_ERR[0]] * 3 and fb.batch(items) == [LEAN + PROJ_ERR[0]] * 3
+    assert fb.batch(items) == [MINI_LEAN + PROJ_ERR[0]] * 3 and fb.batch(items) == [MINI_LEAN + PROJ_ERR[0]] * 3
     state["up"] = True                                  # one batch with any success resets the count
     assert fb.batch(items[:1])[0].startswith("Hint:") and fb.failed_batches == 0
     state["up"] = False
