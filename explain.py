@@ -40,7 +40,8 @@ class Config:
     model: str = "small-prover"     # "small-prover" (built by sft.py on first use), a local folder or an HF id
     out: str = "runs/explain"       # folder for explain.json, explain.png and positions.png
     tasks: str = "mini:test"        # mini:test | mini:train | jsonl:PATH
-    task: str = ""                  # the task's name in --tasks ("": the first task; with --n, the first N)
+    task: str = ""                  # a task's name in --tasks (with --n N: N attempts at it); "": the first
+                                    # task, or with --n N the first N tasks
     attempt: str = ""               # the attempt, verbatim, as the proof after `:=` ("": sample one)
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | constant:TEXT | none | openai:MODEL | ...
     n: int = 1                      # attempts; above 1, also where in an attempt the teacher moves (positions.png)
@@ -129,13 +130,15 @@ def explain(policy, task, a, text: str, topk: int) -> dict:
 
 
 def table(e: dict, mark: int) -> str:
-    """The attempt as aligned columns, the `mark` tokens with the largest loss flagged with <=."""
+    """The attempt as aligned columns, the `mark` tokens with the largest loss flagged, and those with the
+    largest KL: a large loss with a small KL is the teacher's own uncertainty, not a disagreement."""
     rows, width = e["tokens"], max([5] + [len(r["token"]) for r in e["tokens"]])
-    flagged = set(sorted(range(len(rows)), key=lambda t: -rows[t]["loss"])[:mark])
+    largest = {k: set(sorted(range(len(rows)), key=lambda t: -rows[t][k])[:mark]) for k in ("loss", "kl")}
     lines = [f"{'#':>3}  {'token':<{width}}  student  teacher    loss      KL   teacher's top 3"]
     for t, r in enumerate(rows):
         top = "  ".join(f"{w} {p:.2f}" for w, p in r["teacher_top3"])
-        flag = "  <= largest loss" if t in flagged else ""
+        flag = ", ".join(w for k, w in (("loss", "loss"), ("kl", "KL")) if t in largest[k])
+        flag = f"  <= largest {flag}" if flag else ""
         lines.append(f"{t:>3}  {r['token']:<{width}}  {r['p_student']:7.3f}  {r['p_teacher']:7.3f}  {r['loss']:6.3f}"
                      f"  {r['kl']:6.3f}   {top:<34}{flag}".rstrip())
     verdict = "accepted" if e["lean"]["ok"] else f"rejected ({e['lean']['status']})"
@@ -164,7 +167,8 @@ def plot(e: dict, path: str):
     probs.plot(x, [r["p_student"] for r in rows], "o-", label="student  p(y_t | x, y_<t)")
     probs.plot(x, [r["p_teacher"] for r in rows], "s-", label="teacher  p(y_t | x, F(y), y_<t)")
     probs.set(ylim=(-0.03, 1.03), ylabel="probability of the attempt's token")
-    probs.set_xticks(list(x), [r["token"] for r in rows], rotation=60, ha="right", fontsize=8)
+    probs.set_xticks(list(x), [r["token"] for r in rows], rotation=60, ha="right", fontsize=9,
+                     family="monospace")  # where ⟨ and ( differ at a small size
     probs.legend(fontsize=8, loc="lower left")
     verdict = "Lean accepts" if e["lean"]["ok"] else "Lean rejects"
     strip.set_title(f"{e['task']}: {e['proof'][:60]!r} ({verdict})\nteacher sees: {e['feedback'][:90]!r}", fontsize=9)
@@ -173,43 +177,53 @@ def plot(e: dict, path: str):
 
 
 def positions(explained: list, path: str) -> dict:
-    """Over many attempts: mean L_t and KL_t by relative position (deciles) and by token; printed and plotted."""
+    """Over many attempts: mean L_t and KL_t by relative position (deciles) and by token, printed and plotted.
+    Tokens are ranked by KL: where the teacher disagrees, not where it is merely unsure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     by_decile, by_token = defaultdict(list), defaultdict(list)
     for e in explained:
         for r in e["tokens"]:
-            by_decile[min(9, 10 * r["position"] // len(e["tokens"]))].append(r)
+            by_decile[int(10 * (r["position"] + 0.5) / len(e["tokens"]))].append(r)  # the token's middle
             by_token[r["token"]].append(r)
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)  # noqa: E731
-    deciles = [dict(decile=d, tokens=len(rs), loss=mean(rs, "loss"), kl=mean(rs, "kl"))
+    se = lambda rs, k: (sum((r[k] - mean(rs, k)) ** 2 for r in rs) / max(1, len(rs) - 1) / len(rs)) ** 0.5  # noqa: E731
+    deciles = [dict(decile=d, tokens=len(rs), loss=mean(rs, "loss"), kl=mean(rs, "kl"), kl_se=se(rs, "kl"))
                for d, rs in sorted(by_decile.items())]
     tokens = sorted((dict(token=w, count=len(rs), loss=mean(rs, "loss"), kl=mean(rs, "kl"))
-                     for w, rs in by_token.items() if len(rs) >= 3), key=lambda d: -d["loss"])[:15]
+                     for w, rs in by_token.items() if len(rs) >= 3), key=lambda d: -d["kl"])[:15]
+    ends = {  # the attempt's first and last token (its end token when it finished), and Lean's verdict
+        "first token": [e["tokens"][0] for e in explained], "last token": [e["tokens"][-1] for e in explained],
+        "tokens between": [r for e in explained for r in e["tokens"][1:-1]],
+        "accepted attempts": [r for e in explained if e["lean"]["ok"] for r in e["tokens"]],
+        "rejected attempts": [r for e in explained if not e["lean"]["ok"] for r in e["tokens"]]}
+    ends = {k: dict(tokens=len(rs), kl=mean(rs, "kl"), kl_se=se(rs, "kl")) for k, rs in ends.items() if rs}
     print(f"\nover {len(explained)} attempts: mean loss and KL by position in the attempt (tenths of its length)")
     print("\n".join(f"  {d['decile'] * 10:>3}-{d['decile'] * 10 + 10:<3}%  {d['tokens']:>4} tokens  loss {d['loss']:.3f}"
-                    f"  KL {d['kl']:.3f}" for d in deciles))
-    print("tokens with the largest mean loss (seen 3 times or more):")
+                    f"  KL {d['kl']:.3f} (SE {d['kl_se']:.3f})" for d in deciles))
+    print("mean KL: " + "; ".join(f"{k} {d['kl']:.3f} (SE {d['kl_se']:.3f}, {d['tokens']} tokens)" for k, d in ends.items()))
+    print("tokens where the teacher disagrees most: largest mean KL (seen 3 times or more):")
     print("\n".join(f"  {d['token']:<12} x{d['count']:<4} loss {d['loss']:.3f}  KL {d['kl']:.3f}" for d in tokens))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
     centres = [d["decile"] * 10 + 5 for d in deciles]
     left.plot(centres, [d["loss"] for d in deciles], "o-", label="loss $L_t$")
-    left.plot(centres, [d["kl"] for d in deciles], "s-", label="top-K KL(teacher || student)")
+    left.errorbar(centres, [d["kl"] for d in deciles], [d["kl_se"] for d in deciles], fmt="s-", capsize=3,
+                  label="top-K KL(teacher || student), ± 1 SE")
     left.set(xlabel="position in the attempt (% of its tokens)", ylabel="mean over tokens", xlim=(0, 100))
     left.legend(fontsize=8)
     left.set_title(f"where the teacher disagrees ({len(explained)} attempts)", fontsize=9)
     ys = range(len(tokens))[::-1]
     right.barh(ys, [d["loss"] for d in tokens], label="loss")
     right.barh(ys, [d["kl"] for d in tokens], label="KL")
-    right.set_yticks(list(ys), [f"{d['token']} (x{d['count']})" for d in tokens], fontsize=8)
+    right.set_yticks(list(ys), [f"{d['token']} (x{d['count']})" for d in tokens], fontsize=9, family="monospace")
     right.set(xlabel="mean over its occurrences")
     right.legend(fontsize=8)
-    right.set_title("tokens with the largest mean loss", fontsize=9)
+    right.set_title("tokens with the largest mean KL (seen 3+ times)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
-    return dict(deciles=deciles, tokens=tokens)
+    return dict(deciles=deciles, tokens=tokens, where=ends)
 
 
 def main(argv=None) -> dict:
