@@ -215,11 +215,12 @@ def items(task, text, truncated, result):
     try:
         ref = parse_term(task.solution)
     except ValueError:             # not a mini-world term (e.g. a tactic proof): its first word
-        return [f"Do start with {task.solution.split()[0]}."]
-    items = [f"Do {rule(ref, goal)}."]
+        ref, items = None, [f"Do start with {task.solution.split()[0]}."]
+    else:
+        items = [f"Do {rule(ref, goal)}."]
     try:
         att = parse_term(text)
-        if rule(att, goal) == rule(ref, goal):
+        if ref is not None and rule(att, goal) == rule(ref, goal):
             items.append(first_difference(ref, att))
     except ValueError:
         pass

@@ -263,8 +263,6 @@ def test_tutor_asks_for_a_shorter_proof_when_cut_off():
     assert not fb(T1, "⟨h2 (h1.2", bad).endswith("shorter proof.")   # a plain string is never cut off
 
 
-@pytest.mark.xfail(strict=True, reason="tutor.items returns early for a reference it cannot parse (a tactic "
-                   "proof), before its truncation rule: a tutor.py fix (feedback.py passes the flag)")
 def test_tutor_asks_for_a_shorter_proof_for_a_tactic_reference():
     import sampling
     task = Task("tac", "theorem tac (p q : Prop) (hp : p) (hq : q) : And p q :=", solution="by\n  have h : p := hp\n  exact ⟨h, hq⟩")
