@@ -8,7 +8,9 @@ the generator in mini_world.py, never a test statement), and JSONL task files (m
     tasks.load("mini", split="train", n=1000, seed=0)  # fresh generated tasks, never a test statement
     tasks.train_stream(seed=0)                         # the same, forever
     tasks.stream("mini:1", seed=0)                     # level 1 only, forever (fd.py's default pool)
-    tasks.load("jsonl:PATH")                           # miniF2F / LeanWorkbook style JSONL
+    tasks.load("jsonl:PATH")                           # a JSONL task file, or a published one as downloaded:
+    tasks.load("jsonl:minif2f.jsonl@test")             #   DeepSeek-Prover's miniF2F, its test split only
+    tasks.load("jsonl:lean_workbook.json")             #   LeanWorkbook's JSON array (formal_statement, proof, split)
 """
 import itertools
 import json
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 
 import cli
 from lean_env import Task
-from lean_screen import statement_problem
+from lean_mathlib import DEFAULT_HEADER
+from lean_screen import WORD, statement_problem
 from mini_world import Limits, make_task
 
 TEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mini_test.jsonl")
@@ -88,44 +91,123 @@ def make_test(cfg=None):
     return out
 
 
-def read_jsonl(path):
-    """Tasks from JSONL: name, statement (ending with ':='), optional header, solution, level."""
-    tasks, names = [], set()
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {n}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: bad JSON ({e})") from None
-            if not isinstance(d, dict) or not all(isinstance(d.get(k), str) for k in ('name', 'statement')):
-                raise ValueError(f"{where}: needs text fields 'name' and 'statement'")
-            if not d['statement'].rstrip().endswith(':='):
-                raise ValueError(f"{where}: statement must end with ':=' (it ends ...{d['statement'][-30:]!r})")
-            if d['name'] in names:
-                raise ValueError(f"{where}: duplicate name {d['name']!r}")
-            if not isinstance(d.get('header', ''), str) or not isinstance(d.get('solution', ''), (str, type(None))) \
-                    or type(d.get('level', 0)) is not int:
-                raise ValueError(f"{where}: 'header' and 'solution' must be text and 'level' an integer")
-            task = Task(name=d['name'], statement=d['statement'].rstrip(), header=d.get('header', ''),
-                        solution=d.get('solution'), level=d.get('level', 0))
-            problem = statement_problem(task)  # one theorem, no comment, no command: it cannot carry its own proof
-            if problem:
-                raise ValueError(f"{where}: statement of {task.name!r}: {problem}")
-            names.add(d['name'])
-            tasks.append(task)
+# ---- task files: this project's JSONL, and the published miniF2F / LeanWorkbook layouts, read unchanged
+SPACE = re.compile(r"\s*")
+PROOF_TAIL = re.compile(r":=\s*(?:by\b\s*)?(?:sorry\s*)?$")   # `:= by`, `:= by sorry`, `:=  by sorry`, `:= by\n`
+
+
+def read_jsonl(path, split=None):
+    """Tasks from a file of records, one JSON object a line (JSONL) or one JSON array (LeanWorkbook's
+    lean_workbook.json). A record: name, statement (ending with ':='), optional header, solution, level; or a
+    published layout: `formal_statement` for statement, the name from `theorem NAME` when there is no `name`,
+    the Mathlib header (lean_mathlib.DEFAULT_HEADER) when there is no `header`, the solution from `proof`
+    (a text, or LeanWorkbook's list: its first non-empty one). A statement's `:= by` / `:= by sorry` tail is cut
+    to `:=`. split: keep only records whose `split` field is that (miniF2F: valid | test; LeanWorkbook:
+    lean_workbook | lean_workbook_plus). Errors name the file and the record's line."""
+    tasks, names, splits = [], set(), set()
+    for n, d in _records(path):
+        where = f"{path}, line {n}"
+        task, its_split = _task(d, where)
+        splits.add(its_split)
+        if split is not None and its_split != split:
+            continue
+        if task.name in names:
+            raise ValueError(f"{where}: duplicate name {task.name!r}")
+        names.add(task.name)
+        tasks.append(task)
     if not tasks:  # nothing to train or evaluate on (and a stream over it would never yield)
+        if split is not None:
+            raise ValueError(f"no tasks with split {split!r} in {path} (its splits: "
+                             f"{', '.join(sorted(map(str, splits))) or 'none'})")
         raise ValueError(f"no tasks in that file ({path})")
     return tasks
 
 
+def _records(path):
+    """(line, record) for each JSON value of a JSONL file, or of a file holding one JSON array."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if not text.lstrip().startswith("["):
+        for n, line in enumerate(text.split("\n"), 1):   # JSON text holds no raw newline: a record is one line
+            if line.strip():
+                try:
+                    yield n, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}, line {n}: bad JSON ({e})") from None
+        return
+    decoder, i, line, counted = json.JSONDecoder(), text.index("[") + 1, 1, 0
+    while True:      # the array one element at a time, so each record knows its line
+        i = SPACE.match(text, i).end()
+        line, counted = line + text.count("\n", counted, i), i
+        if text.startswith("]", i) and not text[i + 1:].strip():
+            return
+        try:
+            record, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}, line {e.lineno}: bad JSON ({e.msg})") from None
+        yield line, record
+        i = SPACE.match(text, i).end()
+        if text.startswith(",", i):
+            i += 1
+        elif not text.startswith("]", i):
+            line += text.count("\n", counted, i)
+            raise ValueError(f"{path}, line {line}: bad JSON (expected ',' or ']' after a record)")
+
+
+def _task(d, where):
+    """(Task, its split or None) from one record; ValueError naming `where` for bad input."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: a record must be a JSON object")
+    published = "statement" not in d and "formal_statement" in d
+    statement = d.get("formal_statement") if published else d.get("statement")
+    if not isinstance(statement, str):
+        raise ValueError(f"{where}: needs a text field 'statement' (or 'formal_statement')")
+    statement = PROOF_TAIL.sub(":=", statement.rstrip())
+    if not statement.endswith(":="):
+        raise ValueError(f"{where}: statement must end with ':=' (it ends ...{statement[-30:]!r})")
+    name = d.get("name")
+    if name is None:
+        m = re.match(rf"\s*(?:theorem|lemma)\s+({WORD}(?:\.{WORD})*)", statement)
+        if not m:
+            raise ValueError(f"{where}: no 'name', and the statement does not start with `theorem NAME`")
+        name = m.group(1)
+    header = d.get("header", DEFAULT_HEADER if published else "")
+    solution = d.get("solution", _solution(d["proof"], where) if "proof" in d else None)
+    if not isinstance(name, str) or not isinstance(header, str) or not isinstance(solution, (str, type(None))) \
+            or type(d.get("level", 0)) is not int or not isinstance(d.get("split"), (str, type(None))):
+        raise ValueError(f"{where}: 'name', 'header', 'solution' and 'split' must be text and 'level' an integer")
+    task = Task(name=name, statement=statement, header=header, solution=solution, level=d.get("level", 0))
+    problem = statement_problem(task)  # one theorem, no comment, no command: it cannot carry its own proof
+    if problem:
+        raise ValueError(f"{where}: statement of {task.name!r}: {problem}")
+    return task, d.get("split")
+
+
+def _solution(proof, where):
+    """The text after ':=' from a published `proof`: LeanWorkbook's are tactic lists' text, e.g. "nlinarith [...]"."""
+    if isinstance(proof, list) and all(isinstance(p, str) for p in proof):
+        proof = next((p for p in proof if p.strip()), None)
+    if proof is None:
+        return None
+    if not isinstance(proof, str):
+        raise ValueError(f"{where}: 'proof' must be text or a list of texts")
+    proof = proof.strip()
+    if re.match(r"by\b", proof) or not proof:
+        return proof or None
+    return "by " + proof if "\n" not in proof else "by\n" + "\n".join("  " + x for x in proof.split("\n"))
+
+
 def load(spec="mini", split="test", n=1000, seed=0, cfg=None):
+    """"mini" with split train | test, or "jsonl:PATH" / "jsonl:PATH@SPLIT" (a JSONL file or a JSON array; @SPLIT keeps
+    the records whose `split` is SPLIT; the split argument is the mini world's)."""
     if spec.startswith("jsonl:"):
-        return read_jsonl(spec[len("jsonl:"):])
+        path, file_split = spec[len("jsonl:"):], None
+        if "@" in path and not os.path.exists(path):
+            path, _, file_split = path.rpartition("@")
+        return read_jsonl(path, file_split)
     if spec != "mini" or split not in ("train", "test"):
-        raise ValueError(f"unknown task set {spec!r} / split {split!r}: use 'mini' (train|test) or 'jsonl:PATH'")
+        raise ValueError(f"unknown task set {spec!r} / split {split!r}: use 'mini' (train|test) or 'jsonl:PATH'"
+                         f" (or 'jsonl:PATH@SPLIT')")
     return read_jsonl(TEST_PATH) if split == "test" else list(itertools.islice(train_stream(seed, cfg), n))
 
 

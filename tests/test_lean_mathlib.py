@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
@@ -160,93 +161,239 @@ def test_repl_setup_errors(tmp_path):
 
 
 # ----------------------------------------------------------------------------- Kimina (local http.server)
+class Refusal(Exception):
+    """args: (HTTP status, body): how the fake server fails a whole request."""
+
+
 class Kimina(http.server.BaseHTTPRequestHandler):
-    script, requests = [], []        # per request: "ok" | "500" | "garbage" | "400"
+    """A Kimina Lean Server answering /verify as its source of January 2026 does (server/routers/check.py,
+    manager.py, split.py): each snippet holds one of `max_repls` REPLs while it runs and waits at most `max_wait` s
+    for one, else the whole request is 429 "No available REPLs"; the leading import / blank lines run apart and
+    their count is added back to every position; a timeout is a per-item error (a slow header import too); a
+    REPL that dies ("crash") fails the whole request with 500; with `database` on, a custom_id already stored
+    fails the request with 500 (unique Proof.id). script: per request, "ok" (default) | "500" | "400" | "429" |
+    "garbage" forces the answer. posts: (path, headers, body) of every request; peak: most REPLs busy at once."""
+    script, posts, max_repls, max_wait, work, database = [], [], 64, 1.0, 0.0, False
+    stored, busy, peak, cond = set(), 0, 0, threading.Condition()
 
     def log_message(self, *a):
         pass
 
+    def answer(self, status, data):
+        raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json" if data is not raw else "text/plain")
+        self.send_header("Content-Length", str(len(raw)))
+        self.end_headers()
+        self.wfile.write(raw)
+
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        Kimina.requests.append((self.path, dict(self.headers), body))
+        Kimina.posts.append((self.path, dict(self.headers), body))
         action = Kimina.script.pop(0) if Kimina.script else "ok"
-        if action in ("500", "400"):
-            self.send_response(int(action))
-            self.end_headers()
-            self.wfile.write(b"boom")
-            return
-        out = {"results": [self.one(c) for c in body["codes"]]} if action == "ok" else None
-        data = json.dumps(out).encode() if out else b"<html>not json"
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(data)
+        if action == "garbage":
+            return self.answer(200, b"<html>not json")
+        if action != "ok":
+            return self.answer(int(action), {"detail": "No available REPLs" if action == "429" else "boom"})
+        results, failures = [None] * len(body["codes"]), []
+
+        def run(i, code):
+            try:
+                results[i] = Kimina.run_one(code, body["timeout"])
+            except Refusal as e:
+                failures.append(e)
+        threads = [threading.Thread(target=run, args=ic) for ic in enumerate(body["codes"])]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:        # asyncio.gather: the first failure is the request's answer
+            status, detail = failures[0].args
+            return self.answer(status, detail)
+        self.answer(200, {"results": results})
 
     @staticmethod
-    def one(code):
-        text = code["proof"]
-        if "hang" in text:
-            return {"custom_id": code["custom_id"], "error": "Lean REPL command timed out in 5 seconds"}
-        if "crash" in text:
-            return {"custom_id": code["custom_id"], "error": "Lean process broken pipe"}
-        lines = text.split("\n")           # the server runs leading imports apart: positions count from the body
-        k = next(i for i, x in enumerate(lines) if x.strip() and not x.startswith("import "))
-        messages, sorries = fake_repl.check_text("\n".join(lines[k:]))
-        return {"custom_id": code["custom_id"], "error": None,
-                "response": {"env": 0, "messages": messages, "sorries": sorries, "time": 0.1}}
+    def run_one(code, timeout):
+        with Kimina.cond:
+            if not Kimina.cond.wait_for(lambda: Kimina.busy < Kimina.max_repls, timeout=Kimina.max_wait):
+                raise Refusal(429, {"detail": "No available REPLs"})
+            Kimina.busy += 1
+            Kimina.peak = max(Kimina.peak, Kimina.busy)
+        try:
+            time.sleep(Kimina.work)
+            lines = code["proof"].splitlines()
+            k = next((i for i, x in enumerate(lines) if x.strip() and not x.strip().startswith("import ")), len(lines))
+            header, text = "\n".join(lines[:k]), "\n".join(lines[k:])
+            if "SlowImport" in header:
+                out = {"custom_id": code["custom_id"], "error": f"Lean REPL header command timed out in {timeout:.1f} seconds"}
+            elif "crash" in text:                          # the REPL's stdout closed: ReplError -> HTTPException(500)
+                raise Refusal(500, {"detail": "JSON decode error"})
+            elif "hang" in text:
+                out = {"custom_id": code["custom_id"], "error": f"Lean REPL command timed out in {timeout:.1f} seconds"}
+            else:
+                messages, sorries = fake_repl.check_text(text)
+                for m in messages + sorries:               # _apply_header_offset
+                    for key in ("pos", "endPos"):
+                        if m.get(key):
+                            m[key]["line"] += k
+                out = {"custom_id": code["custom_id"], "error": None,
+                       "response": {"env": 0, "messages": messages, "sorries": sorries, "time": 0.1}}
+            if Kimina.database:                            # prisma.proof.create(id=...) after the run
+                with Kimina.cond:
+                    if code["custom_id"] in Kimina.stored:
+                        raise Refusal(500, b"Internal Server Error")
+                    Kimina.stored.add(code["custom_id"])
+            return out
+        finally:
+            with Kimina.cond:
+                Kimina.busy -= 1
+                Kimina.cond.notify_all()
+
+
+def start_kimina():
+    Kimina.script, Kimina.posts, Kimina.stored, Kimina.busy, Kimina.peak = [], [], set(), 0, 0
+    Kimina.max_repls, Kimina.max_wait, Kimina.work, Kimina.database = 64, 1.0, 0.0, False
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Kimina)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
 
 
 @pytest.fixture
 def server():
-    Kimina.script, Kimina.requests = [], []
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Kimina)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv, url = start_kimina()
+    yield url
     srv.shutdown()
     srv.server_close()
 
 
-def test_kimina_verdicts_and_format(server):
-    env = verifier.load("kimina", url=server, api_key="k3y", batch_size=3, backoff=0.01)
-    items = [(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, "by exact cheat_axiom"), (SQ, "by hang"),
-             (SQ, "by crash"), (SQ, "by sorry"), (OPEN, STD)]
+def kimina(url, **kw):
+    return verifier.load("kimina", url=url, **{"backoff": 0.01, "busy_wait": 0.01, "max_repls": 8, **kw})
+
+
+def test_kimina_verdicts_format_and_positions(server):
+    env = kimina(server, api_key="k3y", batch_size=3, max_repls=6)
+    many = Task("many", "theorem many (x : ℝ) : x ≥ x :=", header="import Mathlib\nimport Aesop\n\n\nopen Real\n")
+    items = [(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, "by exact cheat_axiom"), (SQ, "by sorry"),
+             (OPEN, "by\n  nlinarith [wrong]"), (many, "by\n  simp\n  nlinarith [wrong]"), (OPEN, STD)]
     res = env.check_many(items)
-    assert [r.status for r in res] == ["ok", "error", "error", "timeout", "crash", "rejected", "ok"]
+    assert [r.status for r in res] == ["ok", "error", "error", "rejected", "error", "error", "ok"]
+    # the server adds its import lines back: our lines count from the file's first, not subtracted again
     assert res[1].messages[0].startswith("2:13: error: unsolved goals")
+    assert res[4].messages[0].startswith("2:13: error: unsolved goals")
+    assert res[5].messages[0].startswith("3:13: error: unsolved goals")       # 4 header lines run apart
     assert "sorryAx" in res[2].messages[-1]
-    assert len(Kimina.requests) == 2           # 6 screened-in items, batches of 3
-    path, headers, body = Kimina.requests[0]
+    assert len(Kimina.posts) == 2 and env.verifier_errors == 0    # 6 screened-in items, batches of 3
+    path, headers, body = Kimina.posts[0]
     assert path == "/verify" and headers["Authorization"] == "Bearer k3y"
     assert set(body) == {"codes", "timeout", "infotree_type", "disable_cache"} and body["infotree_type"] is None
     code = body["codes"][0]
     assert set(code) == {"custom_id", "proof"} and code["proof"].startswith(lean_mathlib.DEFAULT_HEADER)
     assert code["proof"].rstrip().endswith("#print axioms sq_nonneg_test")
-    assert any(c["proof"].startswith("import Mathlib\nopen Real\n") for _, _, b in Kimina.requests for c in b["codes"])
+    assert any(c["proof"].startswith("import Mathlib\nopen Real\n") for _, _, b in Kimina.posts for c in b["codes"])
 
 
-def test_kimina_retries_and_failures(server):
-    env = verifier.load("kimina", url=server, backoff=0.01, retries=2)
-    Kimina.script = ["500", "500"]
-    assert env.check(SQ, STD).ok and len(Kimina.requests) == 3
+def test_kimina_a_crashing_repl_fails_only_its_own_item(server):
+    """The server answers 500 to a whole request when one REPL dies: the client re-posts the items one by one
+    (new ids: the others may already be stored), and only the crashing one fails; the run goes on."""
+    env = kimina(server, batch_size=4, max_repls=4)
+    res = env.check_many([(SQ, STD), (SQ, "by crash"), (SQ, "by hang"), (SQ, "by\n  nlinarith [wrong]")])
+    assert [r.status for r in res] == ["ok", "crash", "timeout", "error"]
+    assert "failed on this proof alone" in res[1].messages[0] and "HTTP 500" in res[1].messages[0]
+    assert "timed out" in res[2].messages[0] and res[3].messages[0].startswith("2:13: error")
+    assert [len(b["codes"]) for _, _, b in Kimina.posts] == [4, 1, 1, 1, 1]
+    ids = [c["custom_id"] for _, _, b in Kimina.posts for c in b["codes"]]
+    assert len(set(ids)) == len(ids) == 8
+    assert env.verifier_errors == 1
+    assert env.check(SQ, STD).ok and env.verifier_errors == 1
+    Kimina.script = ["500"]                                    # a lone item's 5xx: crash at once, not retried
+    r = env.check(SQ, STD)
+    assert r.status == "crash" and "HTTP 500: " in r.messages[0] and len(Kimina.posts) == 7
+    assert env.verifier_errors == 2
+
+
+def test_kimina_in_flight_snippets_never_exceed_max_repls(server):
+    Kimina.max_repls, Kimina.max_wait, Kimina.work = 2, 0.05, 0.1
+    env = kimina(server, batch_size=8, max_repls=2)
+    assert (env.batch_size, env.workers) == (2, 1)
+    res = env.check_many([(SQ, STD)] * 7)
+    assert all(r.ok for r in res) and Kimina.peak <= 2 and len(Kimina.posts) == 4
+    # the same server, asked for more snippets at once than it has REPLs, answers 429 after max_wait
+    Kimina.posts = []
+    greedy = kimina(server, batch_size=8, max_repls=8, retries=1)
+    res = greedy.check_many([(SQ, STD)] * 8)
+    assert all(r.status == "crash" and "no free REPL" in r.messages[0] and "HTTP 429" in r.messages[0] for r in res)
+    assert len(Kimina.posts) == 2 and greedy.verifier_errors == 8
+
+
+def test_kimina_busy_server_is_waited_for(server, monkeypatch):
+    assert lean_mathlib.KiminaClient(server).busy_wait >= 60     # the server itself already waited 60 s
+    monkeypatch.setenv("LEAN_SERVER_MAX_REPLS", "5")
+    assert lean_mathlib.KiminaClient(server).max_repls == 5      # the server's own setting, when it runs here
+    monkeypatch.delenv("LEAN_SERVER_MAX_REPLS")
+    assert lean_mathlib.KiminaClient(server).max_repls == max((os.cpu_count() or 1) - 1, 1)   # its default
+    env = kimina(server, busy_wait=0.4)
+    Kimina.script = ["429", "429"]
+    t0 = time.monotonic()
+    assert env.check(SQ, STD).ok
+    assert time.monotonic() - t0 >= 0.8 and len(Kimina.posts) == 3
+
+
+def test_kimina_ids_are_unique_for_a_server_with_a_database(server):
+    Kimina.database = True
+    env = kimina(server, batch_size=2, max_repls=4)
+    for _ in range(3):
+        assert all(r.ok for r in env.check_many([(SQ, STD)] * 4))
+    ids = [c["custom_id"] for _, _, b in Kimina.posts for c in b["codes"]]
+    assert len(ids) == 12 and len(set(ids)) == 12
+    # what repeated ids ("0", "1", ... in every batch) meet on such a server
+    import requests
+    body = {"codes": [{"custom_id": "0", "proof": "theorem t : True := trivial"}], "timeout": 5}
+    assert requests.post(server + "/verify", json=body, timeout=5).status_code == 200
+    again = requests.post(server + "/verify", json=body, timeout=5)
+    assert again.status_code == 500 and again.text == "Internal Server Error"
+
+
+def test_kimina_header_timeout_says_to_prewarm(server):
+    slow = Task("slow", "theorem slow (x : ℝ) : x ≥ x :=", header="import Mathlib\nimport SlowImport")
+    r = kimina(server).check(slow, STD)
+    assert r.status == "timeout" and "header command timed out" in r.messages[0]
+    assert "LEAN_SERVER_INIT_REPLS" in r.messages[0]
+
+
+def test_kimina_unreadable_answers_and_rejections(server):
+    env = kimina(server)
     Kimina.script = ["garbage"]
     r = env.check(SQ, STD)
-    assert r.status == "crash" and "unreadable" in r.messages[0]
-    Kimina.script = ["500"] * 3
-    with pytest.raises(lean_mathlib.KiminaError, match="HTTP 500"):
-        env.check(SQ, STD)
+    assert r.status == "crash" and "unreadable" in r.messages[0] and env.verifier_errors == 1
     Kimina.script = ["400"]
     with pytest.raises(lean_mathlib.KiminaError, match="rejected the request"):
         env.check(SQ, STD)
 
 
-def test_kimina_connection_refused():
+def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    env = verifier.load("kimina", url=f"http://127.0.0.1:{port}", retries=1, backoff=0.01)
+    return port
+
+
+def test_kimina_connection_refused():
+    env = verifier.load("kimina", url=f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01)
     with pytest.raises(lean_mathlib.KiminaError, match="did not answer after 2 tries.*refused"):
         env.check_many([(SQ, STD)])
+
+
+def test_kimina_server_lost_mid_run_does_not_end_it():
+    srv, url = start_kimina()
+    env = kimina(url, retries=1)
+    assert env.check(SQ, STD).ok
+    srv.shutdown()
+    srv.server_close()
+    res = env.check_many([(SQ, STD), (SQ, STD)])             # once it has answered, a failure is the items' own
+    assert all(r.status == "crash" and "stopped answering" in r.messages[0] for r in res)
+    assert env.verifier_errors == 2
+    env.close()
 
 
 # ----------------------------------------------------------------------------- lake env lean (fake lake)
@@ -277,7 +424,7 @@ def test_verifier_load_chooses_the_checker_from_a_spec(tmp_path, server):
     assert isinstance(env, lean_mathlib.KiminaClient) and env.url == server
     with pytest.raises(ValueError, match="a `lean` executable is for the mini world"):
         verifier.load(f"kimina:{server}", lean="/usr/bin/lean")
-    assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.requests] == ["/verify"]
+    assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.posts] == ["/verify"]
     for bad in ("nonsense", "mini:extra", "repl2:/x", "Mini"):
         with pytest.raises(ValueError, match="unknown verifier .*use mini, repl:PROJECT, lake:PROJECT or kimina:URL"):
             verifier.load(bad)

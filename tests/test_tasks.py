@@ -14,6 +14,7 @@ import sys
 import pytest
 
 import lean_env
+import lean_mathlib
 import mini_world
 import tasks
 
@@ -200,7 +201,7 @@ def test_jsonl_loader(tmp_path):
     assert (a2.header, a2.level, a2.solution) == ("import X", 2, None)
     ok = json.dumps({"name": "b", "statement": "theorem b : True :="})
     for lines, why in [([ok, "{not json"], "bad JSON"),
-                       ([ok, json.dumps({"statement": "theorem c : True :="})], "name"),
+                       ([ok, json.dumps({"statement": "c : True :="})], "no 'name'"),
                        ([ok, json.dumps({"name": "c", "statement": "theorem c : True"})], ":="),
                        ([ok, ok], "duplicate"),
                        ([ok, json.dumps({"name": "c", "statement": "theorem c : True :=", "level": "2"})], "integer"),
@@ -230,3 +231,96 @@ def test_stream_cycles_a_jsonl_set_deterministically(tmp_path):
     assert first == again
     assert sorted(first[:5]) == sorted(first[5:]) == [f"t{i}" for i in range(5)]  # whole epochs
     assert first[:5] != first[5:]  # reshuffled each epoch (fixed seed: this order is known to differ)
+
+
+# ---- the published layouts, read unchanged (tests/data: records written for these tests in those layouts)
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+MINIF2F = os.path.join(DATA, "minif2f_deepseek.jsonl")     # DeepSeek-Prover's miniF2F layout: one object a line
+WORKBOOK = os.path.join(DATA, "lean_workbook.json")         # LeanWorkbook's layout: one JSON array
+
+
+def test_published_minif2f_jsonl_loads_unchanged():
+    rows = [json.loads(line) for line in open(MINIF2F, encoding="utf-8")]
+    assert all(r["formal_statement"].endswith(":= by\n") and "statement" not in r for r in rows)  # as published
+    got = tasks.load(f"jsonl:{MINIF2F}")
+    assert [t.name for t in got] == [r["name"] for r in rows]
+    for t, r in zip(got, rows):
+        assert t.statement == r["formal_statement"][:-len(" by\n")]          # only the `by` tail is cut
+        assert t.statement.endswith(":=") and t.header == r["header"] and t.solution is None
+    assert "\n  (h₂ : a * b = 21)" in got[1].statement                        # a statement over two lines stays so
+    valid, test = tasks.load(f"jsonl:{MINIF2F}@valid"), tasks.load(f"jsonl:{MINIF2F}@test")
+    assert [t.name for t in valid] == [r["name"] for r in rows if r["split"] == "valid"] != []
+    assert [t.name for t in test] == [r["name"] for r in rows if r["split"] == "test"] != []
+    with pytest.raises(ValueError, match=r"no tasks with split 'train' in .*minif2f_deepseek\.jsonl \(its splits: test, valid\)"):
+        tasks.load(f"jsonl:{MINIF2F}@train")
+
+
+def test_published_lean_workbook_json_array_loads_unchanged():
+    rows = json.load(open(WORKBOOK, encoding="utf-8"))
+    assert all("name" not in r and "header" not in r and r["formal_statement"].endswith("by sorry") for r in rows)
+    got = tasks.load(f"jsonl:{WORKBOOK}")
+    assert [t.name for t in got] == ["lean_workbook_3120", "lean_workbook_8847", "lean_workbook_plus_20311",
+                                     "lean_workbook_plus_5207"]                 # from `theorem NAME`
+    for t, r in zip(got, rows):
+        assert t.statement.endswith(":=") and not t.statement.endswith(" :=  :=")
+        assert t.statement == r["formal_statement"][:r["formal_statement"].rindex(":=") + 2]
+        assert t.header == lean_mathlib.DEFAULT_HEADER and t.header.startswith("import Mathlib\n")
+    assert got[0].statement.endswith("2 * a * b  :=")                            # `:=  by sorry`: two spaces
+    # the solution is the first non-empty proof, as the text after `:=`; none when the list is empty
+    assert got[0].solution == "by nlinarith [sq_nonneg (a - b)]"
+    assert got[1].solution is None
+    assert got[2].solution.startswith("by\n  have hxy : 0 < x * y := mul_pos hx hy\n  field_simp\n")
+    assert got[3].solution == rows[3]["proof"][0]                                # already `by ...`: as it is
+    plus = tasks.load(f"jsonl:{WORKBOOK}@lean_workbook_plus")
+    assert [t.name for t in plus] == ["lean_workbook_plus_20311", "lean_workbook_plus_5207"]
+
+
+def test_published_layouts_one_line_array_and_streaming(tmp_path):
+    rows = json.load(open(WORKBOOK, encoding="utf-8"))
+    one_line, as_jsonl = tmp_path / "wb_one_line.json", tmp_path / "wb.jsonl"
+    one_line.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    as_jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    want = tasks.load(f"jsonl:{WORKBOOK}")
+    assert tasks.load(f"jsonl:{one_line}") == want == tasks.load(f"jsonl:{as_jsonl}")
+    # training (fd.py / grpo.py) reads the same spec through tasks.stream, split filter included
+    seen = [t.name for t in itertools.islice(tasks.stream(f"jsonl:{WORKBOOK}@lean_workbook", seed=0), 6)]
+    assert sorted(set(seen)) == ["lean_workbook_3120", "lean_workbook_8847"]
+    assert {t.name for t in itertools.islice(tasks.stream(f"jsonl:{MINIF2F}@test", seed=2), 4)} == \
+        {"mathd_numbertheory_411", "induction_sumodd_sq"}
+    with pytest.raises(ValueError, match="no tasks with split 'nope'"):
+        next(tasks.stream(f"jsonl:{MINIF2F}@nope", seed=0))
+    # a file whose own name holds '@' is still read whole
+    at = tmp_path / "mini@f2f.jsonl"
+    at.write_text(open(MINIF2F, encoding="utf-8").read(), encoding="utf-8")
+    assert len(tasks.load(f"jsonl:{at}")) == 4
+
+
+def test_published_layouts_bad_records_name_file_and_line(tmp_path):
+    rows = json.load(open(WORKBOOK, encoding="utf-8"))
+    for bad_row, why in [({**rows[1], "formal_statement": "theorem lean_workbook_8847 (x : ℤ) : x = 5"}, "end with ':='"),
+                         ({**rows[1], "formal_statement": "(x : ℤ) : x = 5 := by sorry"}, "theorem NAME"),
+                         ({**rows[1], "proof": [3]}, "'proof' must be text"),
+                         ({**rows[1], "split": 7}, "must be text"),
+                         ({**rows[1], "formal_statement": rows[0]["formal_statement"]}, "duplicate name"),
+                         ({**rows[1], "formal_statement": "theorem w (x : ℤ) : x = 5 := by simp -- :="}, "no other `:=`"),
+                         ("just text", "JSON object")]:
+        path = tmp_path / "wb.json"
+        text = json.dumps([rows[0], bad_row, rows[2]], ensure_ascii=False, indent=2)
+        path.write_text(text, encoding="utf-8")
+        line = text.split("\n").index("  {", 2) + 1 if isinstance(bad_row, dict) else \
+            next(n for n, x in enumerate(text.split("\n"), 1) if "just text" in x)
+        with pytest.raises(ValueError, match=rf"wb\.json, line {line}: .*{re.escape(why)}"):
+            tasks.load(f"jsonl:{path}")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[\n  {"formal_statement": "theorem a : True := by sorry"},\n  {"formal_statement": \n]\n')
+    with pytest.raises(ValueError, match=r"broken\.json, line 4: bad JSON"):
+        tasks.load(f"jsonl:{broken}")
+    unclosed = tmp_path / "unclosed.json"
+    unclosed.write_text('[\n  {"formal_statement": "theorem a : True := by sorry"}\n  {"formal_statement": "x"}\n]')
+    with pytest.raises(ValueError, match=r"unclosed\.json, line 3: bad JSON \(expected ','"):
+        tasks.load(f"jsonl:{unclosed}")
+    lines = open(MINIF2F, encoding="utf-8").read().split("\n")
+    jsonl = tmp_path / "f2f.jsonl"
+    jsonl.write_text("\n".join(lines[:2] + ['{"name": "x", "formal_statement": "theorem y : True := by\\n"}'] + lines[2:]))
+    with pytest.raises(ValueError, match=r"f2f\.jsonl, line 3: statement of 'x': must start with `theorem x`"):
+        tasks.load(f"jsonl:{jsonl}")
