@@ -236,8 +236,12 @@ def train(cfg: Config):
     for step in run.steps("FD"):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
-        row = fd_step(cfg, policy, teacher, env, source, optimizer, batch, generator)
-        row["long_prompts_skipped"] = stream.too_long
+        # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run);
+        # --resume continues from the last save
+        with cli.user_errors(f"fd.py: --feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues "
+                             "from the last save)", feedback.FeedbackError):
+            row = fd_step(cfg, policy, teacher, env, source, optimizer, batch, generator)
+        row.update(long_prompts_skipped=stream.too_long, verifier_errors=getattr(env, "verifier_errors", 0))
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
         run.end_step(step, row, lemmas=row.pop("lemmas"))

@@ -339,8 +339,7 @@ def _self_critic(policy, s):
     def encode(prompt):  # the critique prompt as the policy's own user turn (or plain text)
         tok = policy.tokenizer
         if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
+            text = model.chat_template(tok, [{"role": "user", "content": prompt}])   # the run's thinking switch
         else:
             text = (tok.bos_token or "") + prompt
         return tok(text, add_special_tokens=False)["input_ids"]
@@ -350,7 +349,7 @@ def _self_critic(policy, s):
         outs = sampling.sample(policy, ids, max_new_tokens=s.max_tokens,
                                temperature=1.0 if s.temperature is None else s.temperature)
         stats.add(prompt_tokens=sum(map(len, ids)), completion_tokens=sum(len(o.ids) for o in outs))
-        return [o.text for o in outs]
+        return [o.text.rsplit("</think>", 1)[-1] for o in outs]   # its critique, not its reasoning
 
     def ask(prompt, stats):
         return ask_many([prompt], stats)[0]

@@ -294,7 +294,7 @@ def train(cfg: Config):
         batch = [next(stream) for _ in range(cfg.prompts)]
         generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
         row = grpo_step(cfg, policy, ref, env, optimizer, batch, generator)
-        row["long_prompts_skipped"] = stream.too_long
+        row.update(long_prompts_skipped=stream.too_long, verifier_errors=getattr(env, "verifier_errors", 0))
         run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:

@@ -176,7 +176,12 @@ def _task(d, where):
     if not isinstance(name, str) or not isinstance(header, str) or not isinstance(solution, (str, type(None))) \
             or type(d.get("level", 0)) is not int or not isinstance(d.get("split"), (str, type(None))):
         raise ValueError(f"{where}: 'name', 'header', 'solution' and 'split' must be text and 'level' an integer")
-    task = Task(name=name, statement=statement, header=header, solution=solution, level=d.get("level", 0))
+    informal = d.get("informal", d.get("informal_prefix", ""))   # miniF2F's is a docstring: its words
+    if not isinstance(informal, str):
+        raise ValueError(f"{where}: 'informal_prefix' must be text")
+    informal = re.sub(r"^\s*/-+-?\s*|\s*-/\s*$", "", informal)
+    task = Task(name=name, statement=statement, header=header, solution=solution, level=d.get("level", 0),
+                informal=informal)
     problem = statement_problem(task)  # one theorem, no comment, no command: it cannot carry its own proof
     if problem:
         raise ValueError(f"{where}: statement of {task.name!r}: {problem}")

@@ -69,7 +69,8 @@ def test_run_writes_metrics_and_loadable_checkpoints(tiny_prover, tmp_path):
     assert rows[0]["step"] == 0 and "heldout_pass1" in rows[0]
     for key in ("step", "loss", "train_acc", "entropy", "kl", "attempt_len", "feedback_len",
                 "feedback_failures", "grad_norm", "lr", "time_sample", "time_lean", "time_feedback",
-                "time_teacher", "time_student", "time_update"):
+                "time_teacher", "time_student", "time_update", "distinct_lemmas", "epistemic_words",
+                "long_prompts_skipped", "verifier_errors"):
         assert key in rows[1], key
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert result["before"] == rows[0]["heldout_pass1"] and result["after"] == rows[2]["heldout_pass1"]
@@ -128,7 +129,8 @@ def test_bad_option_is_a_clear_error(tmp_path, capsys):
 @pytest.mark.parametrize("field, bad", [("steps", 0), ("prompts", 0), ("lr", 0.0), ("topk", -1), ("alpha", 1.5),
                                         ("alpha", -0.1), ("ema_every", 0), ("temperature", -1.0), ("top_p", 0.0),
                                         ("max_new_tokens", 0), ("chunk_size", 0), ("eval_limit", -1),
-                                        ("threads", 0), ("save_every", 0), ("grad_clip", 0.0)])
+                                        ("threads", 0), ("save_every", 0), ("grad_clip", 0.0), ("temperature", 0.7),
+                                        ("max_prompt", -1), ("feedback_prompt", 5), ("prompt", "llama")])
 def test_every_setting_is_checked_before_a_model_loads(field, bad, tmp_path, capsys):
     cfg = fd.Config(model=str(tmp_path / "never-loaded"), out=str(tmp_path / "out"), **{field: bad})
     with pytest.raises(SystemExit) as e:
@@ -146,3 +148,37 @@ def test_real_hf_model_with_chat_template_two_steps(qwen_dir, tmp_path):
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(r["loss"] is not None and r["loss"] > 0 for r in rows[1:])
     assert os.path.isfile(out / "final" / "model.safetensors")
+
+
+def test_long_prompts_are_skipped_and_counted(tiny_prover, tmp_path):
+    """--max-prompt (the paper's 2048 under --paper): statements whose prompt is longer are never trained on."""
+    import tasks
+    import turns
+    policy = model.load(tiny_prover)
+    stream = tasks.stream("mini:1", seed=3)
+    lengths = [len(turns.encode_prompt(policy.tokenizer, next(stream))) for _ in range(40)]
+    limit = sorted(lengths)[len(lengths) // 2]
+    out = tmp_path / "short"
+    fd.train(small_config(tiny_prover, out, steps=1, max_prompt=limit, eval_every=0, eval_limit=2))
+    row = checkpoint.read_metrics(str(out))[1]
+    assert row["long_prompts_skipped"] > 0
+
+
+def test_a_critic_failing_every_call_stops_the_run_with_a_clear_error(tiny_prover, tmp_path, monkeypatch, capsys):
+    import feedback
+    real = feedback.Feedback.batch
+
+    def failing(self, items):
+        if failing.calls == 1:
+            raise feedback.FeedbackError("feedback openai:x: every call failed in 3 batches in a row")
+        failing.calls += 1
+        return real(self, items)
+    failing.calls = 0
+    monkeypatch.setattr(feedback.Feedback, "batch", failing)
+    out = tmp_path / "critic"
+    with pytest.raises(SystemExit) as e:
+        fd.train(small_config(tiny_prover, out, steps=3, save_every=1, eval_every=0, eval_limit=2))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "step 2" in err and f"--resume {out}" in err and "every call failed" in err
+    assert os.path.isdir(out / "step_000001")    # what step 1 learnt is kept

@@ -291,3 +291,11 @@ def test_paper_flag_and_options(tmp_path, capsys):
         with pytest.raises(SystemExit) as e:  # before any model loads: this one does not exist
             grpo.setup(grpo.parse_args(args + ["--model", str(tmp_path / "never"), "--out", str(tmp_path / "o")]))
         assert e.value.code == 2 and capsys.readouterr().err.startswith(line)
+
+
+def test_the_reference_model_is_fp32_like_the_policys_master_weights(tiny_prover, tmp_path, monkeypatch):
+    """On a GPU model.load defaults to bf16; pi_ref must not, or the KL is not 0 at step 0."""
+    monkeypatch.setattr(model, "default_dtype", lambda device: torch.bfloat16)
+    cfg = grpo.Config(model=tiny_prover, out=str(tmp_path / "ref"), eval_limit=1, threads=1)
+    policy, ref, _, _ = grpo.setup(cfg)
+    assert next(ref.parameters()).dtype == torch.float32 == next(policy.model.parameters()).dtype
