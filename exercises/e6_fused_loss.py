@@ -30,7 +30,8 @@ Rules the checker enforces:
 So a loop that calls autograd on each chunk and sums the results is not enough (autograd would keep
 every chunk's softmax for the backward). Two ways out: a torch.autograd.Function that computes the
 gradient chunk by chunk in its forward (d L_t / d logits = W_t * q - w, w the K weights scattered to
-their ids, W_t their sum), or recomputation per chunk (torch.utils.checkpoint).
+their ids, W_t their sum), or recomputation per chunk (torch.utils.checkpoint; what crosses the
+recomputed part's boundary is kept for the backward, so let only the K picked values cross it).
 
 Check it:   python exercises/check.py fused_loss
 """
