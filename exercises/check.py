@@ -265,7 +265,14 @@ def grpo_cases(impl):
         def case(rewards=rewards, std_scale=std_scale):
             got = impl.group_advantages(rewards.clone(), std_scale=std_scale)
             expected = grpo.group_advantages(rewards.clone(), std_scale=std_scale)
-            same_tensor(got, expected, f"group_advantages({short(rewards)}, std_scale={std_scale})")
+            try:
+                same_tensor(got, expected, f"group_advantages({short(rewards)}, std_scale={std_scale})")
+            except Fail as e:
+                r = rewards.double()
+                biased = (r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True, unbiased=False) + grpo.ADV_EPS)
+                if isinstance(got, torch.Tensor) and got.shape == biased.shape and torch.allclose(got.double(), biased, atol=1e-5):
+                    raise Fail(f"{e}\n  (that is the std dividing by G; the unbiased std divides by G - 1)") from None
+                raise
             flat = (rewards == rewards[:, :1]).all(dim=1)
             for row in flat.nonzero().flatten().tolist():
                 if (got[row] != 0).any():
@@ -457,7 +464,10 @@ def fool_cases(impl):
         proof = impl.fooling_proof()
         if not isinstance(proof, str) or not proof.strip():
             raise Fail(f"fooling_proof() should return the proof text (a non-empty str), got {short(proof)}")
-        accepted, why, said = weak_check(proof)
+        try:
+            accepted, why, said = weak_check(proof)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+            raise Fail(f"Lean could not run here, so nothing was checked: {e}") from None
         if not accepted:
             shown = "\n    ".join(s.replace("\n", "\n    ") for s in said if not s.startswith("information"))
             raise Fail(f"the weak checker refused {proof!r}: {why}" + (f"\n  Lean said:\n    {shown}" if shown else ""))
@@ -515,7 +525,7 @@ EXERCISES = {e.id: e for e in [
              fused_loss_cases, _ref(fused_fd_loss=lambda h, w, i, lp, m, c: importlib.import_module("fd_loss").fused_loss(
                  h, w, i, lp, m, chunk_size=c))),
     Exercise("fool_the_checker", "e7_fool_the_checker.py", "15 min",
-             "fool a weak Lean checker, see why lean_env.py refuses (real Lean, ~5 s)",
+             "fool a weak Lean checker, see why lean_env.py refuses (real Lean, ~1 s)",
              fool_cases, _ref(fooling_proof=lambda: "sorryAx p")),  # the reference: an axiom that proves anything
 ]}
 
@@ -560,7 +570,9 @@ def run(ex, impl, path=None) -> int:
             continue
         except Exception as e:  # the student's code raised: say what and where
             failed += 1
-            print(f"FAIL  {what}\n      your code raised {type(e).__name__}: {str(e)[:300]}\n      at {where(e, path)[1]}")
+            frame, at = where(e, path)
+            whose = "your code" if path and os.path.abspath(frame.filename) == os.path.abspath(path) else "the call"
+            print(f"FAIL  {what}\n      {whose} raised {type(e).__name__}: {str(e)[:300]}\n      at {at}")
             continue
         print(f"ok    {what}" + ("\n      " + note.replace("\n", "\n    ") if note else ""))
     print(f"\n{ex.id}: {len(cases) - failed} of {len(cases)} cases pass" +
