@@ -324,7 +324,7 @@ def feedback_cases(impl):
         ("rejected, only noise left: (no messages; status: ...)", ("h1", False, "error", [noise]), 300),
         ("timeout, no messages at all", ("h1", False, "timeout", []), 300),
         ("a long message is cut at the limit, with ' ...'", ("h1", False, "error", [long]), 300),
-        ("cut where the limit falls on a space: trailing whitespace removed", ("h1", False, "error", [long]), 49),
+        ("cut where the limit falls on a space: trailing whitespace removed", ("h1", False, "error", [long]), 48),
         ("exactly `limit` characters: not cut", ("h1", False, "error", [err]), len(err)),
     ]
     for what, (proof, ok, status, messages), limit in specs:
