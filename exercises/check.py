@@ -302,7 +302,8 @@ def grpo_cases(impl):
 def project_lean_feedback(proof, ok, status, messages, limit=300):
     import feedback
     import lean_env
-    return feedback.lean_feedback(None, proof, lean_env.Result(ok, status, list(messages)),
+    task = lean_env.Task("mini_ex", "theorem mini_ex (p q : Prop) (h1 : And p q) : And q p :=")  # a mini-world task
+    return feedback.lean_feedback(task, proof, lean_env.Result(ok, status, list(messages)),
                                   feedback.Settings(lean_chars=limit))
 
 
