@@ -44,7 +44,10 @@ def stop_ids(policy) -> list[int]:
 def next_tokens(logits, temperature, top_p, generator, live, batch_size, pad_id):
     """One sampling step, done like HF generate (float32 logits, temperature, then top-p, then
     multinomial over the WHOLE batch) so that the same RNG gives the same tokens: finished rows get
-    a one-hot on the pad id, which consumes the random numbers HF consumes for them."""
+    a one-hot on the pad id, which consumes the random numbers HF consumes for them. `generator` may
+    also be a list, one per batch row: each row then draws from its own, so what a row samples never
+    depends on the other rows (the trainers seed one per statement: data parallel runs draw the same
+    attempts whatever the number of processes)."""
     if temperature == 0:
         return logits.argmax(-1)
     scores = logits / temperature
@@ -53,6 +56,9 @@ def next_tokens(logits, temperature, top_p, generator, live, batch_size, pad_id)
         drop_sorted = sorted_scores.softmax(-1).cumsum(-1) <= (1 - top_p)
         drop_sorted[:, -1] = False
         scores = scores.masked_fill(drop_sorted.scatter(1, order, drop_sorted), float("-inf"))
+    if isinstance(generator, (list, tuple)):
+        probs = scores.softmax(-1)
+        return torch.cat([torch.multinomial(probs[j], 1, generator=generator[row]) for j, row in enumerate(live.tolist())])
     probs = torch.zeros(batch_size, logits.shape[-1], device=logits.device)
     probs[:, pad_id] = 1.0
     probs[live] = scores.softmax(-1)
@@ -188,8 +194,9 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
 def sample(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
            top_p: float = 1.0, generator=None, batch_size: int = 256) -> list[Sample]:
     """Batched sampling with a KV cache; temperature 0 = greedy. `generator`: None (torch's global
-    RNG, as HF generate), an int seed, or a torch.Generator on the policy's device. Within one
-    batch the rows keep their order, so a batch draws exactly what HF generate draws on it."""
+    RNG, as HF generate), an int seed, a torch.Generator on the policy's device, or a list of them, one
+    per prompt (see next_tokens). Within one batch the rows keep their order, so a batch draws exactly
+    what HF generate draws on it."""
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
     training = policy.model.training
@@ -200,7 +207,8 @@ def sample(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperatu
     samples = [None] * len(prompts)
     for start in range(0, len(order), batch_size):
         rows = sorted(order[start:start + batch_size])
-        batch = _sample_batch(policy, [prompts[i] for i in rows], max_new_tokens, temperature, top_p, generator)
+        rng = [generator[i] for i in rows] if isinstance(generator, (list, tuple)) else generator
+        batch = _sample_batch(policy, [prompts[i] for i in rows], max_new_tokens, temperature, top_p, rng)
         for i, s in zip(rows, batch):
             samples[i] = s
     policy.model.train(training)

@@ -120,6 +120,11 @@ def encode_prompt(tokenizer, task, feedback: str | None = None, turns: int = 1) 
     return model.encode_prompt(tokenizer, task, feedback, lean_tools.TOOLS if uses_tools(tokenizer, turns) else None)
 
 
+def rows_of(generator, rows):
+    """A list of generators (one per attempt: see sampling.next_tokens) follows its attempts into each turn."""
+    return [generator[i] for i in rows] if isinstance(generator, (list, tuple)) else generator
+
+
 def room(policy, prompt, attempt, tool, max_new_tokens) -> bool:
     """Whether the context still holds the tool result and another whole generation."""
     limit = getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
@@ -132,8 +137,8 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     samples a candidate for every attempt still going (one batched sampling.sample over the prompts
     plus what came before), Lean checks them in one batch, and the rejected ones get Lean's message.
     An attempt also stops when another turn could overflow the model's context. `prompts`: the
-    students' prompt ids (default model.encode_prompt of each task). `generator` (seed or
-    torch.Generator) fixes every turn's samples. `clock`: a checkpoint.Stopwatch, lapped at "sample"
+    students' prompt ids (default model.encode_prompt of each task). `generator` (seed, torch.Generator,
+    or a list of them, one per attempt) fixes every turn's samples. `clock`: a checkpoint.Stopwatch, lapped at "sample"
     and "lean" (accumulated over the turns)."""
     tok = policy.tokenizer
     prompts = prompts if prompts is not None else [encode_prompt(tok, t, turns=turns) for t in tasks]
@@ -145,10 +150,10 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     going = list(range(len(tasks)))
     for turn in range(turns):
         contexts = [prompts[i] + attempts[i].ids for i in going]
-        samples = sampling.sample(policy, contexts, max_new_tokens, temperature, top_p, generator)
+        samples = sampling.sample(policy, contexts, max_new_tokens, temperature, top_p, rows_of(generator, going))
         if clock:
             clock.lap("sample")
-        candidates = [model.proof_text(s, t) for s, t in zip(samples, tasks)]
+        candidates = [model.proof_text(s, tasks[i]) for s, i in zip(samples, going)]
         results = env.check_many([(tasks[i], c) for i, c in zip(going, candidates)])
         if clock:
             clock.lap("lean")
@@ -191,7 +196,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     going = list(range(len(tasks)))
     for turn in range(turns):
         samples = sampling.sample(policy, [prompts[i] + attempts[i].ids for i in going], max_new_tokens,
-                                  temperature, top_p, generator)
+                                  temperature, top_p, rows_of(generator, going))
         if clock:
             clock.lap("sample")
         still = []

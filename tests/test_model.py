@@ -99,6 +99,21 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
         assert f.entropy == pytest.approx(p.entropy, abs=1e-4) and len(f.entropy) == len(f.ids)
 
 
+def test_one_generator_per_row_makes_a_rows_draws_its_own(policy):
+    """A list of generators (the trainers: one per statement): a row samples the same tokens whatever the other
+    rows of its batch, so data-parallel processes draw what one process draws; fast and plain samplers agree."""
+    import tasks
+    prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:10]]
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
+    whole = sampling.sample(policy, prompts, max_new_tokens=12, generator=gens(range(10)))
+    halves = (sampling.sample(policy, prompts[:4], max_new_tokens=12, generator=gens(range(4)))
+              + sampling.sample(policy, prompts[4:], max_new_tokens=12, generator=gens(range(4, 10))))
+    plain = sampling.sample_plain(policy, prompts, max_new_tokens=12, generator=gens(range(10)))
+    assert [s.ids for s in whole] == [s.ids for s in halves] == [s.ids for s in plain]
+    other = sampling.sample(policy, prompts, max_new_tokens=12, generator=gens(range(100, 110)))
+    assert [s.ids for s in other] != [s.ids for s in whole]   # the seeds matter
+
+
 def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
     """The fast path (prompts prefilled in groups of similar length, caches padded and merged)
     against one left-padded forward: same next-token logits, same cache, same samples."""
