@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 import cli
+import parallel
 
 # Settings fd.py and grpo.py share: (field, test, what the value must be). Each script adds its own.
 RULES = [
@@ -141,9 +142,11 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
-    kept = [row for row in read_metrics(out) if row.get("step", 0) <= state["step"]]
-    with open(os.path.join(out, "metrics.jsonl"), "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in kept)
+    parallel.barrier()   # every process has read the state before the metrics are cut back
+    if parallel.is_main():
+        kept = [row for row in read_metrics(out) if row.get("step", 0) <= state["step"]]
+        with open(os.path.join(out, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in kept)
     return {"step": state["step"], "extra": state["extra"]}
 
 
@@ -230,13 +233,16 @@ class Run:
             self.skipped, self.before, self.before_tasks = extra["skipped"], extra["before"], extra.get("before_tasks")
             self.lemmas = set(extra.get("lemmas", ()))
         else:
-            write_config(cfg.out, asdict(cfg))
+            if parallel.is_main():   # under torchrun rank 0 alone writes the run folder
+                write_config(cfg.out, asdict(cfg))
             self.start, self.skipped, self.before_tasks, self.lemmas = 0, 0, heldout(), set()
             self.before = sum(self.before_tasks) / len(self.before_tasks)
-            append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
+            if parallel.is_main():
+                append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
 
     def steps(self, desc: str):
-        self.bar = tqdm(range(self.start + 1, self.cfg.steps + 1), initial=self.start, total=self.cfg.steps, desc=desc)
+        self.bar = tqdm(range(self.start + 1, self.cfg.steps + 1), initial=self.start, total=self.cfg.steps, desc=desc,
+                        disable=not parallel.is_main())
         return self.bar
 
     def end_step(self, step: int, row: dict, show=("loss", "train_acc", "entropy"), lemmas=()):
@@ -251,6 +257,8 @@ class Run:
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
             self.after_tasks = self.heldout()
             row["heldout_pass1"] = self.after = sum(self.after_tasks) / len(self.after_tasks)
+        if not parallel.is_main():   # every process holds the same weights and figures: rank 0 writes them
+            return
         append_metrics(cfg.out, row)
         self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
         if step % cfg.save_every == 0 or step == cfg.steps:
@@ -261,8 +269,9 @@ class Run:
     def finish(self):
         """{"before", "after": held-out pass@1, "before_tasks", "after_tasks": per task}, or None when
         the run had already reached its steps."""
+        parallel.barrier()   # the last save is on disk before any process moves on
         if self.start >= self.cfg.steps:
-            print(f"nothing to do: {self.cfg.out} already has {self.start} of {self.cfg.steps} steps")
+            parallel.say(f"nothing to do: {self.cfg.out} already has {self.start} of {self.cfg.steps} steps")
             return None
         return {"before": self.before, "after": self.after, "before_tasks": self.before_tasks,
                 "after_tasks": self.after_tasks}

@@ -109,8 +109,9 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
             shown = " ".join(map(str, default)) or "none"
             p.add_argument(name, nargs="+", action="extend", default=None, metavar=f.name.upper().rstrip("S"),
                            type=type(default[0]) if default else str, help=f"{text} (default: {shown})")
-        else:
-            p.add_argument(name, type=type(default), default=None, help=f"{text} (default: {default})")
+        else:  # a one-letter setting also has its short form: `-n 16` passes through torchrun, whose parser claims --n
+            names = [name, "-" + f.name] if len(f.name) == 1 else [name]
+            p.add_argument(*names, type=type(default), default=None, help=f"{text} (default: {default})")
     return p
 
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 import cli
 import model
+import parallel
 import report
 import sft
 import tasks as tasks_lib
@@ -99,15 +100,18 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     on the answer, the last candidate), text (that answer, as given to Lean), n_tokens (ids the
     policy sampled, every turn's end token included), entropy (mean over those tokens, nats),
     truncated, turns (candidates written)}. One torch.Generator seeded with `seed` drives every
-    batch, so (seed, batch_size) fix the samples. The policy is put back in the train/eval mode it
-    was in."""
+    batch, so (seed, batch_size) fix the samples. Under torchrun each process samples a contiguous share
+    of the tasks (its generator seeded seed + rank) and every process gets all the records back. The
+    policy is put back in the train/eval mode it was in."""
     was_training = policy.model.training
     policy.model.eval()
+    mine = parallel.share(len(tasks))
+    progress = progress and parallel.is_main()
     try:
         with model.autocast(policy.device):   # bf16 matmuls on a GPU, as in training
-            jobs = [i for i in range(len(tasks)) for _ in range(n)]
+            jobs = [i for i in mine for _ in range(n)]
             prompts = [turns_lib.encode_prompt(policy.tokenizer, t, turns=turns) for t in tasks]
-            generator = torch.Generator(device=policy.device).manual_seed(seed)
+            generator = torch.Generator(device=policy.device).manual_seed(seed + parallel.rank())
             records = []
             bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
             for start in range(0, len(jobs), batch_size):
@@ -123,7 +127,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
             bar.close()
     finally:
         policy.model.train(was_training)
-    return records
+    return parallel.gather(records)
 
 
 def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens, turns=1) -> list[float]:
@@ -357,6 +361,7 @@ def main(argv=None) -> dict | None:
     if not cfg.model:
         cli.fail("evaluate.py: --model: give at least one model (or --curves RUN_DIR ...)")
     cli.check(cfg, RULES, "evaluate.py")
+    parallel.init()   # under torchrun each process samples a share of the tasks; rank 0 writes the results
     ks = parse_ks(cfg)
     for m in cfg.model:
         with cli.user_errors(f"evaluate.py: --model {m}", model.ModelNotFound):
@@ -377,16 +382,19 @@ def main(argv=None) -> dict | None:
                "models": []}
     for name in cfg.model:
         with cli.user_errors(f"evaluate.py: --model {name} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
-            policy = model.load(sft.resolve_model(name), prompt=cfg.prompt, thinking=cfg.thinking)  # the preset: built here
+            policy = model.load(sft.resolve_model(name), device=parallel.device() or None, prompt=cfg.prompt,
+                                thinking=cfg.thinking)  # the preset: built here on first use
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True, turns=cfg.turns)
         source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
         results["models"].append({"model": name, "model_source": source,
                                   **summarize(records, tasks, ks, cfg.turns)})
+        del policy
+        if not parallel.is_main():   # every process has the same records: rank 0 writes and prints them
+            continue
         with open(os.path.join(cfg.out, f"attempts_{len(results['models'])}.jsonl"), "w") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in records)
-        del policy
         s = results["models"][-1]
         print(f"{name}: " + "  ".join(f"pass@{k}={v:.3f}" for k, v in s["pass_at_k"].items()) +
               f"  entropy={s['entropy']:.3f}" + (f"  turns/attempt={s['mean_turns']:.2f}" if cfg.turns > 1 else ""))
@@ -396,6 +404,8 @@ def main(argv=None) -> dict | None:
             if s["one_shot_pass_at_turns"] is not None:
                 print(f"  {cfg.turns}-turn attempts: pass@1 {s['fraction_correct']:.3f}; {cfg.turns} independent "
                       f"one-shot attempts (pass@{cfg.turns} at turn budget 1): {s['one_shot_pass_at_turns']:.3f}")
+    if not parallel.is_main():
+        return results
     with open(os.path.join(cfg.out, "results.json"), "w") as fh:
         json.dump(results, fh, indent=1, allow_nan=False)
     report.write_markdown(results, os.path.join(cfg.out, "results.md"))

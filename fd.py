@@ -26,6 +26,7 @@ import cli
 import evaluate
 import feedback
 import model
+import parallel
 import proof_metrics
 import sft
 import tasks
@@ -62,6 +63,8 @@ class Config:
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
                                   # message and writes again (turns.py); the answer is the last one
+    micro_batch: int = 0          # attempts per teacher/student forward and backward (0: all of a process's at once);
+                                  # the gradient is the whole step's either way
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
                                   # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
@@ -108,64 +111,77 @@ def ema_update(teacher, student, alpha):
 # ----------------------------------------------------------------------------------------------
 # 2. One FD step
 # ----------------------------------------------------------------------------------------------
-def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generator) -> dict:
-    """One FD step on a batch of statements x, the optimizer step included. Returns the figures of the
-    metrics line."""
+def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generators) -> dict:
+    """One FD step on this process's statements x (all of them in one process; a share under torchrun:
+    parallel.py), the optimizer step included. `generators`: one per statement, for its attempt. Returns
+    the figures of the metrics line, over every process's attempts."""
     tok, student, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
     # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
     #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
     # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
     prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in batch]
     attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
-                             cfg.top_p, generator, clock)
-    results = [a.result for a in attempts]
+                             cfg.top_p, generators, clock)
     # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the
     #    whole attempt: Attempt.transcript), framed for the teacher's prompt by feedback.py.
     failures = source.stats["failures"]
     texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
     teacher_prompts = [turns.encode_prompt(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
-    ids = [a.ids for a in attempts]
     clock.lap("feedback")
-    with model.autocast(policy.device):
-        # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
-        with torch.no_grad():
-            t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
-            mask &= turns.trained_mask(attempts, mask)  # Lean's messages: context, never trained on
+    # 4-5 run on micro-batches of attempts (all at once by default). The step's loss is the mean over the
+    # attempt tokens of every process: a micro-batch's mean is weighted by its share of that count, so
+    # the gradients add up to the step's (tests: micro-batches and 2 processes equal one batch).
+    total = parallel.all_sum([sum(a.n_sampled for a in attempts)])[0]
+    sums = dict(loss=0.0, kl=0.0, entropy=0.0)
+    size = cfg.micro_batch or len(batch)
+    for part in (range(lo, min(lo + size, len(batch))) for lo in range(0, len(batch), size)):
+        ids = [attempts[i].ids for i in part]
+        with model.autocast(policy.device):
+            # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
+            with torch.no_grad():
+                t_hidden, _, mask = model.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids,
+                                                         tok.pad_token_id)
+                mask &= turns.trained_mask([attempts[i] for i in part], mask)  # Lean's messages: never trained on
+                if cfg.topk:
+                    top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
+                                                         cfg.chunk_size, mask=mask)
+            clock.lap("teacher")
+            # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context (no feedback):
+            #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
+            #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
+            #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
+            s_hidden, targets, _ = model.attempt_hidden(student, [prompts[i] for i in part], ids, tok.pad_token_id)
+            weight = model.lm_head_weight(student)
             if cfg.topk:
-                top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
-                                                     cfg.chunk_size, mask=mask)
-        clock.lap("teacher")
-        # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context (no feedback):
-        #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
-        #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
-        #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
-        s_hidden, targets, _ = model.attempt_hidden(student, prompts, ids, tok.pad_token_id)
-        weight = model.lm_head_weight(student)
-        if cfg.topk:
-            loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
-                                  renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
-        else:
-            loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
-                                     cfg.chunk_size, return_kl=True)
-        entropy = model.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of the student's own attempt
-    clock.lap("student")
-    # 6. Backward and one optimizer step (none on a NaN or inf: see checkpoint.update).
-    loss.backward()
-    grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, loss.item())
+                loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
+                                      renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
+            else:
+                loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
+                                         cfg.chunk_size, return_kl=True)
+            entropy = model.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of its own attempt
+        n = mask.sum().item()
+        (loss * (n / total)).backward()
+        for key, value in (("loss", loss.item()), ("kl", float(kl)), ("entropy", entropy)):
+            sums[key] += value * n
+        clock.lap("student")
+    # 6. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
+    parallel.sum_grads(student)
+    row = dict(zip(sums, (v / total for v in parallel.all_sum(sums.values()))))
+    grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, row["loss"])
     clock.lap("update")
     return dict(
-        loss=loss.item(),
-        train_acc=sum(r.ok for r in results) / len(results),
-        entropy=entropy,
-        kl=float(kl),
-        attempt_len=sum(a.n_sampled for a in attempts) / len(attempts),  # the policy's tokens, every turn
-        truncated=sum(a.truncated for a in attempts) / len(attempts),
-        turns=sum(a.turns for a in attempts) / len(attempts),
-        first_turn_acc=sum(a.results[0].ok for a in attempts) / len(attempts),
-        feedback_len=sum(len(t) - len(p) for t, p in zip(teacher_prompts, prompts)) / len(batch),
-        feedback_failures=source.stats["failures"] - failures,
-        epistemic_words=sum(proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts) / len(attempts),
-        lemmas=set().union(*(proof_metrics.lemmas(t, a.answer) for t, a in zip(batch, attempts) if a.result.ok)),
+        **row,
+        **parallel.means(  # each a mean over every process's attempts
+            train_acc=[a.result.ok for a in attempts],
+            attempt_len=[a.n_sampled for a in attempts],  # the policy's tokens, every turn
+            truncated=[a.truncated for a in attempts],
+            turns=[a.turns for a in attempts],
+            first_turn_acc=[a.results[0].ok for a in attempts],
+            feedback_len=[len(t) - len(p) for t, p in zip(teacher_prompts, prompts)],
+            epistemic_words=[proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
+        feedback_failures=parallel.all_sum([source.stats["failures"] - failures])[0],
+        lemmas=set().union(*parallel.gather([proof_metrics.lemmas(t, a.answer)
+                                             for t, a in zip(batch, attempts) if a.result.ok])),
         grad_norm=grad_norm,
         **clock.times,
     )
@@ -174,11 +190,12 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
 # ----------------------------------------------------------------------------------------------
 # 3. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [
-    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
+RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
+    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
     ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
     ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("ema_every", lambda v: v >= 1, "at least 1"),
+    ("micro_batch", lambda v: v >= 0, "0 or more (0: all of a process's attempts at once)"),
     ("feedback_prompt", lambda v: v in (1, 2, 3, 4), "1, 2, 3 or 4"),
 ]
 
@@ -188,6 +205,9 @@ def setup(cfg: Config):
     folder, the task files, the verifier, the feedback source, the model (last: the slow one). A
     user's mistake is one line and exit status 2 (cli.fail); anything else keeps its traceback."""
     cli.check(cfg, RULES, "fd.py")
+    parallel.init()   # under torchrun: this process's share of every step (parallel.py)
+    if cfg.prompts < parallel.size():
+        cli.fail(f"fd.py: --prompts {cfg.prompts}: must be at least the number of processes ({parallel.size()})")
     checkpoint.check_out(cfg, "fd.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -207,7 +227,7 @@ def setup(cfg: Config):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
     # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
     with cli.user_errors(f"fd.py: --model {cfg.model} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
-        policy = model.load(sft.resolve_model(cfg.model), device=cfg.device or None, dtype=torch.float32,
+        policy = model.load(sft.resolve_model(cfg.model), device=parallel.device(cfg.device) or None, dtype=torch.float32,
                             prompt=cfg.prompt, thinking=cfg.thinking)
     if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
         source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
@@ -215,6 +235,7 @@ def setup(cfg: Config):
         policy.model.gradient_checkpointing_enable()
     policy.model.train()
     os.makedirs(cfg.out, exist_ok=True)
+    parallel.barrier()   # every process has read the run folder before the first one writes to it
     return policy, env, source, heldout
 
 
@@ -231,24 +252,27 @@ def train(cfg: Config):
     length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
-    print(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
+    parallel.say(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
           f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("FD"):
         batch = [next(stream) for _ in range(cfg.prompts)]
-        generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
+        mine = parallel.share(len(batch))   # all of them in one process
+        generators = [torch.Generator(policy.device).manual_seed(parallel.statement_seed(cfg.seed, step, i))
+                      for i in mine]
         # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run);
         # --resume continues from the last save
         with cli.user_errors(f"fd.py: --feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues "
                              "from the last save)", feedback.FeedbackError):
-            row = fd_step(cfg, policy, teacher, env, source, optimizer, batch, generator)
-        row.update(long_prompts_skipped=stream.too_long, verifier_errors=getattr(env, "verifier_errors", 0))
+            row = fd_step(cfg, policy, teacher, env, source, optimizer, [batch[i] for i in mine], generators)
+        row.update(long_prompts_skipped=stream.too_long,
+                   verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
         run.end_step(step, row, lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
-        print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
-        print(f"model in {cfg.out}/final. Is the change the feedback's doing? The control, the same run with a "
+        parallel.say(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        parallel.say(f"model in {cfg.out}/final. Is the change the feedback's doing? The control, the same run with a "
               f"teacher that sees no feedback:\n  {cli.command(cfg, 'fd.py', feedback='none', out=cfg.out + '_control')}")
     return result
 

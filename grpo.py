@@ -32,6 +32,7 @@ import checkpoint
 import cli
 import evaluate
 import model
+import parallel
 import proof_metrics
 import sft
 import tasks
@@ -163,23 +164,25 @@ def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False):
     return logp, ent, mask
 
 
-def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dict:
-    """One GRPO step on a batch of statements x, the optimizer step included. Returns the figures of the
-    metrics line."""
+def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators) -> dict:
+    """One GRPO step on this process's statements x (all of them in one process; a share under torchrun:
+    parallel.py), the optimizer step included. `generators`: one per attempt (G per statement). Returns
+    the figures of the metrics line, over every process's attempts."""
     tok, net, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
     #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
     prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in jobs]
     rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                           generator, clock)
+                           generators, clock)
     attempts = [a.ids for a in rolled]
     # 2. Binary reward: 1 iff Lean accepts the answer (the last candidate) as a proof of the exact statement.
     rewards = torch.tensor([float(a.result.ok) for a in rolled]).view(len(batch), cfg.group)
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)
     micro = [list(range(i, min(i + cfg.micro_batch, len(jobs)))) for i in range(0, len(jobs), cfg.micro_batch)]
-    n_tokens, n_seqs = sum(a.n_sampled for a in rolled), len(rolled)  # whole-batch normalisers: the policy's tokens
+    # whole-step normalisers, over every process: the policy's tokens and the attempts
+    n_tokens, n_seqs = parallel.all_sum([sum(a.n_sampled for a in rolled), len(rolled)])
 
     def score(scorer, m, entropy=False):  # Lean's messages are context: masked out of every sum
         logp, ent, mask = attempt_logprobs(scorer, [prompts[i] for i in m], [attempts[i] for i in m], cfg.chunk_size,
@@ -202,24 +205,28 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
         loss, kl, clip_frac = loss + part.item(), kl + stats["kl"] * w, clip_frac + stats["clip_frac"] * w
         entropy += ent.sum().item() / max(n_tokens, 1)
     clock.lap("student")
-    # 5. One optimizer step (none on a NaN or inf: see checkpoint.update).
+    # 5. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
+    parallel.sum_grads(net)
+    loss, kl, clip_frac, entropy = parallel.all_sum([loss, kl, clip_frac, entropy])
     grad_norm = checkpoint.update(optimizer, net, cfg.grad_clip, loss)
     clock.lap("update")
     return dict(
         loss=loss,
-        train_acc=rewards.mean().item(),
         entropy=entropy,
         kl=kl,
         attempt_len=n_tokens / n_seqs,
-        truncated=sum(a.truncated for a in rolled) / n_seqs,
-        turns=sum(a.turns for a in rolled) / n_seqs,
-        first_turn_acc=sum(a.results[0].ok for a in rolled) / n_seqs,
-        reward=rewards.mean().item(),
+        **parallel.means(  # each a mean over every process's attempts (or groups)
+            train_acc=[a.result.ok for a in rolled],
+            reward=[a.result.ok for a in rolled],   # the binary reward: the train accuracy
+            truncated=[a.truncated for a in rolled],
+            turns=[a.turns for a in rolled],
+            first_turn_acc=[a.results[0].ok for a in rolled],
+            epistemic_words=[proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
         clip_frac=clip_frac,
-        frac_groups_with_signal=(rewards.std(1) > 0).float().mean().item(),
+        frac_groups_with_signal=parallel.means(signal=(rewards.std(1) > 0).tolist())["signal"],
         grad_norm=grad_norm,
-        epistemic_words=sum(proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled) / n_seqs,
-        lemmas=set().union(*(proof_metrics.lemmas(t, a.answer) for t, a in zip(jobs, rolled) if a.result.ok)),
+        lemmas=set().union(*parallel.gather([proof_metrics.lemmas(t, a.answer)
+                                             for t, a in zip(jobs, rolled) if a.result.ok])),
         **clock.times,
     )
 
@@ -227,8 +234,8 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generator) -> dic
 # ----------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [
-    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
+RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
+    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
     ("group", lambda v: v >= 2, "at least 2 (group advantages compare attempts at one statement)"),
     ("kl_coef", lambda v: v >= 0, "0 or more (0: no reference model)"),
     ("micro_batch", lambda v: v >= 1, "at least 1"),
@@ -249,6 +256,9 @@ def setup(cfg: Config):
     folder, the task files, the verifier, the models (last: the slow part). A user's mistake is one
     line and exit status 2 (cli.fail); anything else keeps its traceback."""
     cli.check(cfg, RULES, "grpo.py")
+    parallel.init()   # under torchrun: this process's share of every step (parallel.py)
+    if cfg.prompts < parallel.size():
+        cli.fail(f"grpo.py: --prompts {cfg.prompts}: must be at least the number of processes ({parallel.size()})")
     checkpoint.check_out(cfg, "grpo.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -266,7 +276,7 @@ def setup(cfg: Config):
     # same starting checkpoint, frozen for the whole run (no pi_ref when kl_coef = 0)
     with cli.user_errors(option + f" --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
         init = sft.resolve_model(start_model(cfg))
-        policy = model.load(init, device=cfg.device or None, dtype=torch.float32,
+        policy = model.load(init, device=parallel.device(cfg.device) or None, dtype=torch.float32,
                             prompt=cfg.prompt, thinking=cfg.thinking)
         # fp32 like the policy's master weights: in bf16 the KL would not be 0 at step 0
         ref = model.load(init, device=policy.device, dtype=torch.float32).model.requires_grad_(False) if cfg.kl_coef > 0 else None
@@ -274,6 +284,7 @@ def setup(cfg: Config):
         policy.model.gradient_checkpointing_enable()
     policy.model.train()
     os.makedirs(cfg.out, exist_ok=True)
+    parallel.barrier()   # every process has read the run folder before the first one writes to it
     return policy, ref, env, heldout
 
 
@@ -288,18 +299,21 @@ def train(cfg: Config):
     length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
-    print(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
+    parallel.say(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
           f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("GRPO"):
         batch = [next(stream) for _ in range(cfg.prompts)]
-        generator = torch.Generator(policy.device).manual_seed(cfg.seed * 1_000_003 + step)
-        row = grpo_step(cfg, policy, ref, env, optimizer, batch, generator)
-        row.update(long_prompts_skipped=stream.too_long, verifier_errors=getattr(env, "verifier_errors", 0))
+        mine = parallel.share(len(batch))   # all of them in one process
+        generators = [torch.Generator(policy.device).manual_seed(parallel.statement_seed(cfg.seed, step, i * cfg.group + g))
+                      for i in mine for g in range(cfg.group)]
+        row = grpo_step(cfg, policy, ref, env, optimizer, [batch[i] for i in mine], generators)
+        row.update(long_prompts_skipped=stream.too_long,
+                   verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
         run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
-        print(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
-        print(f"model in {cfg.out}/final")
+        parallel.say(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        parallel.say(f"model in {cfg.out}/final")
     return result
 
 

@@ -12,8 +12,11 @@ Options go to the checker: lean_env.load's for mini (lean, timeout, workers, ...
 or KiminaClient for the others (verifier.load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl")).
 A script needs no other module for the interface: Task in, Result out, LeanNotFound when no Lean can run.
 """
+import os
+
 import lean_env
 import lean_mathlib
+import parallel
 from lean_env import LeanNotFound, Result, Task  # noqa: F401  (the interface, re-exported)
 
 MATHLIB = {"repl": (lean_mathlib.ReplPool, "project"), "lake": (lean_mathlib.LakeEnv, "project"),
@@ -24,6 +27,8 @@ def load(spec: str = "mini", **options):
     """The checker a spec names: "mini" | "repl[:PROJECT]" | "lake[:PROJECT]" | "kimina[:URL]"; options are the
     checker's own arguments; lean=None or "" names no Lean (the scripts' default). Raises ValueError for an unknown spec, LeanNotFound when no Lean can run."""
     world, _, where = spec.partition(":")
+    if parallel.size() > 1 and world in ("mini", "repl", "lake") and "workers" not in options:
+        options["workers"] = max(1, (os.cpu_count() or 2) // parallel.size())   # torchrun: the processes share the cores
     if options.get("lean", "") in ("", None):  # no `lean` named: the mini world finds one, the others need none
         options.pop("lean", None)
     if world in MATHLIB and "lean" in options:
