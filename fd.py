@@ -239,6 +239,24 @@ def setup(cfg: Config):
     return policy, env, source, heldout
 
 
+def memory_estimate(cfg: Config, net) -> str:
+    """What one process holds, in GB, before the first step: fp32 weights, gradients and AdamW's two moments
+    for the student, the fp32 EMA teacher, and the activations of one micro-batch (bf16 autocast, gradient
+    checkpointing: each layer's input kept, one layer's work recomputed at a time, plus a chunk of logits)."""
+    c = net.config
+    P = sum(p.numel() for p in net.parameters())
+    H, L, V = c.hidden_size, c.num_hidden_layers, c.vocab_size
+    ffn = getattr(c, "intermediate_size", 4 * H)
+    rows = (cfg.micro_batch or -(-cfg.prompts // parallel.size()))
+    T = (cfg.max_prompt or 1024) + cfg.max_new_tokens * cfg.turns
+    gb = lambda b: b / 1e9
+    parts = dict(weights=4 * P, gradients=4 * P, adamw=8 * P, teacher=4 * P,
+                 activations=rows * T * (2 * H * L + 2 * (8 * H + 3 * ffn)) + 3 * 4 * cfg.chunk_size * V)
+    shown = ", ".join(f"{k} {gb(v):.3g}" for k, v in parts.items())
+    return (f"memory per process (estimate, GB): {shown}; total {gb(sum(parts.values())):.3g} "
+            f"({P / 1e6:.1f}M parameters, micro-batch {rows} x {T} tokens)")
+
+
 def train(cfg: Config):
     """The FD loop: sample -> Lean -> feedback -> teacher top-K -> student loss -> step -> EMA."""
     policy, env, source, heldout = setup(cfg)
@@ -252,6 +270,7 @@ def train(cfg: Config):
     length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
+    parallel.say(memory_estimate(cfg, student))
     parallel.say(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
           f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
     for step in run.steps("FD"):

@@ -182,3 +182,13 @@ def test_a_critic_failing_every_call_stops_the_run_with_a_clear_error(tiny_prove
     err = capsys.readouterr().err
     assert "step 2" in err and f"--resume {out}" in err and "every call failed" in err
     assert os.path.isdir(out / "step_000001")    # what step 1 learnt is kept
+
+
+def test_memory_estimate_counts_weights_optimizer_teacher_and_a_micro_batch(tiny_prover):
+    policy = model.load(tiny_prover)
+    n = sum(p.numel() for p in policy.model.parameters())
+    line = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=2), policy.model)
+    assert f"weights {4 * n / 1e9:.3g}," in line and f"adamw {8 * n / 1e9:.3g}," in line and "micro-batch 2 x" in line
+    whole = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=0, prompts=64), policy.model)
+    act = lambda text: float(text.split("activations ")[1].split(";")[0])
+    assert act(whole) > act(line)   # 64 attempts at once hold more than 2
