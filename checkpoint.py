@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 import cli
 import parallel
+import shard
 
 # Settings fd.py and grpo.py share: (field, test, what the value must be). Each script adds its own.
 RULES = [
@@ -115,30 +116,35 @@ def _set_rng_state(state):
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(out, step, nets: dict, optimizer, scheduler, extra: dict | None = None):
-    """Atomically write the whole training state after `step` finished steps."""
+def save_state(out, step, nets: dict, optimizer, scheduler, extra: dict | None = None) -> dict:
+    """Atomically write the whole training state after `step` finished steps; returns it. Every process
+    calls it (a sharded net is gathered into full tensors: shard.py); rank 0 writes."""
+    trained = next(iter(nets.values()))   # the net the optimizer trains comes first
     state = {
         "step": step,
-        "nets": {name: net.state_dict() for name, net in nets.items()},
-        "optimizer": optimizer.state_dict(),
+        "nets": {name: shard.model_state(net) for name, net in nets.items()},
+        "optimizer": shard.optimizer_state(trained, optimizer),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "rng": _rng_state(),
         "extra": extra or {},
     }
-    path = os.path.join(out, "state.pt")
-    torch.save(state, path + ".tmp")
-    os.replace(path + ".tmp", path)
+    if parallel.is_main():
+        path = os.path.join(out, "state.pt")
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
+    return state
 
 
 def load_state(out, nets: dict, optimizer, scheduler) -> dict:
-    """Restore what save_state wrote; returns {"step": ..., "extra": ...}. Drops later metric lines."""
+    """Restore what save_state wrote (on any number of processes, sharded or not); returns {"step": ...,
+    "extra": ...}. Drops later metric lines."""
     path = os.path.join(out, "state.pt")
     if not os.path.isfile(path):
         cli.fail(f"--resume {out}: no state.pt there (the run stopped before its first save)")
     state = torch.load(path, map_location="cpu", weights_only=False)
     for name, net in nets.items():
-        net.load_state_dict(state["nets"][name])
-    optimizer.load_state_dict(state["optimizer"])
+        shard.load_model_state(net, state["nets"][name])
+    shard.load_optimizer_state(next(iter(nets.values())), optimizer, state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     _set_rng_state(state["rng"])
@@ -152,10 +158,20 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
 
 def save(cfg, step, nets: dict, optimizer, scheduler, extra: dict, policy):
     """The training state, and an HF-format copy of the trained model (model + tokenizer) that
-    `--model OUT/step_N` or `--model OUT/final` loads."""
-    save_state(cfg.out, step, nets, optimizer, scheduler, extra)
+    `--model OUT/step_N` or `--model OUT/final` loads: the trained net's full fp32 weights, also when
+    it is sharded and `policy` holds the copy that samples."""
+    state = save_state(cfg.out, step, nets, optimizer, scheduler, extra)
+    if not parallel.is_main():
+        return
     folder = os.path.join(cfg.out, "final" if step == cfg.steps else f"step_{step:06d}")
-    policy.model.save_pretrained(folder, safe_serialization=True)
+    trained = next(iter(nets.values()))
+    weights = None
+    if shard.is_sharded(trained):   # the gathered fp32 weights, once per tensor (a tied head is the embedding)
+        first = {}
+        for name, value in policy.model.state_dict().items():
+            first.setdefault(value.data_ptr(), name)
+        weights = {k: v for k, v in next(iter(state["nets"].values())).items() if k in first.values()}
+    policy.model.save_pretrained(folder, state_dict=weights, safe_serialization=True)
     policy.tokenizer.save_pretrained(folder)
 
 
@@ -170,7 +186,8 @@ def optimizer(cfg, net):
 def update(optimizer, net, grad_clip: float, loss: float) -> float:
     """After backward: clip the gradient and step. Returns the gradient norm. Never steps on a NaN or
     inf (loss or gradient): the weights stay as they were and the norm is reported as NaN."""
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip))
+    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)   # sharded: a DTensor
     if math.isfinite(loss) and math.isfinite(grad_norm):
         optimizer.step()
     else:
@@ -257,11 +274,10 @@ class Run:
         if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
             self.after_tasks = self.heldout()
             row["heldout_pass1"] = self.after = sum(self.after_tasks) / len(self.after_tasks)
-        if not parallel.is_main():   # every process holds the same weights and figures: rank 0 writes them
-            return
-        append_metrics(cfg.out, row)
-        self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if parallel.is_main():   # every process holds the same figures: rank 0 writes them
+            append_metrics(cfg.out, row)
+            self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
+        if step % cfg.save_every == 0 or step == cfg.steps:   # every process: a sharded state is gathered
             extra = {"skipped": self.skipped, "before": self.before, "before_tasks": self.before_tasks,
                      "lemmas": sorted(self.lemmas)}
             save(cfg, step, self.nets, self.optimizer, self.scheduler, extra, self.policy)

@@ -29,6 +29,7 @@ import model
 import parallel
 import proof_metrics
 import sft
+import shard
 import tasks
 import turns
 import verifier
@@ -63,6 +64,8 @@ class Config:
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
                                   # message and writes again (turns.py); the answer is the last one
+    fsdp: bool = False            # under torchrun: shard student and teacher over the processes (FSDP2, shard.py);
+                                  # a full copy samples. For models whose training state does not fit one GPU
     micro_batch: int = 0          # attempts per teacher/student forward and backward (0: all of a process's at once);
                                   # the gradient is the whole step's either way
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
@@ -111,11 +114,13 @@ def ema_update(teacher, student, alpha):
 # ----------------------------------------------------------------------------------------------
 # 2. One FD step
 # ----------------------------------------------------------------------------------------------
-def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generators) -> dict:
+def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generators, student=None) -> dict:
     """One FD step on this process's statements x (all of them in one process; a share under torchrun:
-    parallel.py), the optimizer step included. `generators`: one per statement, for its attempt. Returns
-    the figures of the metrics line, over every process's attempts."""
-    tok, student, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
+    parallel.py), the optimizer step included. `generators`: one per statement, for its attempt. `student`:
+    the net trained, policy.model unless it is sharded (--fsdp: policy.model is then the copy that samples).
+    Returns the figures of the metrics line, over every process's attempts."""
+    tok, clock = policy.tokenizer, checkpoint.Stopwatch()
+    student = student if student is not None else policy.model
     # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
     #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
     # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
@@ -134,7 +139,11 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     total = parallel.all_sum([sum(a.n_sampled for a in attempts)])[0]
     sums = dict(loss=0.0, kl=0.0, entropy=0.0)
     size = cfg.micro_batch or len(batch)
-    for part in (range(lo, min(lo + size, len(batch))) for lo in range(0, len(batch), size)):
+    parts = [range(lo, min(lo + size, len(batch))) for lo in range(0, len(batch), size)]
+    own = len(parts)
+    if shard.is_sharded(student):  # each forward gathers layers from every process: all run as many (the extra: weight 0)
+        parts += [parts[-1]] * (int(parallel.all_max([len(parts)])[0]) - len(parts))
+    for j, part in enumerate(parts):
         ids = [attempts[i].ids for i in part]
         with model.autocast(policy.device):
             # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
@@ -159,15 +168,19 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
                 loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
                                          cfg.chunk_size, return_kl=True)
             entropy = model.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of its own attempt
-        n = mask.sum().item()
+        n = mask.sum().item() if j < own else 0   # a repeated part only keeps the collectives in step
         (loss * (n / total)).backward()
+        shard.release(teacher)
         for key, value in (("loss", loss.item()), ("kl", float(kl)), ("entropy", entropy)):
             sums[key] += value * n
         clock.lap("student")
     # 6. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    parallel.sum_grads(student)
+    if not shard.is_sharded(student):   # a sharded net's backward already summed them
+        parallel.sum_grads(student)
     row = dict(zip(sums, (v / total for v in parallel.all_sum(sums.values()))))
     grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, row["loss"])
+    if student is not policy.model:
+        shard.refresh(policy.model, student)   # the sampling copy takes the new weights
     clock.lap("update")
     return dict(
         **row,
@@ -262,11 +275,18 @@ def train(cfg: Config):
     policy, env, source, heldout = setup(cfg)
     student = policy.model
     teacher = make_teacher(student)
+    if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
+        sampler = copy.deepcopy(student).to(model.default_dtype(policy.device)).eval().requires_grad_(False)
+        shard.shard(student)
+        shard.shard(teacher)
+        policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
     nets = {"student": student, "teacher": teacher}
     evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
+    if policy.model is not student:   # sharded: the sampling copy takes the resumed weights
+        shard.refresh(policy.model, student)
     length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
@@ -282,7 +302,7 @@ def train(cfg: Config):
         # --resume continues from the last save
         with cli.user_errors(f"fd.py: --feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues "
                              "from the last save)", feedback.FeedbackError):
-            row = fd_step(cfg, policy, teacher, env, source, optimizer, [batch[i] for i in mine], generators)
+            row = fd_step(cfg, policy, teacher, env, source, optimizer, [batch[i] for i in mine], generators, student)
         row.update(long_prompts_skipped=stream.too_long,
                    verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):

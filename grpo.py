@@ -23,6 +23,7 @@ The paper leaves the advantage normalisation, estimator and aggregation unstated
   constant sum_{i,t} l_{i,t} / (N * max_new_tokens)    Dr. GRPO: no length bias
 fd.py has the same shape: `diff fd.py grpo.py`.
 """
+import copy
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ import model
 import parallel
 import proof_metrics
 import sft
+import shard
 import tasks
 import turns
 import verifier
@@ -75,6 +77,8 @@ class Config:
     no_std: bool = False          # Dr. GRPO's A = r - mean instead of (r - mean) / (std + eps)
     agg: str = "token"            # token | seq | constant (see the docstring)
     micro_batch: int = 40         # attempts per forward/backward (gradients accumulate)
+    fsdp: bool = False            # under torchrun: shard the policy and the reference over the processes (FSDP2,
+                                  # shard.py); a full copy samples. For models whose training state does not fit one GPU
     save_every: int = 25          # HF checkpoint + training state every N steps (and at the end)
     seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
@@ -164,11 +168,13 @@ def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False):
     return logp, ent, mask
 
 
-def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators) -> dict:
+def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=None) -> dict:
     """One GRPO step on this process's statements x (all of them in one process; a share under torchrun:
-    parallel.py), the optimizer step included. `generators`: one per attempt (G per statement). Returns
-    the figures of the metrics line, over every process's attempts."""
-    tok, net, clock = policy.tokenizer, policy.model, checkpoint.Stopwatch()
+    parallel.py), the optimizer step included. `generators`: one per attempt (G per statement). `net`: the
+    policy trained, policy.model unless it is sharded (--fsdp: policy.model is then the copy that samples).
+    Returns the figures of the metrics line, over every process's attempts."""
+    tok, clock = policy.tokenizer, checkpoint.Stopwatch()
+    net = net if net is not None else policy.model
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
     #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
@@ -181,6 +187,9 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators) -> di
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)
     micro = [list(range(i, min(i + cfg.micro_batch, len(jobs)))) for i in range(0, len(jobs), cfg.micro_batch)]
+    own = len(micro)
+    if shard.is_sharded(net):  # each forward gathers layers from every process: all run as many (the extra: weight 0)
+        micro += [micro[-1]] * (int(parallel.all_max([len(micro)])[0]) - len(micro))
     # whole-step normalisers, over every process: the policy's tokens and the attempts
     n_tokens, n_seqs = parallel.all_sum([sum(a.n_sampled for a in rolled), len(rolled)])
 
@@ -192,6 +201,8 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators) -> di
 
     with torch.no_grad():
         ref_lp = [score(ref, m)[0] if ref is not None else None for m in micro]
+    if ref is not None:
+        shard.release(ref)
     clock.lap("score")
     # 4. The clipped objective + beta * k3 KL, micro-batches accumulating into one gradient. pi_old is
     #    the policy itself (one update per batch): old = logp.detach(), rho = 1.
@@ -200,15 +211,20 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators) -> di
         logp, ent, mask = score(net, m, entropy=True)
         part, stats = grpo_loss(logp, logp.detach(), ref_lp[j], adv[m], mask, kl_coef=cfg.kl_coef, agg=cfg.agg,
                                 max_len=cfg.max_new_tokens * cfg.turns, n_tokens=n_tokens, n_seqs=n_seqs)
+        if j >= own:   # a repeated micro-batch only keeps the collectives in step
+            part, mask = part * 0, mask & False
         part.backward()
         w = mask.sum().item() / n_tokens  # stats are token means over the batch
         loss, kl, clip_frac = loss + part.item(), kl + stats["kl"] * w, clip_frac + stats["clip_frac"] * w
-        entropy += ent.sum().item() / max(n_tokens, 1)
+        entropy += ent.sum().item() / max(n_tokens, 1) if j < own else 0.0
     clock.lap("student")
     # 5. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    parallel.sum_grads(net)
+    if not shard.is_sharded(net):   # a sharded net's backward already summed them
+        parallel.sum_grads(net)
     loss, kl, clip_frac, entropy = parallel.all_sum([loss, kl, clip_frac, entropy])
     grad_norm = checkpoint.update(optimizer, net, cfg.grad_clip, loss)
+    if net is not policy.model:
+        shard.refresh(policy.model, net)   # the sampling copy takes the new weights
     clock.lap("update")
     return dict(
         loss=loss,
@@ -291,11 +307,20 @@ def setup(cfg: Config):
 def train(cfg: Config):
     """The GRPO loop: sample G per statement -> Lean -> advantages -> clipped objective + KL -> step."""
     policy, ref, env, heldout = setup(cfg)
-    optimizer, scheduler = checkpoint.optimizer(cfg, policy.model)
-    nets = {"policy": policy.model} if ref is None else {"policy": policy.model, "reference": ref}
+    net = policy.model
+    if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
+        sampler = copy.deepcopy(net).to(model.default_dtype(policy.device)).eval().requires_grad_(False)
+        shard.shard(net)
+        if ref is not None:
+            shard.shard(ref)
+        policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
+    optimizer, scheduler = checkpoint.optimizer(cfg, net)
+    nets = {"policy": net} if ref is None else {"policy": net, "reference": ref}
     evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
+    if policy.model is not net:   # sharded: the sampling copy takes the resumed weights
+        shard.refresh(policy.model, net)
     length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
@@ -306,7 +331,7 @@ def train(cfg: Config):
         mine = parallel.share(len(batch))   # all of them in one process
         generators = [torch.Generator(policy.device).manual_seed(parallel.statement_seed(cfg.seed, step, i * cfg.group + g))
                       for i in mine for g in range(cfg.group)]
-        row = grpo_step(cfg, policy, ref, env, optimizer, [batch[i] for i in mine], generators)
+        row = grpo_step(cfg, policy, ref, env, optimizer, [batch[i] for i in mine], generators, net)
         row.update(long_prompts_skipped=stream.too_long,
                    verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
         run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))

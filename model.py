@@ -308,7 +308,10 @@ def proof_text(sample_or_text, task=None) -> str:
 # ----------------------------------------------------------------------------- scoring
 
 def forward_hidden(model, input_ids, attention_mask=None, position_ids=None):
-    """(B, T, H) last-layer states after the final norm: logits = hidden @ lm_head_weight.T."""
+    """(B, T, H) last-layer states after the final norm: logits = hidden @ lm_head_weight.T. A sharded model
+    (shard.py) reads them through its registered forward, which gathers its parameters."""
+    if hasattr(model, "fd_hidden"):
+        return model.fd_hidden(input_ids, attention_mask, position_ids)
     return model.base_model(input_ids=input_ids, attention_mask=attention_mask,
                             position_ids=position_ids).last_hidden_state
 

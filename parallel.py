@@ -77,6 +77,15 @@ def means(**values: list) -> dict:
     return {key: total / sums[-1] for key, total in zip(values, sums)}
 
 
+def all_max(values):
+    """A list of floats, each the largest over ranks."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t.tolist()
+
+
 def gather(items: list) -> list:
     """Every rank's list, concatenated in rank order (on every rank): shares back into the whole."""
     if not dist.is_initialized():

@@ -76,14 +76,46 @@ def test_fd_on_two_processes_equals_one(tiny_prover, tmp_path):
     assert_same_weights(tmp_path / "straight", tmp_path / "two")
 
 
-def test_grpo_on_two_processes_equals_one(tiny_prover, tmp_path):
-    args = ["--model", tiny_prover, "--steps", 2, "--prompts", 4, "--group", 4, "--eval-limit", 4, "--eval-n", 2,
-            "--threads", 1, "--max-new-tokens", 8, "--micro-batch", 6, "--lr", 3e-3, "--tasks", "mini:1"]
+@pytest.fixture(scope="module")
+def easy_tasks(tmp_path_factory):
+    """Statements any hypothesis proves: the tiny prover succeeds now and then, so GRPO's groups carry signal."""
+    path = tmp_path_factory.mktemp("easy") / "easy.jsonl"
+    with open(path, "w") as f:
+        for i, v in enumerate("pqrs" * 2):
+            hyps = " ".join(f"(h{k} : {v})" for k in range(6))
+            f.write(json.dumps(dict(name=f"easy_{i}", statement=f"theorem easy_{i} (p q r s : Prop) {hyps} : {v} :=",
+                                    solution="h0", level=1)) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("fsdp", [False, True])
+def test_grpo_on_two_processes_equals_one(tiny_prover, easy_tasks, tmp_path, fsdp):
+    """5 statements (shares of 3 and 2), G = 4, micro-batches of 6; with --fsdp the policy and the reference are
+    sharded (FSDP2) and a full copy samples."""
+    args = ["--model", tiny_prover, "--steps", 2, "--prompts", 5, "--group", 4, "--eval-limit", 4, "--eval-n", 2,
+            "--threads", 1, "--max-new-tokens", 8, "--micro-batch", 6, "--lr", 3e-3, "--tasks", f"jsonl:{easy_tasks}",
+            "--eval-tasks", f"jsonl:{easy_tasks}", "--seed", 3]
     one_process("grpo.py", *args, "--out", tmp_path / "one")
-    torchrun("grpo.py", *args, "--out", tmp_path / "two")
+    torchrun("grpo.py", *args, *(["--fsdp"] if fsdp else []), "--out", tmp_path / "two")
+    assert any(r["frac_groups_with_signal"] > 0 for r in checkpoint.read_metrics(str(tmp_path / "one"))[1:])
     assert_same_steps(tmp_path / "one", tmp_path / "two", ("loss", "kl", "entropy", "attempt_len", "clip_frac",
-                                                           "frac_groups_with_signal"))
+                                                           "frac_groups_with_signal", "grad_norm"))
     assert_same_weights(tmp_path / "one", tmp_path / "two")
+
+
+def test_fd_sharded_equals_one_process_and_resumes_unsharded(tiny_prover, tmp_path):
+    """--fsdp: student and EMA teacher sharded (the teacher averaged every step), micro-batches of 3 over shares
+    of 4 and 3 statements; the run's state is saved whole, so it resumes on one process, unsharded."""
+    args = ["--model", tiny_prover, "--steps", 2, "--prompts", 7, "--eval-limit", 4, "--eval-n", 2, "--threads", 1,
+            "--max-new-tokens", 20, "--save-every", 1, "--micro-batch", 3, "--ema-every", 1]
+    one_process("fd.py", *args, "--steps", 3, "--out", tmp_path / "one")
+    torchrun("fd.py", *args, "--fsdp", "--out", tmp_path / "two")
+    one_process("fd.py", "--resume", tmp_path / "two", "--steps", 3)
+    assert_same_steps(tmp_path / "one", tmp_path / "two", TRAINING + ("grad_norm",))
+    assert_same_weights(tmp_path / "one", tmp_path / "two")
+    teachers = [torch.load(d / "state.pt", weights_only=False)["nets"]["teacher"] for d in (tmp_path / "one", tmp_path / "two")]
+    for key in teachers[0]:
+        torch.testing.assert_close(teachers[0][key], teachers[1][key], atol=1e-5, rtol=0)
 
 
 def test_fd_micro_batches_equal_the_whole_batch(tiny_prover, tmp_path):
