@@ -254,8 +254,9 @@ def setup(cfg: Config):
 
 def memory_estimate(cfg: Config, net) -> str:
     """What one process holds, in GB, before the first step: fp32 weights, gradients and AdamW's two moments
-    for the student, the fp32 EMA teacher, and the activations of one micro-batch (bf16 autocast, gradient
-    checkpointing: each layer's input kept, one layer's work recomputed at a time, plus a chunk of logits)."""
+    for the student, the fp32 EMA teacher (with --fsdp a 1/N share of each, and a bf16 copy that samples),
+    and the activations of one micro-batch (bf16 autocast, gradient checkpointing: each layer's input kept,
+    one layer's work recomputed at a time, plus a chunk of logits)."""
     c = net.config
     P = sum(p.numel() for p in net.parameters())
     H, L, V = c.hidden_size, c.num_hidden_layers, c.vocab_size
@@ -263,7 +264,9 @@ def memory_estimate(cfg: Config, net) -> str:
     rows = (cfg.micro_batch or -(-cfg.prompts // parallel.size()))
     T = (cfg.max_prompt or 1024) + cfg.max_new_tokens * cfg.turns
     gb = lambda b: b / 1e9
-    parts = dict(weights=4 * P, gradients=4 * P, adamw=8 * P, teacher=4 * P,
+    n = parallel.size() if cfg.fsdp else 1   # --fsdp: each process holds 1/n of the training state, plus the copy
+    parts = dict(weights=4 * P / n, gradients=4 * P / n, adamw=8 * P / n, teacher=4 * P / n,
+                 sampling_copy=2 * P if n > 1 else 0,
                  activations=rows * T * (2 * H * L + 2 * (8 * H + 3 * ffn)) + 3 * 4 * cfg.chunk_size * V)
     shown = ", ".join(f"{k} {gb(v):.3g}" for k, v in parts.items())
     return (f"memory per process (estimate, GB): {shown}; total {gb(sum(parts.values())):.3g} "
