@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 
 import cli
 import parallel
+import report
 import shard
+import tracking
 
 # Settings fd.py and grpo.py share: (field, test, what the value must be). Each script adds its own.
 RULES = [
@@ -244,6 +246,10 @@ class Run:
     def __init__(self, cfg, nets: dict, optimizer, scheduler, policy, heldout):
         self.cfg, self.nets, self.optimizer, self.scheduler = cfg, nets, optimizer, scheduler
         self.policy, self.heldout, self.after = policy, heldout, None
+        self.tracker = None   # --wandb: rank 0 sends every metrics row and the plots (tracking.py)
+        if parallel.is_main():
+            with cli.user_errors("--wandb", tracking.TrackingError):
+                self.tracker = tracking.start(cfg.wandb, cfg.out, asdict(cfg), resume=bool(cfg.resume))
         if cfg.resume:
             state = load_state(cfg.out, nets, optimizer, scheduler)
             self.start, extra = state["step"], state["extra"]
@@ -255,7 +261,7 @@ class Run:
             self.start, self.skipped, self.before_tasks, self.lemmas = 0, 0, heldout(), set()
             self.before = sum(self.before_tasks) / len(self.before_tasks)
             if parallel.is_main():
-                append_metrics(cfg.out, {"step": 0, "heldout_pass1": self.before})
+                self.write({"step": 0, "heldout_pass1": self.before})
 
     def steps(self, desc: str):
         self.bar = tqdm(range(self.start + 1, self.cfg.steps + 1), initial=self.start, total=self.cfg.steps, desc=desc,
@@ -275,17 +281,27 @@ class Run:
             self.after_tasks = self.heldout()
             row["heldout_pass1"] = self.after = sum(self.after_tasks) / len(self.after_tasks)
         if parallel.is_main():   # every process holds the same figures: rank 0 writes them
-            append_metrics(cfg.out, row)
+            self.write(row)
             self.bar.set_postfix({k: f"{row[k]:.3f}" for k in show})
         if step % cfg.save_every == 0 or step == cfg.steps:   # every process: a sharded state is gathered
             extra = {"skipped": self.skipped, "before": self.before, "before_tasks": self.before_tasks,
                      "lemmas": sorted(self.lemmas)}
             save(cfg, step, self.nets, self.optimizer, self.scheduler, extra, self.policy)
 
+    def write(self, row: dict):
+        append_metrics(self.cfg.out, row)
+        if self.tracker:
+            self.tracker.log(row, row["step"])
+
     def finish(self):
         """{"before", "after": held-out pass@1, "before_tasks", "after_tasks": per task}, or None when
-        the run had already reached its steps."""
+        the run had already reached its steps. Rank 0 plots the run's curves (OUT/curves.png)."""
         parallel.barrier()   # the last save is on disk before any process moves on
+        if parallel.is_main() and self.start < self.cfg.steps:
+            report.plot_curves([self.cfg.out], os.path.join(self.cfg.out, "curves.png"))
+        if self.tracker:
+            self.tracker.images({"curves": os.path.join(self.cfg.out, "curves.png")}, step=self.cfg.steps)
+            self.tracker.finish()
         if self.start >= self.cfg.steps:
             parallel.say(f"nothing to do: {self.cfg.out} already has {self.start} of {self.cfg.steps} steps")
             return None

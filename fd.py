@@ -86,6 +86,7 @@ class Config:
     verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
     lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
     paper: bool = False           # use the paper's settings (PAPER below; explicit flags win)
+    wandb: str = ""               # a Weights & Biases project to watch the run live ("": off; tracking.py)
     resume: str = ""              # continue the run in this folder exactly where it stopped
 
 

@@ -192,3 +192,14 @@ def test_memory_estimate_counts_weights_optimizer_teacher_and_a_micro_batch(tiny
     whole = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=0, prompts=64), policy.model)
     act = lambda text: float(text.split("activations ")[1].split(";")[0])
     assert act(whole) > act(line)   # 64 attempts at once hold more than 2
+
+
+def test_wandb_watches_the_run_offline_and_the_run_plots_its_curves(tiny_prover, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    for key, value in dict(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=str(tmp_path)).items():
+        monkeypatch.setenv(key, value)
+    out = tmp_path / "watched"
+    fd.train(small_config(tiny_prover, out, steps=1, eval_every=0, eval_limit=2, wandb="fd-tests"))
+    run_id = (out / "wandb_id.txt").read_text().strip()
+    assert run_id and any(p.name.endswith(run_id) for p in (out / "wandb").glob("offline-run-*"))
+    assert (out / "curves.png").stat().st_size > 0
