@@ -17,10 +17,11 @@ only .ok, .status, .messages.
     texts = fb.batch([(task, attempt, result), ...])    # one step's feedback, concurrent
     fb.stats   # calls, failures, cache_hits, requests, retries, prompt_tokens, completion_tokens
 
-Frames (TEMPLATES): Lean FD gives, on failure, the paper's sentence "The following is feedback from
-your unsuccessful earlier attempt:" and Lean's output (cut at Settings.lean_chars in the mini world,
-whose small prover has about 200 tokens for prompt + feedback + proof; kept whole up to
-Settings.full_lean_chars on real Mathlib tasks: is_mini tells them apart), and on success the proof
+Frames (TEMPLATES): Lean FD gives, on failure, Lean's output: in the mini world under a short header
+and cut at Settings.lean_chars (its small prover has about 200 tokens for prompt + feedback + proof,
+and its vocabulary is built from these templates), on real Mathlib tasks under the paper's sentence
+"The following is feedback from your unsuccessful earlier attempt:" and kept whole up to
+Settings.full_lean_chars (is_mini tells them apart); on success the proof
 (model.proof_text: never a chat model's reasoning or prose) under "Example of a correct solution:".
 Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" frame.
 
@@ -30,33 +31,25 @@ tutor naming errors and useful / useless steps, guidance not judgement, tool use
 attempt was cut off. The offline tutor's rules are in tutor.py (it too asks for a shorter proof when
 the attempt was cut off).
 
-HTTP critics (requests): timeouts, bounded retries of 429 / 5xx / network faults with jittered
-backoff and Retry-After, one deadline per call; no retry on a client error or an exhausted quota;
-the key is never printed. OpenAI's own endpoint gets `max_completion_tokens` with room for a
-reasoning model's hidden reasoning (Settings.reasoning_tokens); other servers get `max_tokens`
-unless they refuse it the way OpenAI does. batch() falls back to Lean feedback for a failed call,
-and raises FeedbackError when every call failed in Settings.max_failed_batches batches in a row:
-a broken critic stops the run instead of quietly turning it into Lean FD.
+LLM critics talk HTTP in critics.py. batch() falls back to Lean feedback for a failed call, and raises
+FeedbackError when every call failed in Settings.max_failed_batches batches in a row: a broken critic
+stops the run instead of quietly turning it into Lean FD.
 Test: python -m pytest -q tests/test_feedback.py
 """
 import concurrent.futures
 import copy
-import email.utils
 import hashlib
 import json
 import os
-import random
 import re
 import threading
-import time
-import urllib.parse
 from dataclasses import dataclass
 
-import requests
-
+import critics
 import model
 import sampling
 import tutor
+from critics import FeedbackError, HTTPError  # noqa: F401  (raised here too; part of the interface)
 
 
 @dataclass
@@ -76,18 +69,6 @@ class Settings:
     lean_chars: int = 300            # mini world: Lean output kept in the framed "lean" block (tiny-model budget)
     full_lean_chars: int = 10_000    # Lean output kept in every critique prompt and in real tasks' "lean" block
     cache_dir: str | None = None     # one JSON file per (source, model, prompt) key; None: no cache
-
-
-class FeedbackError(RuntimeError):
-    """A source could not produce feedback (HTTP failure, bad response, missing solution)."""
-
-
-class HTTPError(FeedbackError):
-    """A refused request: the HTTP status and the API's own error code and param, when it gave them."""
-
-    def __init__(self, message, status, code=None, param=None):
-        super().__init__(message)
-        self.status, self.code, self.param = status, code, param
 
 
 # ---- which world a task is from ------------------------------------------------------------------
@@ -188,151 +169,6 @@ def critique_prompt(task, attempt, result, version=4, lean_chars=10_000):
     attempt = getattr(attempt, "transcript", "") or text
     task_text = _TASK.format(statement=header + task.statement, attempt=attempt, lean=lean)
     return role + task_text + "".join(rules).replace("{mathlib}", "" if is_mini(task) else _MATHLIB)
-
-
-# ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------
-QUOTA_CODES = {"insufficient_quota", "enforced_spend_limit_reached"}   # a 429 that waiting does not cure
-
-
-def _scrubber(secret):
-    return (lambda text: text.replace(secret, "***")) if secret else str
-
-
-def _retry_after(headers):
-    value = headers.get("Retry-After") if headers else None
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        try:   # the HTTP-date form
-            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _api_error(response):
-    """(code, param) of an error reply: OpenAI {"error": {"code", "param", "type"}}, Anthropic
-    {"error": {"type", "details": {"error_code"}}}; (None, None) for anything else."""
-    try:
-        err = response.json()["error"]
-        code = (err.get("details") or {}).get("error_code") or err.get("code") or err.get("type")
-        return (code if isinstance(code, str) else None), err.get("param")
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None, None
-
-
-def _reason(e):
-    """A network fault in a few words: "ConnectTimeout: ... timed out", "ConnectionError: ... refused"."""
-    inner = e.args[0] if e.args else e
-    text = str(getattr(inner, "reason", inner))
-    return f"{type(e).__name__}: " + re.sub(r"^\w+\(.*?\): ", "", text)
-
-
-def post_json(url, headers, body, s, stats, secret=""):
-    """POST JSON and decode the reply. Retries 429, 5xx, timeouts and connection errors, at most
-    s.max_attempts tries within s.deadline_s; then FeedbackError naming url and the last status. A
-    client error (4xx) or an exhausted quota fails at once: HTTPError with the API's error code.
-    Every message is scrubbed of `secret`, and raised outside any `except`, so no chained exception
-    (whose request holds the key header) travels with it."""
-    scrub = _scrubber(secret)   # never echo the key
-    start, last = time.monotonic(), "no response"
-    for i in range(s.max_attempts):
-        stats.add(requests=1)
-        left = s.deadline_s - (time.monotonic() - start)
-        try:
-            r = requests.post(url, json=body, headers=headers, timeout=max(0.01, min(s.timeout_s, left)))
-        except requests.RequestException as e:   # refused, reset, timed out
-            r, last = None, scrub(_reason(e))
-        wait = None
-        if r is not None and r.ok:
-            try:
-                return r.json()
-            except ValueError:
-                pass
-            raise FeedbackError(scrub(f"{url}: unparseable response (HTTP {r.status_code}): {r.text[:80]!r}"))
-        if r is not None:
-            last, (code, param) = f"HTTP {r.status_code}", _api_error(r)
-            if r.status_code == 429 and code in QUOTA_CODES:
-                raise HTTPError(scrub(f"{url}: HTTP 429 {code}: the account's quota or credit is used up "
-                                      f"(not retried; add credit or use another key): {r.text[:200]}"), 429, code, param)
-            if r.status_code != 429 and r.status_code < 500:   # a client error does not heal by retrying
-                raise HTTPError(scrub(f"{url}: {last}: {r.text[:300]}"), r.status_code, code, param)
-            wait = _retry_after(r.headers)
-        if i + 1 == s.max_attempts:
-            break
-        if wait is None:
-            wait = min(s.backoff_max_s, s.backoff_base_s * 2 ** i) * random.uniform(0.5, 1.0)
-        if time.monotonic() - start + wait > s.deadline_s:
-            last += f" (waiting {wait:.1f} s more would pass the {s.deadline_s} s deadline)"
-            break
-        stats.add(retries=1)
-        time.sleep(wait)
-    raise FeedbackError(scrub(f"{url}: gave up after {i + 1} tries; last: {last}"))
-
-
-def _openai_reply(r):  # -> (text, prompt tokens, completion tokens, cut off at the budget)
-    u, choice = r.get("usage") or {}, r["choices"][0]
-    text = choice["message"].get("content") or ""   # None for a refusal or a reply spent on reasoning
-    return text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), choice.get("finish_reason") == "length"
-
-
-def _anthropic_reply(r):
-    u = r.get("usage") or {}
-    text = "".join(c["text"] for c in r["content"] if c.get("type") == "text")
-    return text, u.get("input_tokens", 0), u.get("output_tokens", 0), r.get("stop_reason") == "max_tokens"
-
-
-APIS = {  # path, key header, fixed headers, key variable, public endpoint, reply -> (text, in, out, cut)
-    "openai": ("/chat/completions", lambda k: {"Authorization": f"Bearer {k}"}, {}, "OPENAI_API_KEY",
-               "https://api.openai.com/v1", _openai_reply),
-    "anthropic": ("/messages", lambda k: {"x-api-key": k}, {"anthropic-version": "2023-06-01"},
-                  "ANTHROPIC_API_KEY", "https://api.anthropic.com/v1", _anthropic_reply),
-}
-
-
-def budget(style, base_url, s):
-    """The answer-budget field of a request. OpenAI's own endpoint refuses `max_tokens` for its
-    reasoning models (o-series, GPT-5) and counts their hidden reasoning in `max_completion_tokens`:
-    that, with room for the reasoning. Any other server (vLLM, a proxy) and Anthropic: `max_tokens`."""
-    if style == "openai" and urllib.parse.urlparse(base_url).hostname == "api.openai.com":
-        return {"max_completion_tokens": s.max_tokens + s.reasoning_tokens}
-    return {"max_tokens": s.max_tokens}
-
-
-def _http_critic(style, model_name, s, key, base_url):
-    path, key_header, fixed, _, _, parse = APIS[style]
-    url = base_url.rstrip("/") + path
-    headers = {"Content-Type": "application/json", **fixed, **(key_header(key) if key else {})}
-    limit = budget(style, base_url, s)
-
-    def post(prompt, stats):
-        body = {"model": model_name, **limit, "messages": [{"role": "user", "content": prompt}]}
-        if s.temperature is not None:
-            body["temperature"] = s.temperature
-        return post_json(url, headers, body, s, stats, key)
-
-    def ask(prompt, stats):
-        nonlocal limit
-        try:
-            reply = post(prompt, stats)
-        except HTTPError as e:   # another host serving OpenAI's reasoning models (a proxy, Azure): it says
-            if not (e.status == 400 and e.param == "max_tokens" and "max_tokens" in limit):  # so, once
-                raise
-            limit = {"max_completion_tokens": s.max_tokens + s.reasoning_tokens}   # from now on
-            reply = None
-        if reply is None:
-            reply = post(prompt, stats)
-        try:
-            text, n_in, n_out, cut = parse(reply)
-        except (KeyError, IndexError, TypeError, AttributeError):
-            text = None
-        if text is None:
-            raise FeedbackError(_scrubber(key)(f"{url}: unparseable response: {str(reply)[:80]!r}"))
-        stats.add(prompt_tokens=n_in, completion_tokens=n_out)
-        if cut and not text.strip():
-            raise FeedbackError(f"{url}: {model_name} used its whole budget ({limit}) before writing any feedback "
-                                "(a reasoning model reasons first): raise Settings.reasoning_tokens")
-        return text
-    return ask
 
 
 def _self_critic(policy, s):
@@ -497,14 +333,14 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
         elif copy_policy:   # the paper's self-feedback comes from the INITIAL model, frozen
             policy = copy.deepcopy(policy)
         return Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg))
-    if kind not in APIS:
+    if kind not in critics.APIS:
         raise ValueError(f"unknown feedback spec {spec!r}: use tutor, ground-truth, lean, self, constant:TEXT, "
                          "none, openai:MODEL or anthropic:MODEL")
     if not arg:
         raise ValueError(f"{spec!r}: name the model, e.g. {kind}:MODEL")
-    key = api_key if api_key is not None else os.environ.get(APIS[kind][3], "")
+    key = api_key if api_key is not None else os.environ.get(critics.APIS[kind][3], "")
     if not key and base_url is None:
-        raise FeedbackError(f"{kind}: no API key: set {APIS[kind][3]} (or pass api_key=), or name a local "
+        raise FeedbackError(f"{kind}: no API key: set {critics.APIS[kind][3]} (or pass api_key=), or name a local "
                             "OpenAI-compatible server with base_url (fd.py: --base-url URL)")
-    ask = _http_critic(kind, arg, s, key, base_url or APIS[kind][4])
-    return Feedback(spec, s, ask=ask, model_name=arg, remote=True, scrub=_scrubber(key))
+    ask = critics.http_critic(kind, arg, s, key, base_url or critics.APIS[kind][4])
+    return Feedback(spec, s, ask=ask, model_name=arg, remote=True, scrub=critics.scrubber(key))

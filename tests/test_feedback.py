@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import critics  # noqa: E402
 import feedback  # noqa: E402
 
 try:
@@ -435,8 +436,8 @@ def test_backoff_is_exponential_with_jitter_and_bounded(serve):
     # waits 0.05 * (1 + 2 + 4) * jitter in [0.5, 1]: 0.175 .. 0.35 s
     assert 0.17 <= time.monotonic() - t0 < 1.5 and len(srv.requests) == 4 and fb.stats["retries"] == 3
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
-    assert 25 < feedback._retry_after({"Retry-After": date}) <= 31
-    assert feedback._retry_after({"Retry-After": "2"}) == 2.0 and feedback._retry_after({}) is None
+    assert 25 < critics._retry_after({"Retry-After": date}) <= 31
+    assert critics._retry_after({"Retry-After": "2"}) == 2.0 and critics._retry_after({}) is None
 
 
 def test_cache_avoids_a_second_call(serve, tmp_path):
@@ -511,9 +512,9 @@ def test_batch_stops_the_run_when_every_call_keeps_failing(serve):
 
 def test_openai_endpoint_gets_max_completion_tokens_with_room_for_reasoning():
     s = feedback.Settings(max_tokens=512, reasoning_tokens=8000)
-    assert feedback.budget("openai", "https://api.openai.com/v1", s) == {"max_completion_tokens": 8512}
-    assert feedback.budget("openai", "http://localhost:8000/v1", s) == {"max_tokens": 512}   # vLLM and the like
-    assert feedback.budget("anthropic", "https://api.anthropic.com/v1", s) == {"max_tokens": 512}
+    assert critics.budget("openai", "https://api.openai.com/v1", s) == {"max_completion_tokens": 8512}
+    assert critics.budget("openai", "http://localhost:8000/v1", s) == {"max_tokens": 512}   # vLLM and the like
+    assert critics.budget("anthropic", "https://api.anthropic.com/v1", s) == {"max_tokens": 512}
     assert feedback.Settings().max_tokens + feedback.Settings().reasoning_tokens >= 4 * feedback.Settings().max_tokens
 
 

@@ -10,7 +10,7 @@ TIERS = [  # lowest first; a module may import its own tier's earlier modules an
     ["cli", "parallel", "shard", "tracking", "lean_screen", "lean_env", "lean_mathlib", "verifier"],   # the verifier
     ["mini_world", "tasks", "probes"],                                # theorem sets
     ["sampling", "model", "fd_loss"],                                 # the policy and the loss
-    ["tutor", "feedback", "lean_tools", "turns"],                     # F(y), the multi-turn attempt
+    ["tutor", "critics", "feedback", "lean_tools", "turns"],                     # F(y), the multi-turn attempt
     ["sft", "sft_turns", "report", "evaluate", "checkpoint", "proof_metrics"],  # the preset, measures, the run
     ["fd", "grpo", "calibrate", "paper", "explain"],                             # trainers and scripts
 ]
