@@ -229,6 +229,11 @@ def identifiers(task, proof: str) -> set[str]:
             if name not in _KEYWORDS and name.split(".")[0] not in local}
 
 
+def epistemic_words(text: str) -> int:
+    """How many of EPISTEMIC_WORDS a text holds (the paper's Figure 13 counts them per step)."""
+    return sum(w in EPISTEMIC_WORDS for w in re.findall(r"[a-z]+", text.lower()))
+
+
 def normalize(proof: str) -> str:
     return " ".join(proof.split())
 

@@ -27,7 +27,6 @@ import evaluate
 import feedback
 import model
 import parallel
-import proof_metrics
 import sft
 import shard
 import tasks
@@ -192,9 +191,9 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
             turns=[a.turns for a in attempts],
             first_turn_acc=[a.results[0].ok for a in attempts],
             feedback_len=[len(t) - len(p) for t, p in zip(teacher_prompts, prompts)],
-            epistemic_words=[proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
+            epistemic_words=[evaluate.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
         feedback_failures=parallel.all_sum([source.stats["failures"] - failures])[0],
-        lemmas=set().union(*parallel.gather([proof_metrics.lemmas(t, a.answer)
+        lemmas=set().union(*parallel.gather([evaluate.identifiers(t, a.answer)
                                              for t, a in zip(batch, attempts) if a.result.ok])),
         grad_norm=grad_norm,
         **clock.times,

@@ -34,7 +34,6 @@ import cli
 import evaluate
 import model
 import parallel
-import proof_metrics
 import sft
 import shard
 import tasks
@@ -238,11 +237,11 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
             truncated=[a.truncated for a in rolled],
             turns=[a.turns for a in rolled],
             first_turn_acc=[a.results[0].ok for a in rolled],
-            epistemic_words=[proof_metrics.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
+            epistemic_words=[evaluate.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
         clip_frac=clip_frac,
         frac_groups_with_signal=parallel.means(signal=(rewards.std(1) > 0).tolist())["signal"],
         grad_norm=grad_norm,
-        lemmas=set().union(*parallel.gather([proof_metrics.lemmas(t, a.answer)
+        lemmas=set().union(*parallel.gather([evaluate.identifiers(t, a.answer)
                                              for t, a in zip(jobs, rolled) if a.result.ok])),
         **clock.times,
     )

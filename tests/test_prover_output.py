@@ -1,5 +1,5 @@
 """Real provers' outputs and prompts (model.proof_text, model.STYLES, the thinking switch), and the paper's
-per-step metrics (proof_metrics). The outputs below are written in the shapes these provers produce."""
+per-step counts (evaluate.epistemic_words). The outputs below are written in the shapes these provers produce."""
 import copy
 
 import pytest
@@ -7,7 +7,6 @@ import pytest
 import lean_env
 import lean_screen
 import model
-import proof_metrics
 from lean_env import Task
 
 MINIF2F = Task("mathd_algebra_10", "theorem mathd_algebra_10 : abs ((120 : ℝ) / 100 * 30 - 130 / 100 * 20) = 10 :=",
@@ -119,18 +118,10 @@ def test_load_sets_the_style_on_the_shared_tokenizer(qwen_dir):
     assert "Complete the following Lean 4 code" in model.render_prompt(policy.tokenizer, BINDERS)
 
 
-# ---- the paper's per-step metrics -------------------------------------------------------------------------
-def test_lemmas_are_global_names_not_hypotheses_tactics_or_types():
-    task = Task("t", "theorem t (p q : Prop) (h : p ∧ q) (x : ℝ) (hx : 0 < x) : q ∨ p :=")
-    assert proof_metrics.lemmas(task, "fun _ => Or.inr (and_comm.mp h).2") == {"Or.inr", "and_comm"}
-    assert proof_metrics.lemmas(task, "⟨h.1, h.2⟩") == set()
-    tactic = "by\n  obtain ⟨a, b⟩ := h\n  have hy : (0 : ℝ) ≤ x := le_of_lt hx\n  simp [mul_comm] at hy <;> exact Or.inl b"
-    assert proof_metrics.lemmas(task, tactic) == {"le_of_lt", "mul_comm", "Or.inl"}
-    assert proof_metrics.lemmas(task, "fun (a : Nat) (b : q) => Or.inl b") == {"Or.inl"}
-
-
+# ---- the paper's per-step metrics (the lemma count is evaluate.identifiers, tested in test_evaluate.py) --------
 def test_epistemic_words_are_counted_as_words():
-    assert proof_metrics.epistemic_words("Wait, maybe simp works. Let me CHECK. Checking; seemsly") == 3
+    import evaluate
+    assert evaluate.epistemic_words("Wait, maybe simp works. Let me CHECK. Checking; seemsly") == 3
 
 
 def test_statements_skip_long_prompts_and_count_them_the_same_after_a_resume():
