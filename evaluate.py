@@ -122,7 +122,9 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
                     entropy = [h for h, own in zip(a.entropy, a.trained) if own]
                     records.append(dict(task=i, ok=bool(a.result.ok), status=a.result.status, text=a.answer,
                                         n_tokens=a.n_sampled, truncated=bool(a.truncated), turns=a.turns,
-                                        entropy=sum(entropy) / len(entropy) if entropy else float("nan")))
+                                        entropy=sum(entropy) / len(entropy) if entropy else float("nan"),
+                                        candidates_ok=[bool(r.ok) for r in a.results[:a.turns]],
+                                        repeats=[c == p for p, c in zip(a.candidates, a.candidates[1:a.turns])]))
                 bar.update(len(batch))
             bar.close()
     finally:
@@ -238,6 +240,23 @@ def normalize(proof: str) -> str:
     return " ".join(proof.split())
 
 
+def after_rejection(by_task) -> dict | None:
+    """Does the loop use Lean's message? Over the attempts whose first candidate was rejected and that wrote a
+    second: how often that second candidate passes, how often it repeats the first word for word, and how
+    often a fresh one-shot try at the same task passes (the first candidates of the task's other attempts)."""
+    rows = []
+    for attempts in by_task.values():
+        first = [r["candidates_ok"][0] for r in attempts if r.get("candidates_ok")]
+        for r in attempts:
+            if len(r.get("candidates_ok", [])) > 1 and len(first) > 1:
+                fresh = sum(first) / (len(first) - 1)   # this attempt's own first candidate failed
+                rows.append((r["candidates_ok"][1], r["repeats"][0], fresh))
+    if not rows:
+        return None
+    return {"attempts": len(rows), "next_ok": sum(r[0] for r in rows) / len(rows),
+            "next_repeats": sum(r[1] for r in rows) / len(rows), "fresh_try_ok": sum(r[2] for r in rows) / len(rows)}
+
+
 def summarize(records, tasks, ks, turns=1) -> dict:
     """Every figure of one model's evaluation from its attempt records (see sample_and_check);
     `turns`: the attempts' turn budget N (pass@k for every budget up to it)."""
@@ -287,6 +306,7 @@ def summarize(records, tasks, ks, turns=1) -> dict:
         # N independent one-shot attempts (pass@N at budget 1), what an N-turn attempt should beat at pass@1
         "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated)
                                    / len(evaluated) if max_turns <= n_min else None),
+        "after_rejection": after_rejection(by_task) if max_turns > 1 else None,
         "mean_attempt_tokens": sum(r["n_tokens"] for r in records) / max(len(records), 1),
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
         "fraction_truncated": sum(r.get("truncated", False) for r in records) / max(len(records), 1),
@@ -406,6 +426,11 @@ def main(argv=None) -> dict | None:
         if cfg.turns > 1:
             print("  pass@1 by turn budget: " + "  ".join(f"{b} turns {t['1']:.3f}"
                                                            for b, t in s["pass_at_k_by_turns"].items()))
+            if s["after_rejection"]:
+                a = s["after_rejection"]
+                print(f"  after a rejected first candidate ({a['attempts']} attempts): the next one passes {a['next_ok']:.3f} "
+                      f"(repeats it word for word {a['next_repeats']:.3f}); a fresh one-shot try at the same tasks "
+                      f"passes {a['fresh_try_ok']:.3f}")
             if s["one_shot_pass_at_turns"] is not None:
                 print(f"  {cfg.turns}-turn attempts: pass@1 {s['fraction_correct']:.3f}; {cfg.turns} independent "
                       f"one-shot attempts (pass@{cfg.turns} at turn budget 1): {s['one_shot_pass_at_turns']:.3f}")

@@ -245,3 +245,13 @@ def test_intervals_and_the_paired_change():
     assert text.splitlines()[0] == ("held-out pass@1 (6 tasks x 4 samples): before 0.375 -> after 0.500, "
                                     "change +12.5 points (paired standard error 5.6)")
     assert text.splitlines()[1] == "  level 1 (3 tasks): 0.417 -> 0.583, +16.7 points (SE 8.3)"
+
+
+def test_after_rejection_compares_the_next_candidate_with_a_fresh_try():
+    """Task 0: 4 attempts; their first candidates pass 1 of 4. The two rejected ones that went on: one's second
+    candidate passes, the other repeats its first. A fresh try at task 0, for a rejected attempt: 1 of the 3 others."""
+    rec = lambda ok, reps=(): dict(task=0, candidates_ok=list(ok), repeats=list(reps))
+    by_task = {0: [rec([True]), rec([False, True], [False]), rec([False, False], [True]), rec([False])]}
+    got = evaluate.after_rejection(by_task)
+    assert got == {"attempts": 2, "next_ok": 0.5, "next_repeats": 0.5, "fresh_try_ok": pytest.approx(1 / 3)}
+    assert evaluate.after_rejection({0: [rec([True]), rec([False])]}) is None   # no second candidate anywhere
