@@ -141,9 +141,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     size = cfg.micro_batch or len(batch)
     parts = [range(lo, min(lo + size, len(batch))) for lo in range(0, len(batch), size)]
     own = len(parts)
-    if shard.is_sharded(student):  # each forward gathers layers from every process: all run as many (the extra: weight 0)
-        parts += [parts[-1]] * (int(parallel.all_max([len(parts)])[0]) - len(parts))
-    for j, part in enumerate(parts):
+    for j, part in enumerate(shard.in_step(parts, student)):   # sharded: as many on every process
         ids = [attempts[i].ids for i in part]
         with model.autocast(policy.device):
             # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
@@ -175,8 +173,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
             sums[key] += value * n
         clock.lap("student")
     # 6. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    if not shard.is_sharded(student):   # a sharded net's backward already summed them
-        parallel.sum_grads(student)
+    shard.sum_grads(student)
     row = dict(zip(sums, (v / total for v in parallel.all_sum(sums.values()))))
     grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, row["loss"])
     if student is not policy.model:
@@ -279,9 +276,7 @@ def train(cfg: Config):
     student = policy.model
     teacher = make_teacher(student)
     if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = copy.deepcopy(student).to(model.default_dtype(policy.device)).eval().requires_grad_(False)
-        shard.shard(student)
-        shard.shard(teacher)
+        sampler = shard.for_training(student, teacher, dtype=model.default_dtype(policy.device))
         policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
     nets = {"student": student, "teacher": teacher}

@@ -23,7 +23,6 @@ The paper leaves the advantage normalisation, estimator and aggregation unstated
   constant sum_{i,t} l_{i,t} / (N * max_new_tokens)    Dr. GRPO: no length bias
 fd.py has the same shape: `diff fd.py grpo.py`.
 """
-import copy
 import os
 from dataclasses import dataclass
 
@@ -187,9 +186,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)
     micro = [list(range(i, min(i + cfg.micro_batch, len(jobs)))) for i in range(0, len(jobs), cfg.micro_batch)]
-    own = len(micro)
-    if shard.is_sharded(net):  # each forward gathers layers from every process: all run as many (the extra: weight 0)
-        micro += [micro[-1]] * (int(parallel.all_max([len(micro)])[0]) - len(micro))
+    own, micro = len(micro), shard.in_step(micro, net)   # sharded: as many on every process
     # whole-step normalisers, over every process: the policy's tokens and the attempts
     n_tokens, n_seqs = parallel.all_sum([sum(a.n_sampled for a in rolled), len(rolled)])
 
@@ -219,8 +216,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
         entropy += ent.sum().item() / max(n_tokens, 1) if j < own else 0.0
     clock.lap("student")
     # 5. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    if not shard.is_sharded(net):   # a sharded net's backward already summed them
-        parallel.sum_grads(net)
+    shard.sum_grads(net)
     loss, kl, clip_frac, entropy = parallel.all_sum([loss, kl, clip_frac, entropy])
     grad_norm = checkpoint.update(optimizer, net, cfg.grad_clip, loss)
     if net is not policy.model:
@@ -309,10 +305,7 @@ def train(cfg: Config):
     policy, ref, env, heldout = setup(cfg)
     net = policy.model
     if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = copy.deepcopy(net).to(model.default_dtype(policy.device)).eval().requires_grad_(False)
-        shard.shard(net)
-        if ref is not None:
-            shard.shard(ref)
+        sampler = shard.for_training(net, ref, dtype=model.default_dtype(policy.device))
         policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
     optimizer, scheduler = checkpoint.optimizer(cfg, net)
     nets = {"policy": net} if ref is None else {"policy": net, "reference": ref}

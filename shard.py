@@ -18,6 +18,7 @@ gathered into full tensors on rank 0 (state.pt, readable on any number of proces
 as an HF folder. One process: nothing is sharded.
 Test: python -m pytest -q tests/test_parallel.py
 """
+import copy
 import types
 
 import torch
@@ -62,6 +63,30 @@ def shard(net):
     net.fd_hidden = types.MethodType(_hidden, net)          # model.forward_hidden calls it when present
     register_fsdp_forward_method(net, "fd_hidden")
     return net
+
+
+def for_training(trained, *others, dtype=torch.bfloat16):
+    """--fsdp: shard the trained net and the others (teacher, reference) in place; return an unsharded copy of the
+    trained net, in `dtype`, that samples and evaluates (refresh it after each step)."""
+    sampler = copy.deepcopy(trained).to(dtype).eval().requires_grad_(False)
+    for net in (trained, *others):
+        if net is not None:
+            shard(net)
+    return sampler
+
+
+def in_step(parts: list, net) -> list:
+    """A step's micro-batches; when `net` is sharded, the last repeated until every process has as many (each
+    forward is a collective): the caller gives the repeats (index >= its own count) weight 0."""
+    if is_sharded(net):
+        parts = parts + [parts[-1]] * (int(parallel.all_max([len(parts)])[0]) - len(parts))
+    return parts
+
+
+def sum_grads(net):
+    """The gradients summed over processes: a sharded net's backward already did it (summing, see shard())."""
+    if not is_sharded(net):
+        parallel.sum_grads(net)
 
 
 def is_sharded(net) -> bool:
