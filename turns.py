@@ -125,10 +125,14 @@ def rows_of(generator, rows):
     return [generator[i] for i in rows] if isinstance(generator, (list, tuple)) else generator
 
 
-def room(policy, prompt, attempt, tool, max_new_tokens) -> bool:
-    """Whether the context still holds the tool result and another whole generation."""
+def go_on(policy, prompt, attempt, tool, max_new_tokens) -> bool:
+    """Append the tool result (context, never trained on) and say yes when the context still holds it and
+    another whole generation; else the attempt ends here."""
     limit = getattr(policy.model.config, "max_position_embeddings", None) or 1 << 30
-    return len(prompt) + len(attempt.ids) + len(tool) + max_new_tokens <= limit
+    if len(prompt) + len(attempt.ids) + len(tool) + max_new_tokens > limit:
+        return False
+    attempt.add(tool, False)
+    return True
 
 
 def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
@@ -168,8 +172,7 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
             if r.ok or turn == turns - 1:
                 continue
             tool = tool_ids(tok, r)
-            if room(policy, prompts[i], a, tool, max_new_tokens):
-                a.add(tool, False)
+            if go_on(policy, prompts[i], a, tool, max_new_tokens):
                 still.append(i)
         going = still
         if not going:
@@ -225,8 +228,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
             a.transcript += "".join(f"[tool output]\n{out}\n" for out in outputs)
             tool = tok(gap, add_special_tokens=False)["input_ids"]
             said[i] = ended + gap
-            if room(policy, prompts[i], a, tool, max_new_tokens):
-                a.add(tool, False)
+            if go_on(policy, prompts[i], a, tool, max_new_tokens):
                 still.append(i)
         going = still
         if not going:
