@@ -124,6 +124,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
                                         n_tokens=a.n_sampled, truncated=bool(a.truncated), turns=a.turns,
                                         entropy=sum(entropy) / len(entropy) if entropy else float("nan"),
                                         candidates_ok=[bool(r.ok) for r in a.results[:a.turns]],
+                                        first=a.candidates[0] if a.candidates else "",
                                         repeats=[c == p for p, c in zip(a.candidates, a.candidates[1:a.turns])]))
                 bar.update(len(batch))
             bar.close()
@@ -242,19 +243,34 @@ def normalize(proof: str) -> str:
 
 def after_rejection(by_task) -> dict | None:
     """Does the loop use Lean's message? Over the attempts whose first candidate was rejected and that wrote a
-    second: how often that second candidate passes, how often it repeats the first word for word, and how
-    often a fresh one-shot try at the same task passes (the first candidates of the task's other attempts)."""
+    second: how often that second candidate passes and how often it repeats the first word for word, against
+    a fresh one-shot try at the same task (the first candidates of the task's other attempts): how often it
+    passes, how often it happens to write the same rejected candidate, and how often a fresh try OTHER than the
+    rejected one passes: the bar for a second candidate that merely avoids what Lean refused."""
     rows = []
     for attempts in by_task.values():
-        first = [r["candidates_ok"][0] for r in attempts if r.get("candidates_ok")]
+        firsts = [r for r in attempts if r.get("candidates_ok")]
         for r in attempts:
-            if len(r.get("candidates_ok", [])) > 1 and len(first) > 1:
-                fresh = sum(first) / (len(first) - 1)   # this attempt's own first candidate failed
-                rows.append((r["candidates_ok"][1], r["repeats"][0], fresh))
+            if len(r.get("candidates_ok", [])) < 2 or len(firsts) < 2:
+                continue
+            others = [o for o in firsts if o is not r]
+            row = dict(next_ok=r["candidates_ok"][1], next_repeats=r["repeats"][0],
+                       fresh_try_ok=sum(o["candidates_ok"][0] for o in others) / len(others))
+            if "first" in r:   # records written before the first candidate was kept lack these
+                same = [normalize(o["first"]) == normalize(r["first"]) for o in others]
+                row["fresh_repeats"] = sum(same) / len(same)
+                differ = [o["candidates_ok"][0] for o, s in zip(others, same) if not s]
+                if differ:
+                    row["fresh_other_ok"] = sum(differ) / len(differ)
+            rows.append(row)
     if not rows:
         return None
-    return {"attempts": len(rows), "next_ok": sum(r[0] for r in rows) / len(rows),
-            "next_repeats": sum(r[1] for r in rows) / len(rows), "fresh_try_ok": sum(r[2] for r in rows) / len(rows)}
+    out = {"attempts": len(rows)}
+    for key in ("next_ok", "next_repeats", "fresh_try_ok", "fresh_repeats", "fresh_other_ok"):
+        values = [row[key] for row in rows if key in row]
+        if values:
+            out[key] = sum(values) / len(values)
+    return out
 
 
 def summarize(records, tasks, ks, turns=1) -> dict:
@@ -430,7 +446,8 @@ def main(argv=None) -> dict | None:
                 a = s["after_rejection"]
                 print(f"  after a rejected first candidate ({a['attempts']} attempts): the next one passes {a['next_ok']:.3f} "
                       f"(repeats it word for word {a['next_repeats']:.3f}); a fresh one-shot try at the same tasks "
-                      f"passes {a['fresh_try_ok']:.3f}")
+                      f"passes {a['fresh_try_ok']:.3f} (writes the rejected one {a.get('fresh_repeats', float('nan')):.3f}; "
+                      f"one other than it passes {a.get('fresh_other_ok', float('nan')):.3f})")
             if s["one_shot_pass_at_turns"] is not None:
                 print(f"  {cfg.turns}-turn attempts: pass@1 {s['fraction_correct']:.3f}; {cfg.turns} independent "
                       f"one-shot attempts (pass@{cfg.turns} at turn budget 1): {s['one_shot_pass_at_turns']:.3f}")

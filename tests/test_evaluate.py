@@ -255,3 +255,15 @@ def test_after_rejection_compares_the_next_candidate_with_a_fresh_try():
     got = evaluate.after_rejection(by_task)
     assert got == {"attempts": 2, "next_ok": 0.5, "next_repeats": 0.5, "fresh_try_ok": pytest.approx(1 / 3)}
     assert evaluate.after_rejection({0: [rec([True]), rec([False])]}) is None   # no second candidate anywhere
+
+
+def test_after_rejection_measures_a_fresh_try_against_the_rejected_candidate():
+    """With the first candidates kept: a fresh try may write the very candidate Lean rejected (here 1 of the 3
+    others for each rejected attempt); the bar for a reviser is a fresh try other than it (1 of 2)."""
+    rec = lambda first, ok, reps=(): dict(task=0, first=first, candidates_ok=list(ok), repeats=list(reps))
+    by_task = {0: [rec("h1", [True]), rec("h2", [False, True], [False]), rec("h2 ", [False, False], [True]),
+                   rec("h3", [False])]}
+    got = evaluate.after_rejection(by_task)
+    assert got["fresh_repeats"] == pytest.approx(1 / 3)          # "h2" and "h2 " are the same candidate
+    assert got["fresh_other_ok"] == pytest.approx(1 / 2)         # h1 (passes) and h3 (fails)
+    assert got["fresh_try_ok"] == pytest.approx(1 / 3)
