@@ -65,6 +65,8 @@ class Config:
     thinking: bool = True           # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                  # candidates per attempt: after a rejected one, Lean's message is appended
                                     # and the policy writes again (turns.py); 1 = one-shot attempts
+    no_message: bool = False        # --turns: tell the small prover only that Lean rejected a candidate, not
+                                    # Lean's message: does it read the message at all?
     batch_size: int = 64            # attempts sampled together
     out: str = "runs/eval"          # folder for results.json, results.md, attempts_*.jsonl and the PNGs
     curves: tuple = ()              # plot the training curves of these run folders (their metrics.jsonl) instead
@@ -93,7 +95,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 @torch.no_grad()
 def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0,
                      max_new_tokens=Config.max_new_tokens, batch_size=Config.batch_size,
-                     progress=False, turns=1) -> list[dict]:
+                     progress=False, turns=1, message=True) -> list[dict]:
     """Sample n attempts per task (each up to `turns` candidates, turns.rollout) and check them with Lean.
 
     Returns one record per attempt, task-major: {task (index into tasks), ok, status (Lean's verdict
@@ -117,7 +119,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 attempts = turns_lib.rollout(policy, env, [tasks[i] for i in batch], [prompts[i] for i in batch],
-                                             turns, max_new_tokens, temperature, top_p, generator)
+                                             turns, max_new_tokens, temperature, top_p, generator, message=message)
                 for i, a in zip(batch, attempts):
                     entropy = [h for h, own in zip(a.entropy, a.trained) if own]
                     records.append(dict(task=i, ok=bool(a.result.ok), status=a.result.status, text=a.answer,
@@ -322,6 +324,10 @@ def summarize(records, tasks, ks, turns=1) -> dict:
         # N independent one-shot attempts (pass@N at budget 1), what an N-turn attempt should beat at pass@1
         "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated)
                                    / len(evaluated) if max_turns <= n_min else None),
+        # the same paired task by task: an N-turn attempt's pass rate minus N tries' pass@N, mean and standard error
+        "turns_minus_tries": (dict(zip(("change", "se"), mean_se(
+            [passed(i) / len(by_task[i]) - pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated])))
+            if 1 < max_turns <= n_min else None),
         "after_rejection": after_rejection(by_task) if max_turns > 1 else None,
         "mean_attempt_tokens": sum(r["n_tokens"] for r in records) / max(len(records), 1),
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
@@ -427,7 +433,8 @@ def main(argv=None) -> dict | None:
                                 thinking=cfg.thinking)  # the preset: built here on first use
         records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
-                                   batch_size=cfg.batch_size, progress=True, turns=cfg.turns)
+                                   batch_size=cfg.batch_size, progress=True, turns=cfg.turns,
+                                   message=not cfg.no_message)
         source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
         results["models"].append({"model": name, "model_source": source,
                                   **summarize(records, tasks, ks, cfg.turns)})
@@ -451,6 +458,10 @@ def main(argv=None) -> dict | None:
             if s["one_shot_pass_at_turns"] is not None:
                 print(f"  {cfg.turns}-turn attempts: pass@1 {s['fraction_correct']:.3f}; {cfg.turns} independent "
                       f"one-shot attempts (pass@{cfg.turns} at turn budget 1): {s['one_shot_pass_at_turns']:.3f}")
+            if s["turns_minus_tries"] is not None:
+                d = s["turns_minus_tries"]
+                print(f"  {cfg.turns} turns - {cfg.turns} tries, paired over the tasks: {100 * d['change']:+.1f} points "
+                      f"(standard error {100 * d['se']:.1f})")
     if not parallel.is_main():
         return results
     with open(os.path.join(cfg.out, "results.json"), "w") as fh:

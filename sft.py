@@ -230,10 +230,11 @@ def new_small_prover(s: Settings, tokenizer):
     return LlamaForCausalLM(config)
 
 
-def fit(net, encoded, s, pad_id) -> list[dict]:
+def fit(net, encoded, s, pad_id, extra=None) -> list[dict]:
     """Next-token cross-entropy on each example's ids after its context (encode's n_prompt), AdamW
     with linear warmup then cosine to 10% of s.lr, s.steps batches of s.batch_size; the first
-    s.copy_warmup batches (if s has it) from examples with feedback only. Returns the per-step log."""
+    s.copy_warmup batches (if s has it) from examples with feedback only. `extra(net, step)`: a loss
+    added to each step's (sft_turns.py's unlikelihood of a rejected candidate). Returns the per-step log."""
     decay = [p for p in net.parameters() if p.dim() >= 2]
     rest = [p for p in net.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
@@ -253,6 +254,8 @@ def fit(net, encoded, s, pad_id) -> list[dict]:
             g["lr"] = lr_at(step)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
             loss = net(input_ids=ids, labels=labels).loss
+            if extra is not None:
+                loss = loss + extra(net, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

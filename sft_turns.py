@@ -12,7 +12,12 @@ contexts too, so a share of the examples also carry feedback in the prompt (the 
 the offline tutor's hints on the last wrong candidate), and a share are plain one-shot examples so
 that the first turn keeps what it knew.
 
+Two levers on the revision, both measured in the README: `--fresh` (with `--tries`) trains the second
+turn toward the model's own other tries, right or not, so that a revision is at least a fresh try
+without the rejected candidate; `--unlikely W` pushes the rejected candidate itself down at the next turn.
+
     python sft_turns.py --out runs/small-prover-turns                 # from the small-prover preset (minutes)
+    python sft_turns.py --model runs/small-prover-turns --tries 8 --fresh --out runs/turns-fresh  # a second round
     python evaluate.py --model runs/small-prover-turns --turns 3 --k 1,3,16   # is 3 turns > 3 tries?
     python fd.py --model runs/small-prover-turns --turns 3            # FD over multi-turn attempts
 """
@@ -52,6 +57,10 @@ class Settings:
     second: float = 0.3           # share of multi-turn examples with a second wrong candidate before the reference
     tries: int = 1                # own attempts sampled per statement: when the first fails and a later one
                                   # is right, that one (the model's own proof) is the revision's target
+    fresh: bool = False           # with --tries: where none is right, a revision's target is a later try other than
+                                  # the rejected one, right or not: the second candidate learns a fresh try minus it
+    unlikely: float = 0.0         # weight of the rejected candidate's unlikelihood where it would come again:
+                                  # -log(1 - p(the same candidate | it was rejected)); 0: off
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3
     max_len: int = 320            # longer examples are dropped
     bf16: bool = True             # bf16 autocast on CPU
@@ -75,12 +84,14 @@ def examples(s: Settings, policy, env):
     mix = tuple(float(w) for w in s.level_mix.split(","))
     task_list = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
     samples, results = own_attempts(policy, env, task_list, s.seed, s.tries)
-    own = {}  # task -> a right proof of its own, other than its first attempt
+    own = {}  # task -> a right proof of its own, other than its first attempt (--fresh: or any other try)
     for i in range(len(task_list)):
         right = [M.proof_text(x) for x, r in zip(samples[i * s.tries + 1:(i + 1) * s.tries],
                                                  results[i * s.tries + 1:(i + 1) * s.tries]) if r.ok]
-        if right:
-            own[i] = right[0]
+        first = M.proof_text(samples[i * s.tries])
+        other = [M.proof_text(x) for x in samples[i * s.tries + 1:(i + 1) * s.tries] if M.proof_text(x) != first]
+        if right or (s.fresh and other):
+            own[i] = right[0] if right else other[0]
     samples, results = samples[::s.tries], results[::s.tries]
     # near misses for the second wrong candidate, checked by Lean in one batch
     seconds = {i: sft.corrupt(t, rng) for i, t in enumerate(task_list) if rng.random() < s.second}
@@ -88,14 +99,17 @@ def examples(s: Settings, policy, env):
     sources = {"ground-truth": feedback.load("ground-truth"), "tutor": feedback.load("tutor")}
     words = lambda text: tok(" " + text.strip(), add_special_tokens=False)["input_ids"]
     out, counts = [], dict(plain=0, revise=0, teacher=0, two_wrong=0, own_correct=0, own_target=0)
+    repeats = []  # (ids, n_context): a revision's context, then the rejected last candidate written again
     for i, (task, sample, result) in enumerate(zip(task_list, samples, results)):
         kind = rng.choices(["plain", "revise", "teacher"], [s.plain, s.revise, s.teacher])[0]
         counts["own_correct"] += result.ok
         if result.ok:
             kind = "plain"  # nothing to revise: the one-shot example keeps turn 1 what it was
         context, last, last_result = list(sample.ids), M.proof_text(sample), result
+        last_ids = list(sample.ids)
         if kind != "plain" and i in seconds and not checked[i].ok:
-            context += turns.tool_ids(tok, result) + words(seconds[i]) + [tok.eos_token_id]
+            last_ids = words(seconds[i]) + [tok.eos_token_id]
+            context += turns.tool_ids(tok, result) + last_ids
             last, last_result = seconds[i], checked[i]
             counts["two_wrong"] += 1
         fb = None
@@ -114,7 +128,27 @@ def examples(s: Settings, policy, env):
         if len(seq) <= s.max_len:
             out.append((seq, n_context, fb is not None))
             counts[kind] += 1
-    return out, counts
+            if kind == "revise":
+                repeats.append((prompt + context + last_ids, n_context))
+    return out, counts, repeats
+
+
+def repeat_loss(net, repeats, pad_id):
+    """Unlikelihood of writing a rejected candidate again: for each (ids, n_context), p = the probability of
+    ids[n_context:] (the candidate Lean rejected, its end token included) after the context that shows it
+    rejected; the loss -log(1 - p) is ~0 where a repeat is unlikely and grows without bound as p -> 1. The
+    likelihood targets alone never say "not that one": the small prover wrote the rejected candidate again
+    as often as a fresh try did."""
+    T = max(len(ids) for ids, _ in repeats)
+    x = torch.full((len(repeats), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(repeats), T - 1)
+    for b, (ids, n) in enumerate(repeats):
+        x[b, :len(ids)] = torch.tensor(ids)
+        mask[b, n - 1:len(ids) - 1] = 1.0   # logits at t predict ids[t + 1]
+    logp = torch.log_softmax(net(input_ids=x).logits[:, :-1].float(), dim=-1)
+    token = logp.gather(-1, x[:, 1:, None])[..., 0]
+    seq = (token * mask).sum(dim=1).clamp(max=-1e-6)     # log p of the whole candidate, < 0
+    return -torch.log(-torch.expm1(seq)).mean()          # -log(1 - p), stable
 
 
 def train(s: Settings) -> str:
@@ -123,9 +157,13 @@ def train(s: Settings) -> str:
     t0 = time.time()
     policy = M.load(sft.resolve_model(s.model), device="cpu", dtype=torch.float32)
     env = lean_env.load("mini")
-    encoded, counts = examples(s, policy, env)
+    encoded, counts, repeats = examples(s, policy, env)
     print(f"sft_turns: {len(encoded)} examples {counts}, data in {time.time() - t0:.0f} s")
-    log = sft.fit(policy.model, encoded, s, policy.tokenizer.pad_token_id)
+    pad, rng = policy.tokenizer.pad_token_id, random.Random(s.seed + 2)
+    extra = None
+    if s.unlikely > 0 and repeats:   # a quarter batch of rejected candidates each step
+        extra = lambda net, step: s.unlikely * repeat_loss(net, rng.sample(repeats, min(len(repeats), s.batch_size // 4)), pad)
+    log = sft.fit(policy.model, encoded, s, pad, extra)
     M.save(policy, s.out)
     with open(os.path.join(s.out, "sft_turns.json"), "w") as f:
         json.dump({"settings": dataclasses.asdict(s), "from": policy.model.name_or_path, "counts": counts,
@@ -136,7 +174,7 @@ def train(s: Settings) -> str:
 
 RULES = [(f, lambda v: v >= 1, "at least 1") for f in ("n_tasks", "steps", "batch_size", "warmup", "max_len", "threads",
                                                        "tries")]
-RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("plain", "revise", "teacher", "weight_decay")]
+RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("plain", "revise", "teacher", "weight_decay", "unlikely")]
 RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v: v > 0, "above 0")]
 
 

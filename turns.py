@@ -100,12 +100,13 @@ def lean_said(result) -> str:
     return compact(real[0]) if real else f"status {result.status}"
 
 
-def tool_ids(tokenizer, result) -> list[int]:
+def tool_ids(tokenizer, result, message: bool = True) -> list[int]:
     """The ids appended after a rejected candidate of the small prover's loop (it ended with the
     policy's end token): ` /- error : MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
     then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.) `error` and
     not `Lean:` because the small prover's word-level vocabulary has one and not the other."""
-    return tokenizer(f" /- error : {lean_said(result)} -/ :=", add_special_tokens=False)["input_ids"]
+    said = lean_said(result) if message else f"status {result.status}"   # message=False: only that Lean refused
+    return tokenizer(f" /- error : {said} -/ :=", add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -136,13 +137,14 @@ def go_on(policy, prompt, attempt, tool, max_new_tokens) -> bool:
 
 
 def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
-            top_p: float = 1.0, generator=None, clock=None) -> list[Attempt]:
+            top_p: float = 1.0, generator=None, clock=None, message: bool = True) -> list[Attempt]:
     """One attempt per task (repeat a task for several), all advanced together turn by turn: each turn
     samples a candidate for every attempt still going (one batched sampling.sample over the prompts
     plus what came before), Lean checks them in one batch, and the rejected ones get Lean's message.
     An attempt also stops when another turn could overflow the model's context. `prompts`: the
     students' prompt ids (default model.encode_prompt of each task). `generator` (seed, torch.Generator,
-    or a list of them, one per attempt) fixes every turn's samples. `clock`: a checkpoint.Stopwatch, lapped at "sample"
+    or a list of them, one per attempt) fixes every turn's samples. `message=False`: the small prover
+    is told only that Lean rejected a candidate, not why (what the message adds). `clock`: a checkpoint.Stopwatch, lapped at "sample"
     and "lean" (accumulated over the turns)."""
     tok = policy.tokenizer
     prompts = prompts if prompts is not None else [encode_prompt(tok, t, turns=turns) for t in tasks]
@@ -171,7 +173,7 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
             a.truncated = s.truncated
             if r.ok or turn == turns - 1:
                 continue
-            tool = tool_ids(tok, r)
+            tool = tool_ids(tok, r, message)
             if go_on(policy, prompts[i], a, tool, max_new_tokens):
                 still.append(i)
         going = still

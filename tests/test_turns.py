@@ -1,7 +1,9 @@
 """turns.py: the multi-turn attempt (write, Lean checks, read Lean's message, write again), on the real
 tiny prover and the real Lean; its place in FD's loss (tool results are context, never trained on),
 in GRPO, in fd.py's metrics and in evaluate.py's pass@k by turn budget."""
+import dataclasses
 import json
+import math
 
 import pytest
 import torch
@@ -70,6 +72,19 @@ def test_rollout_is_deterministic_under_a_seed(setting):
                         turns.rollout(policy, env, test, turns=3, max_new_tokens=16, generator=seed)]
     assert run(5) == run(5)
     assert run(5) != run(6)
+
+
+def test_without_the_message_the_loop_says_only_that_lean_refused(setting):
+    """message=False (evaluate.py --no-message): the same loop, the tool result names the verdict only."""
+    policy, env, test = setting
+    tok = policy.tokenizer
+    attempts = turns.rollout(policy, env, test, turns=2, max_new_tokens=16, generator=0, message=False)
+    went_on = [a for a in attempts if a.turns == 2]
+    assert went_on
+    for a in went_on:
+        tool = [i for i, own in zip(a.ids, a.trained) if not own]
+        assert tool == tok(f" /- error : status {a.results[0].status} -/ :=", add_special_tokens=False)["input_ids"]
+    assert any(turns.tool_ids(tok, a.results[0]) != turns.tool_ids(tok, a.results[0], False) for a in went_on)
 
 
 def test_the_message_the_small_prover_reads():
@@ -161,7 +176,7 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
     s = sft_turns.Settings(model=tiny_prover, out=str(tmp_path / "m"), n_tasks=40, steps=2, batch_size=4, threads=1,
                            plain=0.2, revise=0.5, teacher=0.3, second=0.5)
     policy, env = model.load(tiny_prover), verifier.load("mini")
-    encoded, counts = sft_turns.examples(s, policy, env)
+    encoded, counts, repeats = sft_turns.examples(s, policy, env)
     assert counts["revise"] and counts["teacher"] and counts["plain"] and counts["two_wrong"]
     tok = policy.tokenizer
     train = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
@@ -173,8 +188,38 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
     assert any(tuple(seq) in layouts for seq in one_turn)      # exactly the loop's layout
     for seq, n_context, _ in encoded:                          # the target is the reference and its end
         assert seq[-1] == tok.eos_token_id and 0 < n_context < len(seq)
-    sft_turns.train(s)
+    contexts = {tuple(seq[:n]) for seq, n, _ in encoded}
+    assert repeats
+    for ids, n in repeats:   # a revision's own context, then the candidate it shows rejected, written again
+        again, context = ids[n:], ids[:n]
+        assert tuple(context) in contexts
+        at = max(j for j in range(n) if context[j:j + len(again)] == again) + len(again)
+        lean_said = tok(" /- error :", add_special_tokens=False)["input_ids"]
+        assert context[at:at + len(lean_said)] == lean_said     # the last thing rejected, then Lean's message
+    sft_turns.train(dataclasses.replace(s, unlikely=1.0))
     assert model.load(str(tmp_path / "m")).model.config.vocab_size == len(tok)
+
+
+def test_the_repeat_unlikelihood_is_minus_log_one_minus_the_candidates_probability(tiny_prover):
+    """sft_turns.repeat_loss against the plain formula: p = the product of the next-token probabilities of the
+    repeated candidate, one prefix at a time, and the loss -log(1 - p) averaged over the batch."""
+    import sft_turns
+    policy = model.load(tiny_prover)
+    tok, net = policy.tokenizer, policy.model
+    torch.manual_seed(0)
+    repeats = [(torch.randint(3, len(tok), (L,)).tolist(), n) for L, n in ((9, 6), (5, 2), (12, 11))]
+    got = sft_turns.repeat_loss(net, repeats, tok.pad_token_id)
+    want = []
+    with torch.no_grad():
+        for ids, n in repeats:
+            logp = 0.0
+            for t in range(n, len(ids)):
+                logits = net(input_ids=torch.tensor([ids[:t]])).logits[0, -1].float()
+                logp += torch.log_softmax(logits, -1)[ids[t]].item()
+            want.append(-math.log(1 - math.exp(logp)))
+    assert got.item() == pytest.approx(sum(want) / len(want), rel=1e-4)
+    got.backward()   # a loss, not a measurement: it moves the weights
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
 
 
 CHATML_TOOLS = ("{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
@@ -261,8 +306,58 @@ def test_the_warm_up_prefers_a_right_proof_of_the_models_own(tiny_prover, monkey
 
     monkeypatch.setattr(sft_turns, "own_attempts", fake_attempts)
     s = sft_turns.Settings(model=tiny_prover, n_tasks=6, tries=2, plain=0.0, revise=1.0, teacher=0.0, second=0.0)
-    encoded, counts = sft_turns.examples(s, policy, env)
+    encoded, counts, repeats = sft_turns.examples(s, policy, env)
     target = tok(" " + own_proof, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert counts["own_target"] == 1 and encoded[0][0][-len(target):] == target
     reference = tok(" " + train[1].solution, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert encoded[1][0][-len(reference):] == reference
+
+
+def test_fresh_targets_are_another_try_other_than_the_rejected_one(tiny_prover, monkeypatch):
+    """--fresh: where no later try is right, the revision's target is the first later try that differs
+    from the rejected candidate, right or not; a task whose tries all repeat it keeps the reference."""
+    import types
+
+    import sft_turns
+    policy, env = model.load(tiny_prover), verifier.load("mini")
+    tok = policy.tokenizer
+    train = tasks.load("mini", split="train", n=3, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    tries = {0: ["h4", "h4", "h3", "h2"], 1: ["h4", "h4", "h4", "h4"], 2: ["h4", "h3", "h1", "h1"]}
+
+    def fake_attempts(policy, env, task_list, seed, n):
+        made, verdicts = [], []
+        for i in range(len(task_list)):
+            for k, text in enumerate(tries[i]):
+                made.append(sampling.make_sample(policy, tok(" " + text, add_special_tokens=False)["input_ids"]))
+                verdicts.append(types.SimpleNamespace(ok=i == 2 and k == 2, status="error",
+                                                      messages=["1:0: error: Unknown identifier `h9`"]))
+        return made, verdicts
+
+    monkeypatch.setattr(sft_turns, "own_attempts", fake_attempts)
+    s = sft_turns.Settings(model=tiny_prover, n_tasks=3, tries=4, plain=0.0, revise=1.0, teacher=0.0, second=0.0,
+                           fresh=True)
+    encoded, counts, _ = sft_turns.examples(s, policy, env)
+    ends = lambda text: tok(" " + text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert encoded[0][0][-2:] == ends("h3")                        # the first other try, though wrong
+    assert encoded[1][0][-len(ends(train[1].solution)):] == ends(train[1].solution)   # none other: the reference
+    assert encoded[2][0][-2:] == ends("h1")                        # a right one before an earlier wrong one
+    assert counts["own_target"] == 2
+    encoded, counts, _ = sft_turns.examples(dataclasses.replace(s, fresh=False), policy, env)
+    assert counts["own_target"] == 1                               # without --fresh: right ones only
+
+
+def test_three_turns_against_three_tries_is_paired_over_tasks():
+    """turns_minus_tries: per task, the 3-turn attempts' pass rate minus pass@3 of their first candidates.
+    Task 0: 2 of 4 pass (one at turn 1) -> 0.5 - pass@3(4, 1) = 0.5 - 0.75; task 1: 2 of 4 pass, none at turn
+    1 -> 0.5 - 0. Mean +0.125, standard error |0.75| / 2."""
+    test = tasks.load("mini", split="test")[:2]
+    rec = lambda i, ok, turn: dict(task=i, ok=ok, status="ok" if ok else "error", text="h1", n_tokens=2,
+                                   truncated=False, turns=turn, entropy=0.5,
+                                   candidates_ok=[False] * (turn - 1) + [ok], repeats=[False] * (turn - 1))
+    records = [rec(0, True, 1), rec(0, True, 2), rec(0, False, 3), rec(0, False, 3),
+               rec(1, True, 2), rec(1, True, 3), rec(1, False, 3), rec(1, False, 3)]
+    got = evaluate.summarize(records, test, [1, 3], turns=3)["turns_minus_tries"]
+    assert got["change"] == pytest.approx(0.125) and got["se"] == pytest.approx(0.375)
+    assert evaluate.summarize(records, test, [1], turns=1)["turns_minus_tries"] is not None   # the records had 3
+    assert evaluate.summarize([dict(r, turns=1, candidates_ok=[r["ok"]], repeats=[]) for r in records], test, [1],
+                              turns=1)["turns_minus_tries"] is None                           # one-shot: nothing to pair
