@@ -181,6 +181,8 @@ RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v:
 def main(argv=None):
     s = cli.parse(Settings, argv, prog="sft_turns.py", description=__doc__.split("\n")[0])
     cli.check(s, RULES, "sft_turns.py")
+    if s.fresh and s.tries < 2:
+        cli.fail(f"sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not {s.tries})")
     if not s.plain + s.revise + s.teacher > 0:
         cli.fail("sft_turns.py: --plain, --revise and --teacher are all 0: give one a positive share")
     with cli.user_errors(f"sft_turns.py: --model {s.model}", M.ModelNotFound):

@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (script, arguments, what the line must say); {tmp} is a fresh folder, {run} a finished run's folder
 CASES = [
     ("fd.py", "--alpha 1.5", "fd.py: --alpha 1.5: must be between 0 and 1"),
+    ("sft_turns.py", "--fresh", "sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not 1)"),
+    ("sft_turns.py", "--unlikely -1", "sft_turns.py: --unlikely -1.0: must be 0 or more"),
     ("fd.py", "--prompts 0", "fd.py: --prompts 0: must be at least 1"),
     ("fd.py", "--top-p 0", "fd.py: --top-p 0.0: must be above 0 and at most 1"),
     ("fd.py", "--ema-every 0", "fd.py: --ema-every 0: must be at least 1"),
