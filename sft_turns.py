@@ -88,8 +88,8 @@ def examples(s: Settings, policy, env):
     for i in range(len(task_list)):
         right = [M.proof_text(x) for x, r in zip(samples[i * s.tries + 1:(i + 1) * s.tries],
                                                  results[i * s.tries + 1:(i + 1) * s.tries]) if r.ok]
-        first = M.proof_text(samples[i * s.tries])
-        other = [M.proof_text(x) for x in samples[i * s.tries + 1:(i + 1) * s.tries] if M.proof_text(x) != first]
+        first, *later = [M.proof_text(x) for x in samples[i * s.tries:(i + 1) * s.tries]]
+        other = [text for text in later if text != first]
         if right or (s.fresh and other):
             own[i] = right[0] if right else other[0]
     samples, results = samples[::s.tries], results[::s.tries]
@@ -133,21 +133,14 @@ def examples(s: Settings, policy, env):
     return out, counts, repeats
 
 
-def repeat_loss(net, repeats, pad_id):
+def repeat_loss(net, repeats):
     """Unlikelihood of writing a rejected candidate again: for each (ids, n_context), p = the probability of
     ids[n_context:] (the candidate Lean rejected, its end token included) after the context that shows it
     rejected; the loss -log(1 - p) is ~0 where a repeat is unlikely and grows without bound as p -> 1. The
     likelihood targets alone never say "not that one": the small prover wrote the rejected candidate again
     as often as a fresh try did."""
-    T = max(len(ids) for ids, _ in repeats)
-    x = torch.full((len(repeats), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(repeats), T - 1)
-    for b, (ids, n) in enumerate(repeats):
-        x[b, :len(ids)] = torch.tensor(ids)
-        mask[b, n - 1:len(ids) - 1] = 1.0   # logits at t predict ids[t + 1]
-    logp = torch.log_softmax(net(input_ids=x).logits[:, :-1].float(), dim=-1)
-    token = logp.gather(-1, x[:, 1:, None])[..., 0]
-    seq = (token * mask).sum(dim=1).clamp(max=-1e-6)     # log p of the whole candidate, < 0
+    logp, _ = M.token_logprobs(net, [ids[:n] for ids, n in repeats], [ids[n:] for ids, n in repeats])
+    seq = logp.float().sum(dim=1).clamp(max=-1e-6)       # log p of the whole candidate, < 0
     return -torch.log(-torch.expm1(seq)).mean()          # -log(1 - p), stable
 
 
@@ -162,7 +155,7 @@ def train(s: Settings) -> str:
     pad, rng = policy.tokenizer.pad_token_id, random.Random(s.seed + 2)
     extra = None
     if s.unlikely > 0 and repeats:   # a quarter batch of rejected candidates each step
-        extra = lambda net, step: s.unlikely * repeat_loss(net, rng.sample(repeats, min(len(repeats), s.batch_size // 4)), pad)
+        extra = lambda net, step: s.unlikely * repeat_loss(net, rng.sample(repeats, min(len(repeats), s.batch_size // 4)))
     log = sft.fit(policy.model, encoded, s, pad, extra)
     M.save(policy, s.out)
     with open(os.path.join(s.out, "sft_turns.json"), "w") as f:

@@ -208,7 +208,7 @@ def test_the_repeat_unlikelihood_is_minus_log_one_minus_the_candidates_probabili
     tok, net = policy.tokenizer, policy.model
     torch.manual_seed(0)
     repeats = [(torch.randint(3, len(tok), (L,)).tolist(), n) for L, n in ((9, 6), (5, 2), (12, 11))]
-    got = sft_turns.repeat_loss(net, repeats, tok.pad_token_id)
+    got = sft_turns.repeat_loss(net, repeats)
     want = []
     with torch.no_grad():
         for ids, n in repeats:
