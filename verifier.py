@@ -3,24 +3,25 @@
     env = verifier.load("mini")                     # the built-in world, real Lean 4 (lean_env.py)
     env = verifier.load("repl:PROJECT")             # a pool of Lean REPLs in a Lean + Mathlib project
     env = verifier.load("lake:PROJECT")             # `lake env lean`, one Lean process per proof
-    env = verifier.load("kimina:URL")               # a running Kimina Lean Server (lean_mathlib.py: all three)
+    env = verifier.load("kimina:URL")               # a running Kimina Lean Server (lean_kimina.py; the others lean_mathlib.py)
     env.check_many([(task, proof), ...])            # -> [Result(ok, status, messages)], same order
 
     python fd.py --verifier repl:$HOME/mathlib4 --tasks jsonl:leanworkbook_train.jsonl ...
 
 Options go to the checker: lean_env.load's for mini (lean, timeout, workers, ...), lean_mathlib's ReplPool, LakeEnv
-or KiminaClient for the others (verifier.load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl")).
+or lean_kimina's KiminaClient for the others (verifier.load("repl", project="mathlib4", repl="repl/.lake/build/bin/repl")).
 A script needs no other module for the interface: Task in, Result out, LeanNotFound when no Lean can run.
 """
 import os
 
 import lean_env
+import lean_kimina
 import lean_mathlib
 import parallel
 from lean_env import LeanNotFound, Result, Task  # noqa: F401  (the interface, re-exported)
 
 MATHLIB = {"repl": (lean_mathlib.ReplPool, "project"), "lake": (lean_mathlib.LakeEnv, "project"),
-           "kimina": (lean_mathlib.KiminaClient, "url")}     # world -> (backend, what the part after ":" names)
+           "kimina": (lean_kimina.KiminaClient, "url")}     # world -> (backend, what the part after ":" names)
 
 
 def load(spec: str = "mini", **options):

@@ -7,7 +7,7 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OURS = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")}
 TIERS = [  # lowest first; a module may import its own tier's earlier modules and any lower tier
-    ["cli", "parallel", "shard", "tracking", "lean_screen", "lean_env", "lean_mathlib", "verifier"],   # the verifier
+    ["cli", "parallel", "shard", "tracking", "lean_screen", "lean_env", "lean_mathlib", "lean_kimina", "verifier"],   # the verifier
     ["mini_world", "tasks", "probes"],                                # theorem sets
     ["sampling", "model", "fd_loss"],                                 # the policy and the loss
     ["tutor", "critics", "feedback", "lean_tools", "turns"],                     # F(y), the multi-turn attempt

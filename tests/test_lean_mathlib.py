@@ -19,6 +19,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import fake_repl  # noqa: E402
 
 import lean_env  # noqa: E402
+import lean_kimina  # noqa: E402
 import lean_mathlib  # noqa: E402
 import verifier  # noqa: E402
 from lean_env import Task  # noqa: E402
@@ -327,11 +328,11 @@ def test_kimina_in_flight_snippets_never_exceed_max_repls(server):
 
 
 def test_kimina_busy_server_is_waited_for(server, monkeypatch):
-    assert lean_mathlib.KiminaClient(server).busy_wait >= 60     # the server itself already waited 60 s
+    assert lean_kimina.KiminaClient(server).busy_wait >= 60     # the server itself already waited 60 s
     monkeypatch.setenv("LEAN_SERVER_MAX_REPLS", "5")
-    assert lean_mathlib.KiminaClient(server).max_repls == 5      # the server's own setting, when it runs here
+    assert lean_kimina.KiminaClient(server).max_repls == 5      # the server's own setting, when it runs here
     monkeypatch.delenv("LEAN_SERVER_MAX_REPLS")
-    assert lean_mathlib.KiminaClient(server).max_repls == max((os.cpu_count() or 1) - 1, 1)   # its default
+    assert lean_kimina.KiminaClient(server).max_repls == max((os.cpu_count() or 1) - 1, 1)   # its default
     env = kimina(server, busy_wait=0.4)
     Kimina.script = ["429", "429"]
     t0 = time.monotonic()
@@ -422,7 +423,7 @@ def test_verifier_load_chooses_the_checker_from_a_spec(tmp_path, server):
         assert isinstance(env, lean_mathlib.LakeEnv) and env.project == str(tmp_path)
         assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
     env = verifier.load(f"kimina:{server}", backoff=0.01, lean="")  # the scripts pass --lean "" when none is named
-    assert isinstance(env, lean_mathlib.KiminaClient) and env.url == server
+    assert isinstance(env, lean_kimina.KiminaClient) and env.url == server
     with pytest.raises(ValueError, match="a `lean` executable is for the mini world"):
         verifier.load(f"kimina:{server}", lean="/usr/bin/lean")
     assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.posts] == ["/verify"]
