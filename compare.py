@@ -1,0 +1,82 @@
+"""Two evaluations of the same tasks, paired over them: how much did pass@1 change, and is it more than luck?
+
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 5 compares methods on one
+test set. With a few hundred tasks and a few samples each, two evaluations differ by a point or two by chance;
+pairing removes most of that: each task's own change counts, so the spread between easy and hard tasks cancels.
+This reads two evaluate.py outputs (a folder: its first model; or one of its attempts_K.jsonl files: model K) and
+prints AFTER - BEFORE, overall and per level, with the paired standard error and 95% interval.
+
+    python evaluate.py --model M --turns 3 --no-message --out runs/eval_nomsg
+    python evaluate.py --model M --turns 3 --out runs/eval_msg
+    python compare.py runs/eval_nomsg runs/eval_msg        # what Lean's message adds to a 3-turn attempt
+    python compare.py runs/eval/attempts_1.jsonl runs/eval/attempts_2.jsonl   # two models of one evaluation
+"""
+import json
+import os
+from dataclasses import dataclass
+
+import cli
+import evaluate
+
+
+@dataclass
+class Config:
+    before: str = ""              # an evaluate.py folder (its first model) or one of its attempts_K.jsonl files
+    after: str = ""               # the same for the other evaluation: the change printed is AFTER - BEFORE
+
+
+def read(path: str):
+    """(results.json of the evaluation, the attempts file's records) for a folder or an attempts_K.jsonl."""
+    folder, attempts = (os.path.dirname(path) or ".", path) if path.endswith(".jsonl") else \
+        (path, os.path.join(path, "attempts_1.jsonl"))
+    with open(os.path.join(folder, "results.json")) as f:
+        results = json.load(f)
+    records = []
+    with open(attempts) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                raise ValueError(f"{attempts}, line {number}: not a JSON record (a cut-off evaluation?)") from None
+    return results, records
+
+
+def per_task(records, n_tasks: int, where: str) -> list[float]:
+    """Each task's share of accepted attempts (its pass@1 estimate), by the records' task index."""
+    ok, total = [0] * n_tasks, [0] * n_tasks
+    for r in records:
+        ok[r["task"]] += bool(r["ok"])
+        total[r["task"]] += 1
+    if min(total) == 0:
+        raise ValueError(f"{where}: task {total.index(0)} has no attempt (a cut-off evaluation?)")
+    return [c / t for c, t in zip(ok, total)]
+
+
+def compare(before: str, after: str) -> str:
+    (ra, a), (rb, b) = read(before), read(after)
+    if ra["tasks"]["sha256"] != rb["tasks"]["sha256"]:
+        raise ValueError(f"{before} and {after} evaluated different tasks ({ra['tasks']['name']}, "
+                         f"{ra['tasks']['n_tasks']} vs {rb['tasks']['name']}, {rb['tasks']['n_tasks']}): nothing to pair")
+    tasks = evaluate.load_tasks(ra["tasks"]["name"], ra["limit"])        # for the levels
+    if evaluate.tasks_sha256(tasks) != ra["tasks"]["sha256"]:
+        raise ValueError(f"{ra['tasks']['name']} no longer holds the tasks {before} evaluated (the file changed?)")
+    c = evaluate.paired_change(tasks, per_task(a, len(tasks), before), per_task(b, len(tasks), after))
+    lines = [f"{after} - {before}, paired over {len(tasks)} tasks ({ra['n']} and {rb['n']} samples each):"]
+    for key, g in c.items():
+        low, high = g["change"] - 1.96 * g["se"], g["change"] + 1.96 * g["se"]
+        lines.append(f"  {'all' if key == 'all' else f'level {key}'} ({g['tasks']} tasks): pass@1 {g['before']:.3f} -> "
+                     f"{g['after']:.3f}, {100 * g['change']:+.1f} points (SE {100 * g['se']:.1f}; 95% "
+                     f"{100 * low:+.1f} to {100 * high:+.1f})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    cfg = cli.parse(Config, argv, prog="compare.py", description=__doc__.split("\n")[0], positional=("before", "after"))
+    if not cfg.before or not cfg.after:
+        cli.fail("compare.py: give two evaluations: BEFORE AFTER (evaluate.py folders or attempts_K.jsonl files)")
+    with cli.user_errors("compare.py", OSError, ValueError, KeyError):
+        print(compare(cfg.before, cfg.after))
+
+
+if __name__ == "__main__":
+    main()
