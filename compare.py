@@ -26,30 +26,12 @@ class Config:
 
 
 def read(path: str):
-    """(results.json of the evaluation, the attempts file's records) for a folder or an attempts_K.jsonl."""
+    """(results.json of the evaluation, each task's pass@1) for a folder (its first model) or an attempts_K.jsonl."""
     folder, attempts = (os.path.dirname(path) or ".", path) if path.endswith(".jsonl") else \
         (path, os.path.join(path, "attempts_1.jsonl"))
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
-    records = []
-    with open(attempts) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                raise ValueError(f"{attempts}, line {number}: not a JSON record (a cut-off evaluation?)") from None
-    return results, records
-
-
-def per_task(records, n_tasks: int, where: str) -> list[float]:
-    """Each task's share of accepted attempts (its pass@1 estimate), by the records' task index."""
-    ok, total = [0] * n_tasks, [0] * n_tasks
-    for r in records:
-        ok[r["task"]] += bool(r["ok"])
-        total[r["task"]] += 1
-    if min(total) == 0:
-        raise ValueError(f"{where}: task {total.index(0)} has no attempt (a cut-off evaluation?)")
-    return [c / t for c, t in zip(ok, total)]
+    return results, evaluate.pass1_per_task(attempts, results["tasks"]["n_tasks"])
 
 
 def compare(before: str, after: str) -> str:
@@ -60,10 +42,10 @@ def compare(before: str, after: str) -> str:
     tasks = evaluate.load_tasks(ra["tasks"]["name"], ra["limit"])        # for the levels
     if evaluate.tasks_sha256(tasks) != ra["tasks"]["sha256"]:
         raise ValueError(f"{ra['tasks']['name']} no longer holds the tasks {before} evaluated (the file changed?)")
-    c = evaluate.paired_change(tasks, per_task(a, len(tasks), before), per_task(b, len(tasks), after))
+    c = evaluate.paired_change(tasks, a, b)
     lines = [f"{after} - {before}, paired over {len(tasks)} tasks ({ra['n']} and {rb['n']} samples each):"]
     for key, g in c.items():
-        low, high = g["change"] - 1.96 * g["se"], g["change"] + 1.96 * g["se"]
+        low, high = g["change"] - g["half95"], g["change"] + g["half95"]
         lines.append(f"  {'all' if key == 'all' else f'level {key}'} ({g['tasks']} tasks): pass@1 {g['before']:.3f} -> "
                      f"{g['after']:.3f}, {100 * g['change']:+.1f} points (SE {100 * g['se']:.1f}; 95% "
                      f"{100 * low:+.1f} to {100 * high:+.1f})")

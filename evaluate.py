@@ -144,6 +144,24 @@ def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens, turns
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
 
+def pass1_per_task(attempts_file: str, n_tasks: int) -> list[float]:
+    """Each task's share of accepted attempts (its pass@1 estimate) from an evaluation's attempts_K.jsonl."""
+    ok, total = [0] * n_tasks, [0] * n_tasks
+    with open(attempts_file) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                r = json.loads(line)
+            except ValueError:
+                raise ValueError(f"{attempts_file}, line {number}: not a JSON record (a cut-off evaluation?)") from None
+            if not 0 <= r["task"] < n_tasks:
+                raise ValueError(f"{attempts_file}, line {number}: task {r['task']} is not one of the {n_tasks} evaluated")
+            ok[r["task"]] += bool(r["ok"])
+            total[r["task"]] += 1
+    if min(total, default=1) == 0:
+        raise ValueError(f"{attempts_file}: task {total.index(0)} has no attempt (a cut-off evaluation?)")
+    return [c / t for c, t in zip(ok, total)]
+
+
 # ---- Intervals -----------------------------------------------------------------------------------
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
          15: 2.13, 20: 2.09, 30: 2.04}  # Student's t, two-sided 95%, by degrees of freedom
@@ -166,17 +184,19 @@ def interval95(values) -> tuple[float, float]:
 
 
 def paired_change(tasks, before: list[float], after: list[float]) -> dict:
-    """Before, after and the change with its standard error, paired over tasks (each task's own change
-    counts, so the between-task spread cancels), overall and per level: {"all" | level: {...}}."""
+    """Before, after and the change with its standard error and 95% half-width, paired over tasks (each
+    task's own change counts, so the between-task spread cancels), overall and per level: {"all" | level: {...}}."""
     groups = {"all": range(len(tasks))}
     for level in sorted({t.level for t in tasks}):
         groups[level] = [i for i, t in enumerate(tasks) if t.level == level]
     out = {}
     for key, rows in groups.items():
         rows = list(rows)
-        change, se = mean_se([after[i] - before[i] for i in rows])
+        diffs = [after[i] - before[i] for i in rows]
+        change, se = mean_se(diffs)
         out[key] = dict(tasks=len(rows), before=sum(before[i] for i in rows) / len(rows),
-                        after=sum(after[i] for i in rows) / len(rows), change=change, se=se)
+                        after=sum(after[i] for i in rows) / len(rows), change=change, se=se,
+                        half95=interval95(diffs)[1])
     return out
 
 

@@ -201,15 +201,6 @@ def run_all(cfg: Config, base: str) -> None:
 
 # ----------------------------------------------------------------------------- the results
 
-def per_task_pass1(folder: str, n_tasks: int) -> list[float]:
-    rows = [json.loads(line) for line in open(os.path.join(folder, "attempts_1.jsonl"))]
-    ok, seen = [0] * n_tasks, [0] * n_tasks
-    for r in rows:
-        ok[r["task"]] += r["ok"]
-        seen[r["task"]] += 1
-    return [o / s for o, s in zip(ok, seen)]
-
-
 def collect(cfg: Config) -> dict:
     """Mean and 95% interval over seeds of every figure, per method and set; FD against its control and
     the others paired over seeds; the probes per rule and side; the training curves."""
@@ -227,7 +218,7 @@ def collect(cfg: Config) -> dict:
                 folder = os.path.join(cfg.out, "eval", name, which)
                 with open(os.path.join(folder, "results.json")) as f:
                     summaries.append(json.load(f)["models"][0])
-                per_task.append(per_task_pass1(folder, len(task_list)))
+                per_task.append(evaluate.pass1_per_task(os.path.join(folder, "attempts_1.jsonl"), len(task_list)))
             pass1[method, which] = per_task
             figure = lambda get, summaries=summaries: evaluate.interval95(
                 [get(s) for s in summaries if get(s) is not None] or [float("nan")])

@@ -40,8 +40,9 @@ def test_change_by_hand(tmp_path, capsys):
     diffs = [sum(y) / 4 - sum(x) / 4 for x, y in zip(before, after)]          # each task's own change
     mean = sum(diffs) / 6
     se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 5 / 6)
-    assert f"{100 * mean:+.1f} points (SE {100 * se:.1f}; 95% {100 * (mean - 1.96 * se):+.1f} to " \
-           f"{100 * (mean + 1.96 * se):+.1f})" in out
+    half = 2.57 * se                 # Student's t, 5 degrees of freedom: 6 tasks are too few for 1.96
+    assert f"{100 * mean:+.1f} points (SE {100 * se:.1f}; 95% {100 * (mean - half):+.1f} to " \
+           f"{100 * (mean + half):+.1f})" in out
     lv = {level: [i for i, t in enumerate(TASKS) if t.level == level] for level in {t.level for t in TASKS}}
     for level, rows in lv.items():   # per level: the same pairing over that level's tasks only
         assert f"level {level} ({len(rows)} tasks): pass@1 {sum(sum(before[i]) / 4 for i in rows) / len(rows):.3f}" in out
@@ -76,3 +77,7 @@ def test_errors_name_the_problem(tmp_path, capsys):
     assert "attempts_1.jsonl, line 13: not a JSON record" in run_error([a, cut], capsys)
     short = write_eval(tmp_path / "short", [some[:5] + [[]]])     # the last task never sampled
     assert "task 5 has no attempt" in run_error([a, short], capsys)
+    stray = write_eval(tmp_path / "stray", [some])
+    with open(os.path.join(stray, "attempts_1.jsonl"), "a") as f:
+        f.write('{"task": 6, "ok": true}\n')
+    assert "attempts_1.jsonl, line 13: task 6 is not one of the 6 evaluated" in run_error([a, stray], capsys)
