@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import cli
 import evaluate
+import intervals
 
 
 @dataclass
@@ -42,7 +43,7 @@ def compare(before: str, after: str) -> str:
     tasks = evaluate.load_tasks(ra["tasks"]["name"], ra["limit"])        # for the levels
     if evaluate.tasks_sha256(tasks) != ra["tasks"]["sha256"]:
         raise ValueError(f"{ra['tasks']['name']} no longer holds the tasks {before} evaluated (the file changed?)")
-    c = evaluate.paired_change(tasks, a, b)
+    c = intervals.paired_change(tasks, a, b)
     lines = [f"{after} - {before}, paired over {len(tasks)} tasks ({ra['n']} and {rb['n']} samples each):"]
     for key, g in c.items():
         low, high = g["change"] - g["half95"], g["change"] + g["half95"]

@@ -21,7 +21,7 @@ Run:
     python evaluate.py --model small-prover --tasks mini:test --n 16 --k 1,2,4,8,16 --out runs/eval
     python evaluate.py --model runs/fd/final --model runs/grpo/final --limit 100 --out runs/cmp
     python evaluate.py --curves runs/fd runs/grpo --out runs/plots      # training curves
-fd.py and grpo.py import `heldout`, `change_report` and `load_tasks` from here.
+fd.py and grpo.py import `heldout` and `load_tasks` from here; the paired intervals are intervals.py.
 """
 import hashlib
 import importlib.metadata
@@ -38,6 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 import cli
+import intervals
 import model
 import parallel
 import report
@@ -139,7 +140,7 @@ def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens, turns
     """Per held-out task, the share of its n samples that Lean accepts (its pass@1 estimate), for the
     evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
     with the same random stream, so before and after differ by the model, not by luck, and the
-    change can be paired task by task (paired_change)."""
+    change can be paired task by task (intervals.paired_change)."""
     records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
@@ -160,56 +161,6 @@ def pass1_per_task(attempts_file: str, n_tasks: int) -> list[float]:
     if min(total, default=1) == 0:
         raise ValueError(f"{attempts_file}: task {total.index(0)} has no attempt (a cut-off evaluation?)")
     return [c / t for c, t in zip(ok, total)]
-
-
-# ---- Intervals -----------------------------------------------------------------------------------
-T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23,
-         15: 2.13, 20: 2.09, 30: 2.04}  # Student's t, two-sided 95%, by degrees of freedom
-
-
-def mean_se(values) -> tuple[float, float]:
-    """Mean and its standard error (sample std / sqrt(n); 0 for a single value)."""
-    n = len(values)
-    mean = sum(values) / n
-    var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var / n)
-
-
-def interval95(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% interval: Student's t for few values (seeds), normal beyond 30."""
-    mean, se = mean_se(values)
-    df = len(values) - 1
-    t = 1.96 if df > 30 else T_975[min(k for k in T_975 if k >= df)] if df else float("nan")
-    return mean, t * se
-
-
-def paired_change(tasks, before: list[float], after: list[float]) -> dict:
-    """Before, after and the change with its standard error and 95% half-width, paired over tasks (each
-    task's own change counts, so the between-task spread cancels), overall and per level: {"all" | level: {...}}."""
-    groups = {"all": range(len(tasks))}
-    for level in sorted({t.level for t in tasks}):
-        groups[level] = [i for i, t in enumerate(tasks) if t.level == level]
-    out = {}
-    for key, rows in groups.items():
-        rows = list(rows)
-        diffs = [after[i] - before[i] for i in rows]
-        change, se = mean_se(diffs)
-        out[key] = dict(tasks=len(rows), before=sum(before[i] for i in rows) / len(rows),
-                        after=sum(after[i] for i in rows) / len(rows), change=change, se=se,
-                        half95=interval95(diffs)[1])
-    return out
-
-
-def change_report(tasks, before: list[float], after: list[float], n: int) -> str:
-    """The before/after lines the training scripts print: overall and per level, with the paired
-    standard error of each change (a change beyond two of them is unlikely to be luck)."""
-    c = paired_change(tasks, before, after)
-    a = c.pop("all")
-    lines = [f"held-out pass@1 ({a['tasks']} tasks x {n} samples): before {a['before']:.3f} -> after {a['after']:.3f}, "
-             f"change {100 * a['change']:+.1f} points (paired standard error {100 * a['se']:.1f})"]
-    lines += [f"  level {level} ({g['tasks']} tasks): {g['before']:.3f} -> {g['after']:.3f}, "
-              f"{100 * g['change']:+.1f} points (SE {100 * g['se']:.1f})" for level, g in c.items()]
-    return "\n".join(lines)
 
 
 # ---- Figures -------------------------------------------------------------------------------------
@@ -345,7 +296,7 @@ def summarize(records, tasks, ks, turns=1) -> dict:
         "one_shot_pass_at_turns": (sum(pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated)
                                    / len(evaluated) if max_turns <= n_min else None),
         # the same paired task by task: an N-turn attempt's pass rate minus N tries' pass@N, mean and standard error
-        "turns_minus_tries": (dict(zip(("change", "se"), mean_se(
+        "turns_minus_tries": (dict(zip(("change", "se"), intervals.mean_se(
             [passed(i) / len(by_task[i]) - pass_at_k(len(by_task[i]), passed(i, 1), max_turns) for i in evaluated])))
             if 1 < max_turns <= n_min else None),
         "after_rejection": after_rejection(by_task) if max_turns > 1 else None,

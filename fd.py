@@ -25,6 +25,7 @@ import checkpoint
 import cli
 import evaluate
 import feedback
+import intervals
 import model
 import parallel
 import sft
@@ -308,7 +309,7 @@ def train(cfg: Config):
         run.end_step(step, row, lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
-        parallel.say(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        parallel.say(intervals.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
         parallel.say(f"model in {cfg.out}/final. Is the change the feedback's doing? The control, the same run with a "
               f"teacher that sees no feedback:\n  {cli.command(cfg, 'fd.py', feedback='none', out=cfg.out + '_control')}")
     return result

@@ -31,6 +31,7 @@ import torch
 import checkpoint
 import cli
 import evaluate
+import intervals
 import model
 import parallel
 import sft
@@ -330,7 +331,7 @@ def train(cfg: Config):
         run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))
     result = run.finish()
     if result and result["before_tasks"]:
-        parallel.say(evaluate.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
+        parallel.say(intervals.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
         parallel.say(f"model in {cfg.out}/final")
     return result
 

@@ -33,6 +33,7 @@ import torch
 
 import cli
 import evaluate
+import intervals
 import model
 import probes
 import report
@@ -220,7 +221,7 @@ def collect(cfg: Config) -> dict:
                     summaries.append(json.load(f)["models"][0])
                 per_task.append(evaluate.pass1_per_task(os.path.join(folder, "attempts_1.jsonl"), len(task_list)))
             pass1[method, which] = per_task
-            figure = lambda get, summaries=summaries: evaluate.interval95(
+            figure = lambda get, summaries=summaries: intervals.interval95(
                 [get(s) for s in summaries if get(s) is not None] or [float("nan")])
             out["methods"][method][which] = {
                 "seeds": len(summaries),
@@ -232,9 +233,9 @@ def collect(cfg: Config) -> dict:
             }
             if which == "probes":  # per rule: each side's pass@1, and how far apart the sides are
                 scored = [probes.by_rule(probe_list, dict(zip([t.name for t in task_list], p))) for p in per_task]
-                out["probes"][method] = {rule: {**{side: evaluate.interval95([r[rule]["sides"][side] for r in scored])
+                out["probes"][method] = {rule: {**{side: intervals.interval95([r[rule]["sides"][side] for r in scored])
                                                    for side in scored[0][rule]["sides"]},
-                                                "balance": evaluate.interval95([r[rule]["balance"] for r in scored])}
+                                                "balance": intervals.interval95([r[rule]["balance"] for r in scored])}
                                          for rule in scored[0]}
     for method in chosen(cfg):  # each method against what it adds to, seed by seed
         if method == "control":
@@ -245,8 +246,8 @@ def collect(cfg: Config) -> dict:
         for which in sets:
             theirs = pass1[against, which] * (cfg.seeds if against == "base" else 1)
             diffs = [sum(a) / len(a) - sum(b) / len(b) for a, b in zip(pass1[method, which], theirs)]
-            mean, se = evaluate.mean_se(diffs)
-            out["differences"][f"{method} - {against}"][which] = dict(mean=mean, se=se, ci95=evaluate.interval95(diffs)[1])
+            mean, se = intervals.mean_se(diffs)
+            out["differences"][f"{method} - {against}"][which] = dict(mean=mean, se=se, ci95=intervals.interval95(diffs)[1])
     for method in [m for m in ("fd", "control", "grpo", "fd_grpo") if m in names]:
         out["curves"][method] = {}
         for key in ("train_acc", "entropy"):
@@ -257,7 +258,7 @@ def collect(cfg: Config) -> dict:
                 series.append([sum(values[max(0, i - 9):i + 1]) / len(values[max(0, i - 9):i + 1])
                                for i in range(len(values))])  # a moving mean over 10 steps
             length = min(map(len, series))
-            out["curves"][method][key] = [evaluate.interval95([s[i] for s in series]) for i in range(length)]
+            out["curves"][method][key] = [intervals.interval95([s[i] for s in series]) for i in range(length)]
     return out
 
 

@@ -11,7 +11,7 @@ TIERS = [  # lowest first; a module may import its own tier's earlier modules an
     ["mini_world", "tasks", "probes"],                                # theorem sets
     ["sampling", "model", "fd_loss"],                                 # the policy and the loss
     ["tutor", "critics", "feedback", "lean_tools", "turns"],                     # F(y), the multi-turn attempt
-    ["sft", "sft_turns", "report", "evaluate", "checkpoint"],  # the preset, measures, the run
+    ["sft", "sft_turns", "report", "intervals", "evaluate", "checkpoint"],  # the preset, measures, the run
     ["fd", "grpo", "calibrate", "paper", "explain", "compare"],                             # trainers and scripts
 ]
 ORDER = {name: i for i, name in enumerate(m for tier in TIERS for m in tier)}
