@@ -94,9 +94,10 @@ def compact(message: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit].rstrip() + " ..."
 
 
-def lean_said(result) -> str:
-    """What the small prover reads after a rejected candidate: Lean's first real message, compacted."""
-    real = feedback.real_messages(result)
+def lean_said(result, message: bool = True) -> str:
+    """What the small prover reads after a rejected candidate: Lean's first real message, compacted;
+    `status error` (or timeout, crash) where there is none or `message=False` (only that Lean refused)."""
+    real = feedback.real_messages(result) if message else []
     return compact(real[0]) if real else f"status {result.status}"
 
 
@@ -105,8 +106,7 @@ def tool_ids(tokenizer, result, message: bool = True) -> list[int]:
     policy's end token): ` /- error : MESSAGE -/ :=`, Lean's words where the prompt puts feedback,
     then a new `:=` for the next candidate. (A chat model's tool results: rollout_tools.) `error` and
     not `Lean:` because the small prover's word-level vocabulary has one and not the other."""
-    said = lean_said(result) if message else f"status {result.status}"   # message=False: only that Lean refused
-    return tokenizer(f" /- error : {said} -/ :=", add_special_tokens=False)["input_ids"]
+    return tokenizer(f" /- error : {lean_said(result, message)} -/ :=", add_special_tokens=False)["input_ids"]
 
 
 # ----------------------------------------------------------------------------- the loop
