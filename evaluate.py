@@ -37,15 +37,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-import cli
-import intervals
-import model
-import parallel
-import report
-import sft
-import tasks as tasks_lib
-import turns as turns_lib
 import verifier
+from fdlean import cli, intervals, parallel, report
+from fdlean import lm as model
+from fdlean import turns as turns_lib
+from mini import tasks as tasks_lib
+from small_prover import sft
 
 
 @dataclass

@@ -21,19 +21,15 @@ from dataclasses import dataclass
 
 import torch
 
-import checkpoint
-import cli
 import evaluate
 import feedback
-import intervals
-import model
-import parallel
-import sft
-import shard
-import tasks
-import turns
 import verifier
 from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
+from fdlean import cli, intervals, parallel, turns
+from fdlean import lm as model
+from mini import tasks
+from small_prover import sft
+from training import checkpoint, shard
 
 
 @dataclass

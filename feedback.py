@@ -45,11 +45,10 @@ import re
 import threading
 from dataclasses import dataclass
 
-import critics
-import model
-import sampling
-import tutor
-from critics import FeedbackError, HTTPError  # noqa: F401  (raised here too; part of the interface)
+from fdlean import critics, sampling
+from fdlean import lm as model
+from fdlean.critics import FeedbackError, HTTPError  # noqa: F401  (raised here too; part of the interface)
+from mini import tutor
 
 
 @dataclass

@@ -28,17 +28,13 @@ from dataclasses import dataclass
 
 import torch
 
-import checkpoint
-import cli
 import evaluate
-import intervals
-import model
-import parallel
-import sft
-import shard
-import tasks
-import turns
 import verifier
+from fdlean import cli, intervals, parallel, turns
+from fdlean import lm as model
+from mini import tasks
+from small_prover import sft
+from training import checkpoint, shard
 
 
 @dataclass

@@ -48,10 +48,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lean_screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, screen, statement_problem, words  # noqa: F401
+from fdlean.screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, screen, statement_problem, words  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PRELUDES = {"mini": os.path.join(HERE, "mini_prelude.lean")}
+PRELUDES = {"mini": os.path.join(HERE, "mini", "prelude.lean")}
 LEAN_RESERVE_MB = 10240  # address space Lean 4.35 maps at start (thread arenas): -j1 needs about 5000, -j2 more
 # Lean elaborates asynchronously and so prints each item's messages as it ends; a second thread keeps that report
 # from waiting behind a slow item (with one thread it can), so a process can be stopped on the item that hangs.
@@ -343,7 +343,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--run-lean"]:   # the embedded Lean itself (see find_lean): no parsing, it must start fast
         _child(argv[1:])
-    import cli  # only the command line needs it
+    from fdlean import cli  # only the command line needs it
     a = cli.parse(Config, argv, prog="lean_env.py", positional=("file",),
                   description="Run Lean on a file, or print which Lean is in use.")
     try:

@@ -15,10 +15,10 @@ A script needs no other module for the interface: Task in, Result out, LeanNotFo
 import os
 
 import lean_env
-import lean_kimina
-import lean_mathlib
-import parallel
+from fdlean import parallel
 from lean_env import LeanNotFound, Result, Task  # noqa: F401  (the interface, re-exported)
+from mathlib import kimina as lean_kimina
+from mathlib import repl as lean_mathlib
 
 MATHLIB = {"repl": (lean_mathlib.ReplPool, "project"), "lake": (lean_mathlib.LakeEnv, "project"),
            "kimina": (lean_kimina.KiminaClient, "url")}     # world -> (backend, what the part after ":" names)

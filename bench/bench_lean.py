@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
 import lean_env  # noqa: E402
+from fdlean import cli  # noqa: E402
 from lean_env import Task  # noqa: E402
 
 

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import cli  # noqa: E402
 import fd_loss  # noqa: E402
+from fdlean import cli  # noqa: E402
 
 
 @dataclass

@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import checkpoint  # noqa: E402
-import cli  # noqa: E402
-import sft  # noqa: E402
+from fdlean import cli  # noqa: E402
+from small_prover import sft  # noqa: E402
+from training import checkpoint  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PHASES = ("sample", "lean", "feedback", "teacher", "score", "student", "update")

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import cli  # noqa: E402
-import model as M  # noqa: E402
-import sampling  # noqa: E402
-import sft  # noqa: E402
-import tasks  # noqa: E402
+from fdlean import (
+    cli,  # noqa: E402
+    sampling,  # noqa: E402
+)
+from fdlean import lm as M  # noqa: E402
+from mini import tasks  # noqa: E402
+from small_prover import sft  # noqa: E402
 
 
 def hf_generate(policy, prompts, max_new_tokens, temperature, top_p):

@@ -64,7 +64,7 @@ def trace_fd(repo: str, argv: list[str]) -> dict:
 
 def main():
     sys.path.insert(0, HERE)
-    import cli
+    from fdlean import cli
     cfg = cli.parse(Config, prog="reading_path.py", description=__doc__.split("\n")[0])
     if not cfg.model:
         cli.fail("reading_path.py: --model: give a model folder (see --help)")

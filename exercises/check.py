@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # the project's modules are the source of every expected value
 
-import cli  # noqa: E402
+from fdlean import cli  # noqa: E402
 
 
 @dataclass
@@ -441,7 +441,7 @@ FOOL = "theorem fool (p : Prop) : p :="
 def weak_check(proof):
     """The deliberately WEAK checker: no word `sorry` in the text, and no error from Lean. Returns
     (accepted, why, Lean's messages). Lean runs through lean_env.py's own command line (--mini --json)."""
-    import lean_screen
+    from fdlean import screen as lean_screen
     if re.search(r"\bsorry\b", proof):
         return False, "the proof text contains the word `sorry`", []
     with tempfile.TemporaryDirectory() as tmp:

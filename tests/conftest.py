@@ -18,7 +18,7 @@ TINY = dict(steps=150, n_tasks=3000, batch_size=32, lr=3e-3, warmup=20, d_model=
 
 @pytest.fixture(scope="session")
 def tiny_prover(tmp_path_factory):
-    import sft
+    from small_prover import sft
     path = str(tmp_path_factory.mktemp("tiny-prover"))
     sft.train(sft.Settings(out=path, **TINY))
     return path
@@ -38,8 +38,8 @@ def qwen_dir(tmp_path_factory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    import model
-    import tasks
+    from fdlean import lm as model
+    from mini import tasks
     path = str(tmp_path_factory.mktemp("tiny-qwen"))
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-import calibrate
+from scripts import calibrate
 
 
 def test_calibration_table_in_the_model_folder(tiny_prover, tmp_path, capsys):

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import checkpoint
-import cli
+from fdlean import cli
+from training import checkpoint
 
 
 def _setup(seed):

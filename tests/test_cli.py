@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-import cli
+from fdlean import cli
 
 
 @dataclass
@@ -65,15 +65,13 @@ def test_every_scripts_settings_have_help():
     """--help explains every setting of every script: no field without its comment."""
     import dataclasses
 
-    import calibrate
     import evaluate
     import fd
     import grpo
     import lean_env
-    import paper
-    import probes
-    import sft
-    import tasks
+    from mini import probes, tasks
+    from scripts import calibrate, paper
+    from small_prover import sft
     for Config in (fd.Config, grpo.Config, evaluate.Config, sft.Settings, calibrate.Config, tasks.Settings,
                    lean_env.Config, paper.Config, probes.Settings):
         helps = cli.field_help(Config)

@@ -19,8 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (script, arguments, what the line must say); {tmp} is a fresh folder, {run} a finished run's folder
 CASES = [
     ("fd.py", "--alpha 1.5", "fd.py: --alpha 1.5: must be between 0 and 1"),
-    ("sft_turns.py", "--fresh", "sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not 1)"),
-    ("sft_turns.py", "--unlikely -1", "sft_turns.py: --unlikely -1.0: must be 0 or more"),
+    ("small_prover/sft_turns.py", "--fresh", "sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not 1)"),
+    ("small_prover/sft_turns.py", "--unlikely -1", "sft_turns.py: --unlikely -1.0: must be 0 or more"),
     ("fd.py", "--prompts 0", "fd.py: --prompts 0: must be at least 1"),
     ("fd.py", "--top-p 0", "fd.py: --top-p 0.0: must be above 0 and at most 1"),
     ("fd.py", "--ema-every 0", "fd.py: --ema-every 0: must be at least 1"),
@@ -55,19 +55,19 @@ CASES = [
     ("evaluate.py", "--model small-prover --n 4 --k 1,8", "evaluate.py: --k 1,8: k=8 is larger than --n 4"),
     ("evaluate.py", "--model small-prover --tasks jsonl:{tmp}/bad.jsonl", "evaluate.py: --tasks jsonl:{tmp}/bad.jsonl:"),
     ("evaluate.py", "--model small-prover --verifier bogus", "evaluate.py: --verifier bogus: unknown verifier"),
-    ("calibrate.py", "--model nonexistent_dir", "calibrate.py: --model nonexistent_dir: model 'nonexistent_dir'"),
+    ("scripts/calibrate.py", "--model nonexistent_dir", "calibrate.py: --model nonexistent_dir: model 'nonexistent_dir'"),
     ("fd.py", "--no-such-flag 3", "fd.py: unrecognized arguments: --no-such-flag 3 (see --help)"),
-    ("sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/missing.jsonl: No such file"),
-    ("sft.py", "--jsonl {tmp}/bad.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/bad.jsonl: {tmp}/bad.jsonl, line 1:"),
-    ("sft.py", "--warmup 0", "sft.py: --warmup 0: must be at least 1"),
-    ("sft.py", "--n-heads 3", "sft.py: --n-heads 3: must divide --d-model 256"),
-    ("sft.py", "--level-mix 1,2", "sft.py: --level-mix 1,2: must be three weights"),
-    ("sft.py", "--model nonexistent_dir --jsonl {tmp}/ok.jsonl", "sft.py: --model nonexistent_dir: model"),
+    ("small_prover/sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/missing.jsonl: No such file"),
+    ("small_prover/sft.py", "--jsonl {tmp}/bad.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/bad.jsonl: {tmp}/bad.jsonl, line 1:"),
+    ("small_prover/sft.py", "--warmup 0", "sft.py: --warmup 0: must be at least 1"),
+    ("small_prover/sft.py", "--n-heads 3", "sft.py: --n-heads 3: must divide --d-model 256"),
+    ("small_prover/sft.py", "--level-mix 1,2", "sft.py: --level-mix 1,2: must be three weights"),
+    ("small_prover/sft.py", "--model nonexistent_dir --jsonl {tmp}/ok.jsonl", "sft.py: --model nonexistent_dir: model"),
 ]
 # one per script, also as a real subprocess (2-3 s each)
 SUBPROCESS = [c for c in CASES if c[:2] in {("fd.py", "--model nonexistent_dir"), ("grpo.py", "--group 1"),
                                              ("evaluate.py", "--model nonexistent_dir"),
-                                             ("sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft")}]
+                                             ("small_prover/sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft")}]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,8 @@ def test_as_subprocesses(files, monkeypatch):
     clean_env(monkeypatch, tmp)
 
     def go(case):
-        return subprocess.run([sys.executable, case[0], *argv(case, tmp, run)], cwd=ROOT, capture_output=True,
+        command = [sys.executable, "-m", case[0][:-3].replace("/", ".")] if "/" in case[0] else [sys.executable, case[0]]
+        return subprocess.run([*command, *argv(case, tmp, run)], cwd=ROOT, capture_output=True,
                               text=True, timeout=120)
 
     with ThreadPoolExecutor(2) as pool:

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import compare  # noqa: E402
 import evaluate  # noqa: E402
+from scripts import compare  # noqa: E402
 
 TASKS = evaluate.load_tasks("mini:test", 6)
 

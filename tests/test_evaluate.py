@@ -177,8 +177,8 @@ def test_task_sets_and_their_hash(tmp_path):
 
 def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
     import lean_env
-    import model
-    import tasks
+    from fdlean import lm as model
+    from mini import tasks
     policy, env = model.load(tiny_prover), lean_env.load("mini")
     test = tasks.load("mini", split="test")[:3]
     policy.model.train()
@@ -205,10 +205,10 @@ def test_entropy_is_the_policys_own_at_each_sampled_token(tiny_prover):
     attempt with one full forward. At temperature 0.7 too: the entropy is the policy's own (temperature 1)."""
     import torch
 
-    import model
-    import sampling
-    import tasks
     import verifier
+    from fdlean import lm as model
+    from fdlean import sampling
+    from mini import tasks
     policy = model.load(tiny_prover)
     test = tasks.load("mini", split="test")[:4]
     prompts = [model.encode_prompt(policy.tokenizer, t) for t in test]

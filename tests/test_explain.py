@@ -8,9 +8,9 @@ import pytest
 import torch
 
 import evaluate
-import explain
-import model
 from fd_loss import TOPK, fused_loss, teacher_topk
+from fdlean import lm as model
+from scripts import explain
 
 
 def run(tmp_path, *args):

@@ -9,9 +9,9 @@ import os
 import pytest
 import torch
 
-import checkpoint
 import fd
-import model
+from fdlean import lm as model
+from training import checkpoint
 
 
 def small_config(path, out, **kw):
@@ -44,7 +44,7 @@ def test_ema_update_is_the_papers_average():
 def test_teacher_never_receives_gradients(tiny_prover):
     import feedback
     import lean_env
-    import tasks
+    from mini import tasks
     cfg = small_config(tiny_prover, "unused")
     policy = model.load(tiny_prover)
     policy.model.train()
@@ -152,8 +152,8 @@ def test_real_hf_model_with_chat_template_two_steps(qwen_dir, tmp_path):
 
 def test_long_prompts_are_skipped_and_counted(tiny_prover, tmp_path):
     """--max-prompt (the paper's 2048 under --paper): statements whose prompt is longer are never trained on."""
-    import tasks
-    import turns
+    from fdlean import turns
+    from mini import tasks
     policy = model.load(tiny_prover)
     stream = tasks.stream("mini:1", seed=3)
     lengths = [len(turns.encode_prompt(policy.tokenizer, next(stream))) for _ in range(40)]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import critics  # noqa: E402
 import feedback  # noqa: E402
+from fdlean import critics  # noqa: E402
 
 try:
     from lean_env import Task
@@ -108,7 +108,7 @@ def test_tutor_success_truncation_and_no_solution():
 
 def _mini_tasks():
     try:
-        import tasks
+        from mini import tasks
         return [T1, T2, T3, T4, T5, T6, T7] + tasks.load("mini", split="train", n=300, seed=0)
     except Exception:   # tasks.py not there (yet): the hand-written ones
         return [T1, T2, T3, T4, T5, T6, T7]
@@ -177,7 +177,7 @@ def test_ground_truth_lean_constant():
     assert feedback.load("constant:Be concise.")(T1, "h1", bad) == "Hint:\nBe concise."
     # the control source: no block at all, so the teacher's prompt is exactly the student's
     assert feedback.load("none")(T1, "h1", bad) == ""
-    import model
+    from fdlean import lm as model
     plain = type("Tok", (), {"chat_template": None, "bos_token": "<bos>"})()
     assert model.render_prompt(plain, T1, feedback.load("none")(T1, "h1", bad)) == model.render_prompt(plain, T1)
     with pytest.raises(ValueError):
@@ -190,7 +190,7 @@ def test_ground_truth_lean_constant():
 
 def test_lean_feedback_on_success_is_the_proof_not_the_generation():
     """A chat model's accepted answer comes with reasoning and prose: the teacher reads the proof."""
-    import sampling
+    from fdlean import sampling
     chat = ("<think>h1 gives p and q, so h2 h1.2 gives r.</think>\nHere is the proof:\n```lean\n"
             "⟨h2 h1.2, h1.1⟩\n```\nThe first part applies h2 to the second half of h1.")
     lean, good = feedback.load("lean"), Result(True, "ok")
@@ -251,8 +251,7 @@ def test_prompt_variants_follow_the_papers_ablation():
 
 def test_tutor_asks_for_a_shorter_proof_when_cut_off():
     """A cut-off attempt reaches the tutor as a Sample or a turns.Attempt: its flag decides the last item."""
-    import sampling
-    import turns
+    from fdlean import sampling, turns
     bad = Result(False, "error", ["unexpected end of input; expected ')'"])
     fb = feedback.load("tutor")
     for truncated in (True, False):
@@ -265,7 +264,7 @@ def test_tutor_asks_for_a_shorter_proof_when_cut_off():
 
 
 def test_tutor_asks_for_a_shorter_proof_for_a_tactic_reference():
-    import sampling
+    from fdlean import sampling
     task = Task("tac", "theorem tac (p q : Prop) (hp : p) (hq : q) : And p q :=", solution="by\n  have h : p := hp\n  exact ⟨h, hq⟩")
     cut = sampling.Sample(ids=[1], text="by\n  have h : p := hp\n  exact ⟨h,", truncated=True)
     assert feedback.load("tutor")(task, cut, Result(False, "error", ["unexpected end of input"])).endswith(
@@ -614,7 +613,7 @@ def _tiny_lm():
 def test_self_feedback_with_a_tiny_model():
     import torch
 
-    import model
+    from fdlean import lm as model
     net, *rest = _tiny_lm()
     policy = model.Policy(net, *rest)
     fb = feedback.load("self", policy=policy, max_tokens=5)
@@ -636,8 +635,8 @@ def test_self_feedback_with_a_tiny_model():
 def test_self_critiques_of_a_batch_are_sampled_in_one_call(monkeypatch):
     """A local critic (Self-FD) answers a step's critiques with one batched sampling call, not one call
     per attempt; what each item gets is the same framed hint, and a failing batch falls back per item."""
-    import model
-    import sampling
+    from fdlean import lm as model
+    from fdlean import sampling
     policy = model.Policy(*_tiny_lm())
     calls = []
     real = sampling.sample

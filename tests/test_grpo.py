@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import grpo
-import model
+from fdlean import lm as model
 
 torch.set_num_threads(1)
 
@@ -213,8 +213,8 @@ def without_times(rows):
 
 
 def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_path):
-    import checkpoint
-    import model
+    from fdlean import lm as model
+    from training import checkpoint
     a, b = tmp_path / "a", tmp_path / "b"
     result = grpo.train(small_config(tiny_prover, easy_tasks, b, steps=2, save_every=1))
 
@@ -248,8 +248,8 @@ def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_p
 
 def test_one_step_trains_the_policy_never_the_reference(tiny_prover, easy_tasks, monkeypatch):
     import lean_env
-    import model
-    import tasks
+    from fdlean import lm as model
+    from mini import tasks
     # 8 statements x G = 8: a group has signal with odds of about 1 in 2 at this prover's ~10% success
     cfg = small_config(tiny_prover, easy_tasks, "unused", group=8, micro_batch=32, kl_coef=0.1)
     policy = model.load(tiny_prover, dtype=torch.float32)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-import intervals
+from fdlean import intervals
 
 
 def test_intervals_and_the_paired_change():

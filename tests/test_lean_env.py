@@ -218,8 +218,8 @@ def test_command_line(tmp_path):
 
 
 def test_imports_go_one_way():
-    """lean_screen <- lean_env <- lean_mathlib <- verifier: importing one never imports a later one."""
-    code = ("import sys\norder = ['lean_screen', 'lean_env', 'lean_mathlib', 'verifier']\n"
+    """fdlean.screen <- lean_env <- mathlib.repl <- verifier: importing one never imports a later one."""
+    code = ("import sys\norder = ['fdlean.screen', 'lean_env', 'mathlib.repl', 'verifier']\n"
             "for i, m in enumerate(order):\n    __import__(m)\n"
             "    later = [n for n in order[i + 1:] if n in sys.modules]\n    assert not later, (m, later)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

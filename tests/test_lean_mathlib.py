@@ -19,10 +19,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import fake_repl  # noqa: E402
 
 import lean_env  # noqa: E402
-import lean_kimina  # noqa: E402
-import lean_mathlib  # noqa: E402
 import verifier  # noqa: E402
 from lean_env import Task  # noqa: E402
+from mathlib import kimina as lean_kimina  # noqa: E402
+from mathlib import repl as lean_mathlib  # noqa: E402
 
 FAKE = [sys.executable, os.path.join(ROOT, "tests", "fake_repl.py")]
 SQ = Task("sq_nonneg_test", "theorem sq_nonneg_test (x : ℝ) :\n    x ^ 2 ≥ 0 :=")

@@ -12,10 +12,10 @@ import pytest
 from conftest import CHATML
 
 import feedback
-import lean_tools as LT
-import tasks
 import verifier
+from fdlean import tools as LT
 from lean_env import Result, Task
+from mini import tasks
 
 # CHATML with tools: a system turn lists them (as Qwen's templates do), a tool turn wraps its output
 CHATML_TOOLS = ("{% if tools %}<|im_start|>system\n# Tools\n{% for t in tools %}{{ t | tojson }}\n{% endfor %}"

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import model as M
-import sampling
+from fdlean import lm as M
+from fdlean import sampling
 from lean_env import Task
 
 torch.set_num_threads(1)
@@ -71,7 +71,7 @@ def test_sample_returns_exact_ids_and_text(policy):
 def test_own_sampler_matches_hf_generate(policy, temperature):
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_sample", os.path.join(
-        os.path.dirname(M.__file__), "bench", "bench_sample.py"))
+        os.path.dirname(os.path.dirname(M.__file__)), "bench", "bench_sample.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     # prompts of different lengths: left padding, position ids and the mask must be right
@@ -87,7 +87,7 @@ def test_own_sampler_matches_hf_generate(policy, temperature):
 def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p):
     """sampling.sample (KV cache, grouped prefill, repeated prompts prefilled once, finished rows
     dropped) against sampling.sample_plain (the whole sequences again at every step): the same ids."""
-    import tasks
+    from mini import tasks
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:12]]
     prompts += prompts[:4]  # repeated prompts, as in a GRPO group
     fast = sampling.sample(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p, generator=7)
@@ -102,7 +102,7 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
 def test_one_generator_per_row_makes_a_rows_draws_its_own(policy):
     """A list of generators (the trainers: one per statement): a row samples the same tokens whatever the other
     rows of its batch, so data-parallel processes draw what one process draws; fast and plain samplers agree."""
-    import tasks
+    from mini import tasks
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:10]]
     gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
     whole = sampling.sample(policy, prompts, max_new_tokens=12, generator=gens(range(10)))
@@ -117,7 +117,7 @@ def test_one_generator_per_row_makes_a_rows_draws_its_own(policy):
 def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
     """The fast path (prompts prefilled in groups of similar length, caches padded and merged)
     against one left-padded forward: same next-token logits, same cache, same samples."""
-    import tasks
+    from mini import tasks
     prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:40]]
     lengths = [len(p) for p in prompts]
     assert max(lengths) - min(lengths) > 8        # varied enough for the grouped path

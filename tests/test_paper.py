@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-import paper
-import probes
+from mini import probes
+from scripts import paper
 
 
 def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import checkpoint
 import fd
-import parallel
+from fdlean import parallel
+from training import checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAINING = ("loss", "kl", "entropy", "attempt_len", "feedback_len", "truncated", "epistemic_words", "turns")

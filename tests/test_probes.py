@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-import cli
 import lean_env
-import probes
-import tasks
+from fdlean import cli
+from mini import probes, tasks
 
 
 @pytest.fixture(scope="module")

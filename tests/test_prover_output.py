@@ -5,8 +5,8 @@ import copy
 import pytest
 
 import lean_env
-import lean_screen
-import model
+from fdlean import lm as model
+from fdlean import screen as lean_screen
 from lean_env import Task
 
 MINIF2F = Task("mathd_algebra_10", "theorem mathd_algebra_10 : abs ((120 : ℝ) / 100 * 30 - 130 / 100 * 20) = 10 :=",
@@ -125,7 +125,7 @@ def test_epistemic_words_are_counted_as_words():
 
 
 def test_statements_skip_long_prompts_and_count_them_the_same_after_a_resume():
-    import checkpoint
+    from training import checkpoint
     stream = lambda: iter([Task(f"t{i}", "theorem t : " + "True ∧ " * (i % 3) + "True :=") for i in range(30)])
     length = lambda t: len(t.statement)
     fit = checkpoint.Statements(stream(), length, max_prompt=20)

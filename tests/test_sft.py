@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 import feedback
-import model as M
-import sampling
-import sft
-import tasks
+from fdlean import lm as M
+from fdlean import sampling
 from lean_env import Task
+from mini import tasks
+from small_prover import sft
 
 torch.set_num_threads(1)
 MICRO = dict(steps=6, n_tasks=300, batch_size=8, d_model=32, n_layers=1, n_heads=2, d_ff=64,

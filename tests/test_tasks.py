@@ -14,9 +14,11 @@ import sys
 import pytest
 
 import lean_env
-import lean_mathlib
-import mini_world
-import tasks
+from mathlib import repl as lean_mathlib
+from mini import tasks
+from mini import world as mini_world
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PRELUDE_NAMES = {"fun", "absurd", "Or.inl", "Or.inr", "Or.elim", "False.elim", "Iff.intro", "Exists.elim"}
 IDENT = re.compile(r"[^\s()⟨⟩,]+")
@@ -89,8 +91,8 @@ def test_command_line_shows_training_tasks_and_refuses_bad_settings(capsys):
 
 def test_the_generator_does_not_read_the_theorem_sets():
     """Imports go one way, lean_env <- mini_world <- tasks: the generator stands alone."""
-    code = "import sys, mini_world; assert 'tasks' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.abspath(tasks.__file__)))
+    code = "import sys, mini.world; assert 'mini.tasks' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_canonical_form_ignores_names_and_order_only():
@@ -115,10 +117,10 @@ def test_deterministic_for_a_seed_across_processes():
     first = [(t.statement, t.solution) for t in itertools.islice(tasks.train_stream(seed=7), 50)]
     assert first == [(t.statement, t.solution) for t in tasks.load("mini", split="train", n=50, seed=7)]
     assert first != [(t.statement, t.solution) for t in tasks.load("mini", split="train", n=50, seed=8)]
-    code = "import tasks, json; print(json.dumps([(t.statement, t.solution) for t in tasks.load('mini', " \
+    code = "from mini import tasks; import json; print(json.dumps([(t.statement, t.solution) for t in tasks.load('mini', " \
            "split='train', n=50, seed=7)]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.abspath(tasks.__file__)),
+                         cwd=ROOT,
                          env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
     assert [tuple(x) for x in json.loads(out)] == first
 

@@ -9,8 +9,8 @@ import re
 import pytest
 
 import lean_env
-import mini_world
-import tasks
+from mini import tasks
+from mini import world as mini_world
 
 PATH = os.path.join(os.path.dirname(tasks.TEST_PATH), "textbook.jsonl")
 PRELUDE_NAMES = {"fun", "absurd", "Or.inl", "Or.inr", "Or.elim", "False.elim", "Iff.intro", "Exists.elim"}

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-import tracking
+from training import tracking
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,7 +83,7 @@ def plot(path):
 
 def test_no_project_never_imports_wandb(tmp_path):
     # a fresh interpreter: this test process imports wandb for the other tests
-    code = ("import sys, tracking; assert tracking.start('', sys.argv[1], {'lr': 1.0}) is None; "
+    code = ("import sys; from training import tracking; assert tracking.start('', sys.argv[1], {'lr': 1.0}) is None; "
             "print('wandb' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], cwd=ROOT, capture_output=True,
                           text=True, check=True)

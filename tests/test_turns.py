@@ -8,15 +8,14 @@ import math
 import pytest
 import torch
 
-import checkpoint
 import evaluate
 import fd
-import model
-import sampling
-import tasks
-import turns
 import verifier
 from fd_loss import fused_loss, reference_loss, teacher_topk
+from fdlean import lm as model
+from fdlean import sampling, turns
+from mini import tasks
+from training import checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +171,7 @@ def test_evaluate_reports_pass_at_k_by_turn_budget(tiny_prover, tmp_path):
 def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_path):
     """sft_turns: own failed attempt, Lean's message as turns.tool_ids, then the reference, the loss on
     the reference only; a short run saves a model that loads."""
-    import sft_turns
+    from small_prover import sft_turns
     s = sft_turns.Settings(model=tiny_prover, out=str(tmp_path / "m"), n_tasks=40, steps=2, batch_size=4, threads=1,
                            plain=0.2, revise=0.5, teacher=0.3, second=0.5)
     policy, env = model.load(tiny_prover), verifier.load("mini")
@@ -203,7 +202,7 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
 def test_the_repeat_unlikelihood_is_minus_log_one_minus_the_candidates_probability(tiny_prover):
     """sft_turns.repeat_loss against the plain formula: p = the product of the next-token probabilities of the
     repeated candidate, one prefix at a time, and the loss -log(1 - p) averaged over the batch."""
-    import sft_turns
+    from small_prover import sft_turns
     policy = model.load(tiny_prover)
     tok, net = policy.tokenizer, policy.model
     torch.manual_seed(0)
@@ -234,7 +233,7 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
     rendering of the whole conversation."""
     import json as json_lib
 
-    import lean_tools
+    from fdlean import tools as lean_tools
     policy, env = model.load(qwen_dir), verifier.load("mini")
     tok = policy.tokenizer
     tok.chat_template = CHATML_TOOLS
@@ -288,7 +287,7 @@ def test_the_warm_up_prefers_a_right_proof_of_the_models_own(tiny_prover, monkey
     that proof (the model's own), not the reference; the teacher's examples keep the reference."""
     import types
 
-    import sft_turns
+    from small_prover import sft_turns
     policy, env = model.load(tiny_prover), verifier.load("mini")
     tok = policy.tokenizer
     train = tasks.load("mini", split="train", n=6, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
@@ -318,7 +317,7 @@ def test_fresh_targets_are_another_try_other_than_the_rejected_one(tiny_prover, 
     from the rejected candidate, right or not; a task whose tries all repeat it keeps the reference."""
     import types
 
-    import sft_turns
+    from small_prover import sft_turns
     policy, env = model.load(tiny_prover), verifier.load("mini")
     tok = policy.tokenizer
     train = tasks.load("mini", split="train", n=3, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))

@@ -39,7 +39,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import lean_env
-import lean_screen
+from fdlean import screen as lean_screen
 from lean_env import LeanNotFound, Result, Task
 
 DEFAULT_HEADER = ("import Mathlib\nimport Aesop\nset_option maxHeartbeats 400000\n"   # miniF2F-style, as Kimina uses

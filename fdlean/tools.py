@@ -6,7 +6,8 @@ theorem as given, then a proof), `lean_check_file` (compile it: errors, warnings
 (regex search in Mathlib's sources). At a tool call the generation stops, the tools' outputs are appended in the
 chat template's tool role, and the generation resumes. The last file written is the answer.
 
-    import lean_tools, verifier
+    from fdlean import tools as lean_tools
+    import verifier
     ws = lean_tools.Workspace(task, verifier.load("mini"), mathlib_dir="~/mathlib4")
     prompt = tokenizer.apply_chat_template(messages, tools=lean_tools.TOOLS, tokenize=False, add_generation_prompt=True)
     text = generate(prompt)                                   # stops at a tool call or at the end of the turn
@@ -31,7 +32,7 @@ import subprocess
 from dataclasses import dataclass
 
 import feedback
-import model
+from fdlean import lm as model
 
 TOOLS = [
     {"type": "function", "function": {

@@ -28,11 +28,11 @@ import os
 import random
 from dataclasses import dataclass
 
-import cli
-import tasks
+from fdlean import cli
 from lean_env import Task
+from mini import tasks
 
-PROBES_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "probes.jsonl")
+PROBES_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "probes.jsonl")
 
 GROUPS = {  # rule -> groups of mirror images (4 or 2 probes each): 352 probes
     "and.elim": 12, "iff.elim": 10, "or.intro": 10, "app": 24, "and.intro": 8, "iff.intro": 6,

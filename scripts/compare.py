@@ -15,9 +15,8 @@ import json
 import os
 from dataclasses import dataclass
 
-import cli
 import evaluate
-import intervals
+from fdlean import cli, intervals
 
 
 @dataclass

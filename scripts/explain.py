@@ -25,14 +25,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-import cli
 import evaluate
 import feedback
-import model
-import sft
-import turns
 import verifier
 from fd_loss import TOPK, reference_loss
+from fdlean import cli, turns
+from fdlean import lm as model
+from small_prover import sft
 
 
 @dataclass

@@ -31,16 +31,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-import cli
 import evaluate
-import intervals
-import model
-import probes
-import report
-import sft
 import verifier
+from fdlean import cli, intervals, report
+from fdlean import lm as model
+from mini import probes
+from small_prover import sft
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 @dataclass
@@ -118,8 +116,8 @@ def run(script: str, args: list[str], log: str) -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:
-        code = subprocess.call([sys.executable, os.path.join(HERE, script), *args], stdout=f, stderr=subprocess.STDOUT,
-                               env=env, cwd=HERE)
+        code = subprocess.call([sys.executable, "-m", script.removesuffix(".py").replace("/", "."), *args], stdout=f,
+                               stderr=subprocess.STDOUT, env=env, cwd=HERE)
     if code:
         raise RuntimeError(f"{script} {' '.join(args)} failed (exit {code}): see {log}")
 
@@ -141,7 +139,7 @@ def evaluate_model(cfg: Config, name: str, path: str) -> str:
     """One model on every set, in one subprocess (paper.py --worker), so it is loaded once."""
     if all(os.path.isfile(os.path.join(cfg.out, "eval", name, which, "results.json")) for which in SETS):
         return "done before"
-    run("paper.py", [*cli.command(cfg, "paper.py", worker=f"{name}={path}", jobs=1).split()[2:]],
+    run("scripts/paper.py", [*cli.command(cfg, "paper.py", worker=f"{name}={path}", jobs=1).split()[2:]],
         os.path.join(cfg.out, "eval", name + ".log"))
     return "evaluated"
 

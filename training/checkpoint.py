@@ -25,11 +25,8 @@ from dataclasses import asdict
 import torch
 from tqdm.auto import tqdm
 
-import cli
-import parallel
-import report
-import shard
-import tracking
+from fdlean import cli, parallel, report
+from training import shard, tracking
 
 # Settings fd.py and grpo.py share: (field, test, what the value must be). Each script adds its own.
 RULES = [

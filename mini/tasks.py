@@ -19,13 +19,13 @@ import random
 import re
 from dataclasses import dataclass
 
-import cli
+from fdlean import cli
+from fdlean.screen import WORD, statement_problem
 from lean_env import Task
-from lean_mathlib import DEFAULT_HEADER
-from lean_screen import WORD, statement_problem
-from mini_world import Limits, make_task
+from mathlib.repl import DEFAULT_HEADER
+from mini.world import Limits, make_task
 
-TEST_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mini_test.jsonl")
+TEST_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mini_test.jsonl")
 
 
 @dataclass

@@ -35,12 +35,12 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, train
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import cli
 import feedback
 import lean_env
-import model as M
-import tasks
+from fdlean import cli
+from fdlean import lm as M
 from lean_env import Task
+from mini import tasks
 
 PRESET = "small-prover"  # the model name that means "this file's recipe, built on first use"
 RECIPE_VERSION = 5  # bump when the data or training code changes what the build produces

@@ -25,15 +25,13 @@ from dataclasses import dataclass
 
 import torch
 
-import cli
 import evaluate
 import feedback
 import lean_env
-import model as M
-import sampling
-import sft
-import tasks
-import turns
+from fdlean import cli, sampling, turns
+from fdlean import lm as M
+from mini import tasks
+from small_prover import sft
 
 
 @dataclass

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import torch
 
 import feedback
-import lean_tools
-import model
-import sampling
+from fdlean import lm as model
+from fdlean import sampling
+from fdlean import tools as lean_tools
 
 
 @dataclass

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-import sampling
-from sampling import Sample
+from fdlean import sampling
+from fdlean.sampling import Sample
 
 # The chat-template path (real HF models): one user message, the assistant turn is the proof.
 CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "

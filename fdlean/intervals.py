@@ -7,7 +7,7 @@ side; in miniature the differences are a few points, the size of the noise. Two 
 - A figure over seeds (runs of a method) gets Student's t interval: with 2 or 3 seeds the normal 1.96 would
   claim twice the certainty there is (interval95).
 
-    import intervals
+    from fdlean import intervals
     intervals.paired_change(tasks, before, after)["all"]   # {tasks, before, after, change, se, half95}
     print(intervals.change_report(tasks, before, after, n=8))   # what fd.py and grpo.py print at the end
 Test: python -m pytest -q tests/test_intervals.py

@@ -31,7 +31,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
-import parallel
+from fdlean import parallel
 
 
 def _layers(net):

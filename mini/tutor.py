@@ -8,7 +8,7 @@ began right leaves the reference ("Do apply h2 in the first part."), and what Le
 ("Don't use h1.1: h1 is not a conjunction."), never the whole proof. feedback.load("tutor") frames
 the items for the teacher's prompt.
 
-    import tutor
+    from mini import tutor
     tutor.items(task, "⟨h2.1, h1.1⟩", truncated=False, result=lean_result)
     # -> ["Do build the pair ⟨_, _⟩.", "Do apply h2 in the first part.", "Don't use h2.1: ..."]
 """

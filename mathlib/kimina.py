@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-import lean_screen
+from fdlean import screen as lean_screen
 from lean_env import Result
-from lean_mathlib import DEFAULT_HEADER, KiminaError, _Backend, build, judge_file
+from mathlib.repl import DEFAULT_HEADER, KiminaError, _Backend, build, judge_file
 
 
 def kimina_verify(post, codes: dict[str, str], timeout: float) -> dict[str, tuple]:
