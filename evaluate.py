@@ -21,9 +21,8 @@ Run:
     python evaluate.py --model small-prover --tasks mini:test --n 16 --k 1,2,4,8,16 --out runs/eval
     python evaluate.py --model runs/fd/final --model runs/grpo/final --limit 100 --out runs/cmp
     python evaluate.py --curves runs/fd runs/grpo --out runs/plots      # training curves
-fd.py and grpo.py import `heldout` and `load_tasks` from here; the paired intervals are intervals.py.
+The attempt records come from fdlean/measure.py (fd.py and grpo.py measure their held-out pass@1 there too).
 """
-import hashlib
 import importlib.metadata
 import json
 import math
@@ -35,12 +34,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-import verifier
-from fdlean import cli, intervals, parallel, report
-from fdlean import lm as model
-from fdlean import turns as turns_lib
+import lean_env
+from fdlean import cli, intervals, lm, measure, parallel, prompting, report
 from mini import tasks as tasks_lib
 from small_prover import sft
 
@@ -59,7 +55,7 @@ class Config:
     seed: int = 0                   # seed of the sampling generator
     max_new_tokens: int = 64        # token budget per candidate: twice the longest mini:test reference proof
     prompt: str = "auto"            # prompt style: auto (by the model's name) | chat | kimina | deepseek
-                                    # | completion | plain (model.STYLES)
+                                    # | completion | plain (prompting.STYLES)
     thinking: bool = True           # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                  # candidates per attempt: after a rejected one, Lean's message is appended
                                     # and the policy writes again (turns.py); 1 = one-shot attempts
@@ -69,10 +65,6 @@ class Config:
     out: str = "runs/eval"          # folder for results.json, results.md, attempts_*.jsonl and the PNGs
     curves: tuple = ()              # plot the training curves of these run folders (their metrics.jsonl) instead
     verifier: str = "mini"          # mini | repl:PROJECT | lake:PROJECT | kimina:URL
-
-
-EPISTEMIC_WORDS = ("wait", "hmm", "perhaps", "maybe", "actually", "alternatively", "seems", "might",
-                   "likely", "check")
 
 
 # ---- pass@k --------------------------------------------------------------------------------------
@@ -89,126 +81,13 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))   # c = 0: empty -> 0.0
 
 
-# ---- Sampling and checking: one record per attempt -----------------------------------------------
-@torch.no_grad()
-def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0,
-                     max_new_tokens=Config.max_new_tokens, batch_size=Config.batch_size,
-                     progress=False, turns=1, message=True) -> list[dict]:
-    """Sample n attempts per task (each up to `turns` candidates, turns.rollout) and check them with Lean.
-
-    Returns one record per attempt, task-major: {task (index into tasks), ok, status (Lean's verdict
-    on the answer, the last candidate), text (that answer, as given to Lean), n_tokens (ids the
-    policy sampled, every turn's end token included), entropy (mean over those tokens, nats),
-    truncated, turns (candidates written)}. One torch.Generator seeded with `seed` drives every
-    batch, so (seed, batch_size) fix the samples. Under torchrun each process samples a contiguous share
-    of the tasks (its generator seeded seed + rank) and every process gets all the records back. The
-    policy is put back in the train/eval mode it was in."""
-    was_training = policy.model.training
-    policy.model.eval()
-    mine = parallel.share(len(tasks))
-    progress = progress and parallel.is_main()
-    try:
-        with model.autocast(policy.device):   # bf16 matmuls on a GPU, as in training
-            jobs = [i for i in mine for _ in range(n)]
-            prompts = [turns_lib.encode_prompt(policy.tokenizer, t, turns=turns) for t in tasks]
-            generator = torch.Generator(device=policy.device).manual_seed(seed + parallel.rank())
-            records = []
-            bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
-            for start in range(0, len(jobs), batch_size):
-                batch = jobs[start:start + batch_size]
-                attempts = turns_lib.rollout(policy, env, [tasks[i] for i in batch], [prompts[i] for i in batch],
-                                             turns, max_new_tokens, temperature, top_p, generator, message=message)
-                for i, a in zip(batch, attempts):
-                    entropy = [h for h, own in zip(a.entropy, a.trained) if own]
-                    records.append(dict(task=i, ok=bool(a.result.ok), status=a.result.status, text=a.answer,
-                                        n_tokens=a.n_sampled, truncated=bool(a.truncated), turns=a.turns,
-                                        entropy=sum(entropy) / len(entropy) if entropy else float("nan"),
-                                        candidates_ok=[bool(r.ok) for r in a.results[:a.turns]],
-                                        first=a.candidates[0] if a.candidates else "",
-                                        repeats=[c == p for p, c in zip(a.candidates, a.candidates[1:a.turns])]))
-                bar.update(len(batch))
-            bar.close()
-    finally:
-        policy.model.train(was_training)
-    return parallel.gather(records)
-
-
-def heldout(policy, env, tasks, n=8, max_new_tokens=Config.max_new_tokens, turns=1) -> list[float]:
-    """Per held-out task, the share of its n samples that Lean accepts (its pass@1 estimate), for the
-    evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
-    with the same random stream, so before and after differ by the model, not by luck, and the
-    change can be paired task by task (intervals.paired_change)."""
-    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns)
-    return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
-
-
-def pass1_per_task(attempts_file: str, n_tasks: int) -> list[float]:
-    """Each task's share of accepted attempts (its pass@1 estimate) from an evaluation's attempts_K.jsonl."""
-    ok, total = [0] * n_tasks, [0] * n_tasks
-    with open(attempts_file) as f:
-        for number, line in enumerate(f, 1):
-            try:
-                r = json.loads(line)
-            except ValueError:
-                raise ValueError(f"{attempts_file}, line {number}: not a JSON record (a cut-off evaluation?)") from None
-            if not 0 <= r["task"] < n_tasks:
-                raise ValueError(f"{attempts_file}, line {number}: task {r['task']} is not one of the {n_tasks} evaluated")
-            ok[r["task"]] += bool(r["ok"])
-            total[r["task"]] += 1
-    if min(total, default=1) == 0:
-        raise ValueError(f"{attempts_file}: task {total.index(0)} has no attempt (a cut-off evaluation?)")
-    return [c / t for c, t in zip(ok, total)]
-
-
 # ---- Figures -------------------------------------------------------------------------------------
-def mean_entropy(records) -> float:
-    """Mean token entropy over every sampled token (attempts weighted by their length)."""
-    pairs = [(r["entropy"], r["n_tokens"]) for r in records if r["n_tokens"] and not math.isnan(r["entropy"])]
+def token_mean(records, key="entropy") -> float:
+    """A per-attempt mean (the entropy) as a mean over every sampled token: attempts weighted by their length."""
+    pairs = [(r[key], r["n_tokens"]) for r in records if r["n_tokens"] and not math.isnan(r[key])]
     tokens = sum(t for _, t in pairs)
     return sum(e * t for e, t in pairs) / tokens if tokens else float("nan")
 
-
-_NAME = re.compile(r"(?<![\w.'!?])[^\W\d][\w'!?]*(?:\.[\w'!?]+)*")
-_KEYWORDS = {"fun", "λ", "let", "have", "show", "from", "by", "match", "with", "at", "if", "then",
-             "else", "do", "in", "Prop", "Type", "Sort", "this", "theorem", "lemma", "sorry", "_",
-             # common tactics, so that Mathlib tactic proofs count lemmas, not tactic names
-             "exact", "apply", "intro", "intros", "rintro", "refine", "simp", "simp_all", "rw",
-             "rfl", "omega", "linarith", "nlinarith", "norm_num", "ring", "ring_nf", "field_simp",
-             "positivity", "decide", "constructor", "cases", "rcases", "obtain", "use", "induction",
-             "aesop", "tauto", "calc", "specialize", "contradiction", "exfalso", "by_contra",
-             "push_neg", "unfold", "only", "using", "left", "right", "assumption", "gcongr"}
-
-
-def _local_names(statement: str, proof: str) -> set[str]:
-    """Names bound locally (hypotheses, variables, fun/∀/∃/intro/have binders): not lemmas."""
-    text = statement + "\n" + proof
-    heads = re.findall(r"[(\[{⦃]\s*([^():\[\]{}]+?)\s*:", text)                # (h1 h2 : p)
-    heads += re.findall(r"(?:\bfun|λ)\s(.*?)(?:=>|↦)", text)                       # fun ⟨a, b⟩ =>
-    heads += re.findall(r"[∀∃]\s*(.*?),", text)                                     # ∀ (x : α) y,
-    heads += re.findall(r"\|\s*(.*?)=>", text)                                      # | inl h =>
-    heads += re.findall(r"\b(?:intros?|rintro|obtain|have|let)\s([^\n;]*?)(?::=|;|\n|$)", text)
-    names = set()
-    for head in heads:
-        head = re.sub(r":.*", "", re.sub(r":[^()]*\)", ")", head))                   # drop types
-        names.update(n for n in _NAME.findall(head) if "." not in n)   # a binder is never dotted
-    return names
-
-
-def identifiers(task, proof: str) -> set[str]:
-    """Global constants a proof refers to (lemmas, constructors: Or.elim, absurd, Iff.intro ...):
-    every name whose first component is not a local name (h1, h2.mp, x), keyword or tactic."""
-    local = _local_names(task.statement, proof)
-    return {name for name in _NAME.findall(proof)
-            if name not in _KEYWORDS and name.split(".")[0] not in local}
-
-
-def epistemic_words(text: str) -> int:
-    """How many of EPISTEMIC_WORDS a text holds (the paper's Figure 13 counts them per step)."""
-    return sum(w in EPISTEMIC_WORDS for w in re.findall(r"[a-z]+", text.lower()))
-
-
-def normalize(proof: str) -> str:
-    return " ".join(proof.split())
 
 
 def after_rejection(by_task) -> dict | None:
@@ -227,7 +106,7 @@ def after_rejection(by_task) -> dict | None:
             row = dict(next_ok=r["candidates_ok"][1], next_repeats=r["repeats"][0],
                        fresh_try_ok=sum(o["candidates_ok"][0] for o in others) / len(others))
             if "first" in r:   # records written before the first candidate was kept lack these
-                same = [normalize(o["first"]) == normalize(r["first"]) for o in others]
+                same = [measure.normalize(o["first"]) == measure.normalize(r["first"]) for o in others]
                 row["fresh_repeats"] = sum(same) / len(same)
                 differ = [o["candidates_ok"][0] for o, s in zip(others, same) if not s]
                 if differ:
@@ -267,12 +146,12 @@ def summarize(records, tasks, ks, turns=1) -> dict:
     for i in evaluated:
         levels[getattr(tasks[i], "level", 0)].append(i)
     correct = [r for r in records if r["ok"]]
-    distinct = {i: {normalize(r["text"]) for r in by_task[i] if r["ok"]} for i in evaluated}
-    idents = Counter(name for r in correct for name in identifiers(tasks[r["task"]], r["text"]))
-    entropy = mean_entropy(records)
+    distinct = {i: {measure.normalize(r["text"]) for r in by_task[i] if r["ok"]} for i in evaluated}
+    idents = Counter(name for r in correct for name in measure.identifiers(tasks[r["task"]], r["text"]))
+    entropy = token_mean(records)
     words = Counter()
     for r in records:
-        words.update(w for w in re.findall(r"[a-z]+", r["text"].lower()) if w in EPISTEMIC_WORDS)
+        words.update(w for w in re.findall(r"[a-z]+", r["text"].lower()) if w in measure.EPISTEMIC_WORDS)
     return {
         "n_tasks": len(evaluated),
         "samples_per_task": n_min,
@@ -301,31 +180,12 @@ def summarize(records, tasks, ks, turns=1) -> dict:
         "mean_correct_attempt_tokens": sum(r["n_tokens"] for r in correct) / len(correct) if correct else None,
         "fraction_truncated": sum(r.get("truncated", False) for r in records) / max(len(records), 1),
         "status_counts": dict(Counter(r["status"] for r in records)),
-        "epistemic_words": {w: words[w] for w in EPISTEMIC_WORDS},
+        "epistemic_words": {w: words[w] for w in measure.EPISTEMIC_WORDS},
         "epistemic_words_per_attempt": sum(words.values()) / max(len(records), 1),
     }
 
 
-# ---- Task sets and what is needed to reproduce a result ------------------------------------------
-def load_tasks(spec: str, limit: int = 0) -> list:
-    """mini:test | mini:train | jsonl:PATH, cut to the first `limit` tasks (0 = all)."""
-    if spec == "mini:test":
-        ts = tasks_lib.load("mini", split="test")
-    elif spec == "mini:train":     # fresh generated tasks, seed 0: only as many as evaluated
-        ts = tasks_lib.load("mini", split="train", n=limit or 1000, seed=0)
-    elif spec.startswith("jsonl:"):
-        ts = tasks_lib.load(spec)      # a missing file raises OSError, a bad line ValueError
-    else:
-        raise ValueError(f"unknown task set {spec!r} (expected mini:test, mini:train or jsonl:PATH)")
-    return list(ts[:limit] if limit else ts)
-
-
-def tasks_sha256(tasks) -> str:
-    """Content hash of a task set: sha256 of the JSON list of [statement, solution] pairs, in order."""
-    blob = json.dumps([[t.statement, t.solution] for t in tasks], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
+# ---- What is needed to reproduce a result --------------------------------------------------------
 def versions() -> dict:
     def version(pkg):
         try:
@@ -344,7 +204,7 @@ RULES = [  # (field, test, what it must be): cli.check
     ("max_new_tokens", lambda v: v >= 1, "at least 1"),
     ("batch_size", lambda v: v >= 1, "at least 1"),
     ("turns", lambda v: v >= 1, "at least 1"),
-    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
+    ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
 ]
 
 
@@ -379,16 +239,16 @@ def main(argv=None) -> dict | None:
     parallel.init()   # under torchrun each process samples a share of the tasks; rank 0 writes the results
     ks = parse_ks(cfg)
     for m in cfg.model:
-        with cli.user_errors(f"evaluate.py: --model {m}", model.ModelNotFound):
-            model.check_name(m)
+        with cli.user_errors(f"evaluate.py: --model {m}", lm.ModelNotFound):
+            lm.check_name(m)
     with cli.user_errors(f"evaluate.py: --tasks {cfg.tasks}", OSError, ValueError):
-        tasks = load_tasks(cfg.tasks, cfg.limit)
-    with cli.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, verifier.LeanNotFound):
-        env = verifier.load(cfg.verifier)
+        tasks = tasks_lib.load(cfg.tasks, limit=cfg.limit)
+    with cli.user_errors(f"evaluate.py: --verifier {cfg.verifier}", ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier)
 
     os.makedirs(cfg.out, exist_ok=True)
     torch.set_num_threads(1)    # shared 2-core machines: one thread is faster than two that spin
-    results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_sha256(tasks)},
+    results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_lib.sha256(tasks)},
                "limit": cfg.limit, "n": cfg.n, "k": ks, "temperature": cfg.temperature,
                "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens, "turns": cfg.turns,
                "batch_size": cfg.batch_size,
@@ -396,10 +256,10 @@ def main(argv=None) -> dict | None:
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
                "models": []}
     for name in cfg.model:
-        with cli.user_errors(f"evaluate.py: --model {name} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
-            policy = model.load(sft.resolve_model(name), device=parallel.device() or None, prompt=cfg.prompt,
+        with cli.user_errors(f"evaluate.py: --model {name} --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
+            policy = lm.load(sft.resolve_model(name), device=parallel.device() or None, prompt=cfg.prompt,
                                 thinking=cfg.thinking)  # the preset: built here on first use
-        records = sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
+        records = measure.sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True, turns=cfg.turns,
                                    message=not cfg.no_message)

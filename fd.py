@@ -21,12 +21,10 @@ from dataclasses import dataclass
 
 import torch
 
-import evaluate
 import feedback
-import verifier
+import lean_env
 from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
-from fdlean import cli, intervals, parallel, turns
-from fdlean import lm as model
+from fdlean import cli, intervals, lm, measure, parallel, prompting, turns
 from mini import tasks
 from small_prover import sft
 from training import checkpoint, shard
@@ -56,7 +54,7 @@ class Config:
     max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
     max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
     prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
-                                  # | plain (model.STYLES: a prover family's own documented prompt)
+                                  # | plain (prompting.STYLES: a prover family's own documented prompt)
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
                                   # message and writes again (turns.py); the answer is the last one
@@ -121,14 +119,14 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
     #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
     # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
-    prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in batch]
+    prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in batch]
     attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
                              cfg.top_p, generators, clock)
     # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the
     #    whole attempt: Attempt.transcript), framed for the teacher's prompt by feedback.py.
     failures = source.stats["failures"]
     texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
-    teacher_prompts = [turns.encode_prompt(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
+    teacher_prompts = [prompting.encode(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
     clock.lap("feedback")
     # 4-5 run on micro-batches of attempts (all at once by default). The step's loss is the mean over the
     # attempt tokens of every process: a micro-batch's mean is weighted by its share of that count, so
@@ -140,29 +138,29 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     own = len(parts)
     for j, part in enumerate(shard.in_step(parts, student)):   # sharded: as many on every process
         ids = [attempts[i].ids for i in part]
-        with model.autocast(policy.device):
+        with lm.autocast(policy.device):
             # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
             with torch.no_grad():
-                t_hidden, _, mask = model.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids,
+                t_hidden, _, mask = lm.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids,
                                                          tok.pad_token_id)
                 mask &= turns.trained_mask([attempts[i] for i in part], mask)  # Lean's messages: never trained on
                 if cfg.topk:
-                    top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(teacher), cfg.topk,
+                    top_ids, top_logprobs = teacher_topk(t_hidden, lm.head_weight(teacher), cfg.topk,
                                                          cfg.chunk_size, mask=mask)
             clock.lap("teacher")
             # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context (no feedback):
             #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
             #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
             #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
-            s_hidden, targets, _ = model.attempt_hidden(student, [prompts[i] for i in part], ids, tok.pad_token_id)
-            weight = model.lm_head_weight(student)
+            s_hidden, targets, _ = lm.attempt_hidden(student, [prompts[i] for i in part], ids, tok.pad_token_id)
+            weight = lm.head_weight(student)
             if cfg.topk:
                 loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
                                       renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
             else:
-                loss, kl = fused_full_kl(s_hidden, weight, t_hidden, model.lm_head_weight(teacher), mask,
+                loss, kl = fused_full_kl(s_hidden, weight, t_hidden, lm.head_weight(teacher), mask,
                                          cfg.chunk_size, return_kl=True)
-            entropy = model.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of its own attempt
+            entropy = lm.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of its own attempt
         n = mask.sum().item() if j < own else 0   # a repeated part only keeps the collectives in step
         (loss * (n / total)).backward()
         shard.release(teacher)
@@ -185,9 +183,9 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
             turns=[a.turns for a in attempts],
             first_turn_acc=[a.results[0].ok for a in attempts],
             feedback_len=[len(t) - len(p) for t, p in zip(teacher_prompts, prompts)],
-            epistemic_words=[evaluate.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
+            epistemic_words=[measure.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
         feedback_failures=parallel.all_sum([source.stats["failures"] - failures])[0],
-        lemmas=set().union(*parallel.gather([evaluate.identifiers(t, a.answer)
+        lemmas=set().union(*parallel.gather([measure.identifiers(t, a.answer)
                                              for t, a in zip(batch, attempts) if a.result.ok])),
         grad_norm=grad_norm,
         **clock.times,
@@ -198,7 +196,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
 # 3. The training loop
 # ----------------------------------------------------------------------------------------------
 RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
-    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
+    ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
     ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
     ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("ema_every", lambda v: v >= 1, "at least 1"),
@@ -218,23 +216,23 @@ def setup(cfg: Config):
     checkpoint.check_out(cfg, "fd.py")
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    with cli.user_errors(f"fd.py: --model {cfg.model}", model.ModelNotFound):
-        model.check_name(cfg.model)
+    with cli.user_errors(f"fd.py: --model {cfg.model}", lm.ModelNotFound):
+        lm.check_name(cfg.model)
     with cli.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
         next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
     with cli.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
-        heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
+        heldout = tasks.load(cfg.eval_tasks, limit=cfg.eval_limit)
     with cli.user_errors(f"fd.py: --verifier {cfg.verifier}" + (f" --lean {cfg.lean}" if cfg.lean else ""),
-                         ValueError, verifier.LeanNotFound):
-        env = verifier.load(cfg.verifier, lean=cfg.lean)
+                         ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier, lean=cfg.lean)
     self_fd = cfg.feedback.split(":")[0] == "self"  # Self-FD's critic is the model itself: loaded below
     options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"),
                    prompt=cfg.feedback_prompt)
     with cli.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
-    # fp32 master weights for student and teacher, bf16 autocast on a GPU (model.autocast)
-    with cli.user_errors(f"fd.py: --model {cfg.model} --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
-        policy = model.load(sft.resolve_model(cfg.model), device=parallel.device(cfg.device) or None, dtype=torch.float32,
+    # fp32 master weights for student and teacher, bf16 autocast on a GPU (lm.autocast)
+    with cli.user_errors(f"fd.py: --model {cfg.model} --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
+        policy = lm.load(sft.resolve_model(cfg.model), device=parallel.device(cfg.device) or None, dtype=torch.float32,
                             prompt=cfg.prompt, thinking=cfg.thinking)
     if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
         source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
@@ -273,16 +271,16 @@ def train(cfg: Config):
     student = policy.model
     teacher = make_teacher(student)
     if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = shard.for_training(student, teacher, dtype=model.default_dtype(policy.device))
-        policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
+        sampler = shard.for_training(student, teacher, dtype=lm.default_dtype(policy.device))
+        policy = lm.Policy(sampler, policy.tokenizer, policy.device, policy.name)
     optimizer, scheduler = checkpoint.optimizer(cfg, student)
     nets = {"student": student, "teacher": teacher}
-    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
+    evaluate_heldout = lambda: measure.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     if policy.model is not student:   # sharded: the sampling copy takes the resumed weights
         shard.refresh(policy.model, student)
-    length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
+    length = lambda t: len(prompting.encode(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
     parallel.say(memory_estimate(cfg, student))

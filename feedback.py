@@ -6,7 +6,7 @@ and its ablation) and the feedback-source ablations (LLM critique, ground truth,
 constant).
 
 A source is a callable (task, attempt, result) -> str returning the FRAMED block (a short header
-line plus the feedback) that model.render_prompt puts in the teacher prompt unchanged. `attempt` is
+line plus the feedback) that prompting.render puts in the teacher prompt unchanged. `attempt` is
 the proof text, a sampling.Sample or a turns.Attempt (.text, .truncated, .transcript); `result` needs
 only .ok, .status, .messages.
 
@@ -18,11 +18,11 @@ only .ok, .status, .messages.
     fb.stats   # calls, failures, cache_hits, requests, retries, prompt_tokens, completion_tokens
 
 Frames (TEMPLATES): Lean FD gives, on failure, Lean's output: in the mini world under a short header
-and cut at Settings.lean_chars (its small prover has about 200 tokens for prompt + feedback + proof,
+and cut at Config.lean_chars (its small prover has about 200 tokens for prompt + feedback + proof,
 and its vocabulary is built from these templates), on real Mathlib tasks under the paper's sentence
 "The following is feedback from your unsuccessful earlier attempt:" and kept whole up to
-Settings.full_lean_chars (is_mini tells them apart); on success the proof
-(model.proof_text: never a chat model's reasoning or prose) under "Example of a correct solution:".
+Config.full_lean_chars (is_mini tells them apart); on success the proof
+(prompting.proof_text: never a chat model's reasoning or prose) under "Example of a correct solution:".
 Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" frame.
 
 Critique prompts (PROMPTS, our wording of Appendix B's ablation): 1 the bare task, 2 + 1-3 numbered
@@ -32,7 +32,7 @@ attempt was cut off. The offline tutor's rules are in tutor.py (it too asks for 
 the attempt was cut off).
 
 LLM critics talk HTTP in critics.py. batch() falls back to Lean feedback for a failed call, and raises
-FeedbackError when every call failed in Settings.max_failed_batches batches in a row: a broken critic
+FeedbackError when every call failed in Config.max_failed_batches batches in a row: a broken critic
 stops the run instead of quietly turning it into Lean FD.
 Test: python -m pytest -q tests/test_feedback.py
 """
@@ -45,14 +45,18 @@ import re
 import threading
 from dataclasses import dataclass
 
-from fdlean import critics, sampling
-from fdlean import lm as model
-from fdlean.critics import FeedbackError, HTTPError  # noqa: F401  (raised here too; part of the interface)
-from mini import tutor
+from fdlean import lm, prompting, sampling
+from fdlean.lean import lean_output
+
+API_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}   # the LLM critics (fdlean/critics.py)
+
+
+class FeedbackError(RuntimeError):
+    """A source could not produce feedback (a critic's HTTP failure or bad answer, a missing solution)."""
 
 
 @dataclass
-class Settings:
+class Config:
     prompt: int = 4                  # critique instructions for LLM/self sources: 1 bare .. 4 final
     timeout_s: float = 60.0          # one HTTP request (connect, and each read)
     max_attempts: int = 5            # HTTP tries per feedback call (1 + 4 retries)
@@ -114,22 +118,12 @@ def attempt_parts(attempt):
     return attempt.text, bool(getattr(attempt, "truncated", False))
 
 
-def real_messages(result) -> list[str]:
-    # The mini world's Lean follows each real error with "internal exception #3": noise, drop it.
-    return [m.strip() for m in result.messages if m.strip() and "internal exception #3" not in m]
-
-
-def lean_output(result, limit):
-    text = "\n".join(real_messages(result)) or f"(no messages; status: {result.status})"
-    return text if len(text) <= limit else text[:limit].rstrip() + " ..."
-
-
 def lean_feedback(task, attempt, result, settings=None):
     """The paper's "Lean FD": the compiler output on failure (the mini world's cut to its small
     prover's budget; a real task's whole, up to a generous limit), the found proof on success."""
-    s = settings or Settings()
+    s = settings or Config()
     if result.ok:   # the proof Lean accepted, not the whole generation (a chat model's reasoning, prose)
-        return frame("solution", model.proof_text(attempt_parts(attempt)[0], task))
+        return frame("solution", prompting.proof_text(attempt_parts(attempt)[0], task))
     if is_mini(task):
         return frame("lean", lean_output(result, s.lean_chars))
     return PAPER_LEAN.format(text=lean_output(result, s.full_lean_chars).strip())
@@ -174,7 +168,7 @@ def _self_critic(policy, s):
     def encode(prompt):  # the critique prompt as the policy's own user turn (or plain text)
         tok = policy.tokenizer
         if getattr(tok, "chat_template", None):
-            text = model.chat_template(tok, [{"role": "user", "content": prompt}])   # the run's thinking switch
+            text = prompting.chat_template(tok, [{"role": "user", "content": prompt}])   # the run's thinking switch
         else:
             text = (tok.bos_token or "") + prompt
         return tok(text, add_special_tokens=False)["input_ids"]
@@ -295,6 +289,7 @@ class Feedback:
 
 
 def _tutor_items(task, attempt, result):
+    from mini import tutor  # the mini world's offline critic loads only when named
     try:
         return tutor.items(task, *attempt_parts(attempt), result)
     except ValueError as e:   # a task without a reference proof
@@ -308,9 +303,9 @@ def _solution(task):
 
 
 def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **options):
-    """A feedback source from its spec. options: Settings fields. api_key/base_url: HTTP critics.
+    """A feedback source from its spec. options: Config fields. api_key/base_url: HTTP critics.
     policy (or "self:NAME"): the Self-FD critic, deep-copied so that training never changes it."""
-    s = Settings(**options)
+    s = Config(**options)
     if s.prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {sorted(PROMPTS)}")
     kind, _, arg = spec.partition(":")
@@ -328,18 +323,26 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
             raise ValueError("self: the critic is the policy itself: pass policy= (fd.py does), or name a "
                              "model folder, self:FOLDER")
         if policy is None:
-            policy = model.load(arg)
+            policy = lm.load(arg)
         elif copy_policy:   # the paper's self-feedback comes from the INITIAL model, frozen
             policy = copy.deepcopy(policy)
         return Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg))
-    if kind not in critics.APIS:
+    if kind not in API_KEYS:
         raise ValueError(f"unknown feedback spec {spec!r}: use tutor, ground-truth, lean, self, constant:TEXT, "
                          "none, openai:MODEL or anthropic:MODEL")
     if not arg:
         raise ValueError(f"{spec!r}: name the model, e.g. {kind}:MODEL")
-    key = api_key if api_key is not None else os.environ.get(critics.APIS[kind][3], "")
+    key = api_key if api_key is not None else os.environ.get(API_KEYS[kind], "")
     if not key and base_url is None:
-        raise FeedbackError(f"{kind}: no API key: set {critics.APIS[kind][3]} (or pass api_key=), or name a local "
+        raise FeedbackError(f"{kind}: no API key: set {API_KEYS[kind]} (or pass api_key=), or name a local "
                             "OpenAI-compatible server with base_url (fd.py: --base-url URL)")
+    from fdlean import critics  # the HTTP client loads only when an LLM critic is named
     ask = critics.http_critic(kind, arg, s, key, base_url or critics.APIS[kind][4])
-    return Feedback(spec, s, ask=ask, model_name=arg, remote=True, scrub=critics.scrubber(key))
+
+    def asked(prompt, stats):
+        try:
+            return ask(prompt, stats)
+        except critics.CriticError as e:
+            why = str(e)
+        raise FeedbackError(why)   # outside the except: no chained exception (its request holds the key) comes along
+    return Feedback(spec, s, ask=asked, model_name=arg, remote=True, scrub=critics.scrubber(key))

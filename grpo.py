@@ -28,10 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-import evaluate
-import verifier
-from fdlean import cli, intervals, parallel, turns
-from fdlean import lm as model
+import lean_env
+from fdlean import cli, intervals, lm, measure, parallel, prompting, turns
 from mini import tasks
 from small_prover import sft
 from training import checkpoint, shard
@@ -62,7 +60,7 @@ class Config:
     max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
     max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
     prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
-                                  # | plain (model.STYLES: a prover family's own documented prompt)
+                                  # | plain (prompting.STYLES: a prover family's own documented prompt)
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
     turns: int = 1                # candidates per attempt: after a rejected one the policy reads Lean's
                                   # message and writes again (turns.py); the reward is on the last one
@@ -157,9 +155,9 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, kl_coef=0.001, 
 def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False):
     """log pi(y_t | x, y_<t) of every attempt token (B, L), the entropy of pi there (None unless
     entropy=True) and the mask of attempt tokens (B, L), for one micro-batch."""
-    with model.autocast(next(net.parameters()).device):
-        hidden, targets, mask = model.attempt_hidden(net, prompts, attempts)
-        out = model.chunked_logprobs(hidden, model.lm_head_weight(net), targets, mask, chunk_size, entropy)
+    with lm.autocast(next(net.parameters()).device):
+        hidden, targets, mask = lm.attempt_hidden(net, prompts, attempts)
+        out = lm.chunked_logprobs(hidden, lm.head_weight(net), targets, mask, chunk_size, entropy)
     logp, ent = out if entropy else (out, None)
     return logp, ent, mask
 
@@ -174,7 +172,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
     #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
-    prompts = [turns.encode_prompt(tok, t, turns=cfg.turns) for t in jobs]
+    prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in jobs]
     rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
                            generators, clock)
     attempts = [a.ids for a in rolled]
@@ -230,11 +228,11 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
             truncated=[a.truncated for a in rolled],
             turns=[a.turns for a in rolled],
             first_turn_acc=[a.results[0].ok for a in rolled],
-            epistemic_words=[evaluate.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
+            epistemic_words=[measure.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
         clip_frac=clip_frac,
         frac_groups_with_signal=parallel.means(signal=(rewards.std(1) > 0).tolist())["signal"],
         grad_norm=grad_norm,
-        lemmas=set().union(*parallel.gather([evaluate.identifiers(t, a.answer)
+        lemmas=set().union(*parallel.gather([measure.identifiers(t, a.answer)
                                              for t, a in zip(jobs, rolled) if a.result.ok])),
         **clock.times,
     )
@@ -244,7 +242,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------
 RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
-    ("prompt", lambda v: v == "auto" or v in model.STYLES, "auto or one of " + ", ".join(model.STYLES)),
+    ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
     ("group", lambda v: v >= 2, "at least 2 (group advantages compare attempts at one statement)"),
     ("kl_coef", lambda v: v >= 0, "0 or more (0: no reference model)"),
     ("micro_batch", lambda v: v >= 1, "at least 1"),
@@ -272,23 +270,23 @@ def setup(cfg: Config):
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     option = f"grpo.py: --init-from {cfg.init_from}" if cfg.init_from else f"grpo.py: --model {cfg.model}"
-    with cli.user_errors(option, model.ModelNotFound):
-        model.check_name(start_model(cfg))
+    with cli.user_errors(option, lm.ModelNotFound):
+        lm.check_name(start_model(cfg))
     with cli.user_errors(f"grpo.py: --tasks {cfg.tasks}", OSError, ValueError):
         next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
     with cli.user_errors(f"grpo.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
-        heldout = evaluate.load_tasks(cfg.eval_tasks, cfg.eval_limit)
+        heldout = tasks.load(cfg.eval_tasks, limit=cfg.eval_limit)
     with cli.user_errors(f"grpo.py: --verifier {cfg.verifier}" + (f" --lean {cfg.lean}" if cfg.lean else ""),
-                         ValueError, verifier.LeanNotFound):
-        env = verifier.load(cfg.verifier, lean=cfg.lean)
-    # pi_theta, trained (fp32 master weights, bf16 autocast on a GPU: model.autocast), and pi_ref: the
+                         ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier, lean=cfg.lean)
+    # pi_theta, trained (fp32 master weights, bf16 autocast on a GPU: lm.autocast), and pi_ref: the
     # same starting checkpoint, frozen for the whole run (no pi_ref when kl_coef = 0)
-    with cli.user_errors(option + f" --prompt {cfg.prompt}", model.ModelNotFound, model.PromptError):
+    with cli.user_errors(option + f" --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
         init = sft.resolve_model(start_model(cfg))
-        policy = model.load(init, device=parallel.device(cfg.device) or None, dtype=torch.float32,
+        policy = lm.load(init, device=parallel.device(cfg.device) or None, dtype=torch.float32,
                             prompt=cfg.prompt, thinking=cfg.thinking)
         # fp32 like the policy's master weights: in bf16 the KL would not be 0 at step 0
-        ref = model.load(init, device=policy.device, dtype=torch.float32).model.requires_grad_(False) if cfg.kl_coef > 0 else None
+        ref = lm.load(init, device=policy.device, dtype=torch.float32).model.requires_grad_(False) if cfg.kl_coef > 0 else None
     if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
         policy.model.gradient_checkpointing_enable()
     policy.model.train()
@@ -302,16 +300,16 @@ def train(cfg: Config):
     policy, ref, env, heldout = setup(cfg)
     net = policy.model
     if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = shard.for_training(net, ref, dtype=model.default_dtype(policy.device))
-        policy = model.Policy(sampler, policy.tokenizer, policy.device, policy.name)
+        sampler = shard.for_training(net, ref, dtype=lm.default_dtype(policy.device))
+        policy = lm.Policy(sampler, policy.tokenizer, policy.device, policy.name)
     optimizer, scheduler = checkpoint.optimizer(cfg, net)
     nets = {"policy": net} if ref is None else {"policy": net, "reference": ref}
-    evaluate_heldout = lambda: evaluate.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
+    evaluate_heldout = lambda: measure.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
     # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
     run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
     if policy.model is not net:   # sharded: the sampling copy takes the resumed weights
         shard.refresh(policy.model, net)
-    length = lambda t: len(turns.encode_prompt(policy.tokenizer, t, turns=cfg.turns))
+    length = lambda t: len(prompting.encode(policy.tokenizer, t, turns=cfg.turns))
     stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                    skip=run.start * cfg.prompts)  # statements already used
     parallel.say(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "

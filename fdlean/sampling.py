@@ -7,7 +7,7 @@ the token budget is spent. `sample` draws exactly the same tokens for the same g
 the two equal, and holds `sample` equal to Hugging Face's `generate`) and is what every script uses:
 a KV cache, each distinct prompt prefilled once in groups of similar length, finished rows dropped.
 
-    [s] = sample(policy, [model.encode_prompt(policy.tokenizer, task)], max_new_tokens=64, generator=0)
+    [s] = sample(policy, [prompting.encode(policy.tokenizer, task)], max_new_tokens=64, generator=0)
     s.ids, s.text, s.truncated
 """
 import inspect
@@ -28,8 +28,9 @@ class Sample:
 
 
 def entropy(logits):
-    """Entropy (nats) of softmax(logits) per row: the policy's uncertainty where it drew a token."""
-    logp = logits.float().log_softmax(-1)
+    """Entropy (nats) of softmax(logits) per row, in fp32 at least: the policy's uncertainty at a position (the one
+    entropy of the project: the sampler's, the trainers' and the evaluation's)."""
+    logp = logits.to(torch.promote_types(logits.dtype, torch.float32)).log_softmax(-1)
     return -(logp.exp() * logp).sum(-1)
 
 

@@ -6,16 +6,15 @@ theorem as given, then a proof), `lean_check_file` (compile it: errors, warnings
 (regex search in Mathlib's sources). At a tool call the generation stops, the tools' outputs are appended in the
 chat template's tool role, and the generation resumes. The last file written is the answer.
 
-    from fdlean import tools as lean_tools
-    import verifier
-    ws = lean_tools.Workspace(task, verifier.load("mini"), mathlib_dir="~/mathlib4")
-    prompt = tokenizer.apply_chat_template(messages, tools=lean_tools.TOOLS, tokenize=False, add_generation_prompt=True)
+    from fdlean import tools, turns
+    ws = tools.Workspace(task, lean_env.load("mini"), mathlib_dir="~/mathlib4")
+    prompt = tokenizer.apply_chat_template(messages, tools=tools.TOOLS, tokenize=False, add_generation_prompt=True)
     text = generate(prompt)                                   # stops at a tool call or at the end of the turn
-    calls = lean_tools.parse_calls(text)                      # [Call(name, arguments, error)], [] when none
+    calls = tools.parse_calls(text)                           # [Call(name, arguments, error)], [] when none
     outputs = [ws.run(c) for c in calls]                      # one output text per call, never raises
     messages.append({"role": "assistant", "content": text})
-    prompt = tokenizer.apply_chat_template(messages, tools=lean_tools.TOOLS, tokenize=False)   # the turn, closed
-    prompt += lean_tools.tool_messages(tokenizer, messages, outputs)                    # ... and generate again
+    prompt = tokenizer.apply_chat_template(messages, tools=tools.TOOLS, tokenize=False)        # the turn, closed
+    prompt += turns.tool_messages(tokenizer, messages, outputs, tools.TOOLS)                 # ... and generate again
     ws.answer, ws.result                                      # the last written file's proof, the last check's Result
 
 Calls are in Qwen3 / Qwen2.5 (Hermes) format, the one their chat templates teach:
@@ -31,8 +30,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-import feedback
-from fdlean import lm as model
+from fdlean import lean
 
 TOOLS = [
     {"type": "function", "function": {
@@ -169,7 +167,7 @@ class Workspace:
         self.result = self.env.check_many([(self.task, self.answer)])[0]
         if self.result.ok:   # warnings too (e.g. an unused hypothesis): the paper's tool reports them
             return ACCEPTED + "".join("\n" + m for m in self.result.messages)
-        return feedback.lean_output(self.result, self.result_chars)
+        return lean.lean_output(self.result, self.result_chars)
 
     def rg_in_mathlib(self, pattern: str) -> str:
         if not self.mathlib_dir or not os.path.isdir(self.mathlib_dir):
@@ -228,26 +226,3 @@ def _grep(pattern: str, folder: str):
             lines.pop()
         found += [(path, i, line) for i, line in enumerate(lines, 1) if regex.search(line)]
     return found
-
-
-# ---- the chat side: the text that feeds the tools' outputs back to the model
-def tool_messages(tokenizer, conversation: list[dict], outputs: list[str], tools=TOOLS) -> str:
-    """The text that follows the rendered `conversation` (its last message: the assistant's generated text, with
-    its tool calls) so that the next assistant turn starts: the tools' outputs in the template's tool role, then
-    the generation prompt. The next prompt is render(conversation) + this, where render is the chat template
-    without generation prompt: earlier tokens never change, so one attempt stays one sequence.
-
-    It is the template's own rendering, as a difference: conversation + tool messages with the generation prompt,
-    minus the conversation alone. A template that rewrites earlier turns has no such difference (Qwen3 gives the
-    last assistant turn a <think> block, empty if need be, that the turn loses once a tool message follows it);
-    then the plain rendering: each output in <tool_response> tags (Qwen3's own wrapping) on lines of their own,
-    then the template's generation prompt (the conversation rendered with it, minus without it)."""
-    def render(messages, prompt):
-        return model.chat_template(tokenizer, messages, tools, add_generation_prompt=prompt)
-    before = render(conversation, False)
-    after = render(conversation + [{"role": "tool", "content": out} for out in outputs], True)
-    if after.startswith(before):
-        return after[len(before):]
-    opened = render(conversation, True)
-    start = opened[len(before):] if opened.startswith(before) else ""
-    return "".join(f"<tool_response>\n{out}\n</tool_response>\n" for out in outputs) + start

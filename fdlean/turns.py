@@ -29,10 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-import feedback
-from fdlean import lm as model
-from fdlean import sampling
-from fdlean import tools as lean_tools
+from fdlean import lean, prompting, sampling
 
 
 @dataclass
@@ -97,7 +94,7 @@ def compact(message: str, limit: int = 160) -> str:
 def lean_said(result, message: bool = True) -> str:
     """What the small prover reads after a rejected candidate: Lean's first real message, compacted;
     `status error` (or timeout, crash) where there is none or `message=False` (only that Lean refused)."""
-    real = feedback.real_messages(result) if message else []
+    real = lean.real_messages(result) if message else []
     return compact(real[0]) if real else f"status {result.status}"
 
 
@@ -110,16 +107,6 @@ def tool_ids(tokenizer, result, message: bool = True) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- the loop
-
-def uses_tools(tokenizer, turns: int) -> bool:
-    """A chat model with more than one turn calls the paper's tools; the small prover is checked by the loop."""
-    return turns > 1 and bool(getattr(tokenizer, "chat_template", None))
-
-
-def encode_prompt(tokenizer, task, feedback: str | None = None, turns: int = 1) -> list[int]:
-    """model.encode_prompt, the tools declared when the attempt will call them: student and teacher alike."""
-    return model.encode_prompt(tokenizer, task, feedback, lean_tools.TOOLS if uses_tools(tokenizer, turns) else None)
-
 
 def rows_of(generator, rows):
     """A list of generators (one per attempt: see sampling.next_tokens) follows its attempts into each turn."""
@@ -142,15 +129,15 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     samples a candidate for every attempt still going (one batched sampling.sample over the prompts
     plus what came before), Lean checks them in one batch, and the rejected ones get Lean's message.
     An attempt also stops when another turn could overflow the model's context. `prompts`: the
-    students' prompt ids (default model.encode_prompt of each task). `generator` (seed, torch.Generator,
+    students' prompt ids (default prompting.encode of each task). `generator` (seed, torch.Generator,
     or a list of them, one per attempt) fixes every turn's samples. `message=False`: the small prover
     is told only that Lean rejected a candidate, not why (what the message adds). `clock`: a checkpoint.Stopwatch, lapped at "sample"
     and "lean" (accumulated over the turns)."""
     tok = policy.tokenizer
-    prompts = prompts if prompts is not None else [encode_prompt(tok, t, turns=turns) for t in tasks]
+    prompts = prompts if prompts is not None else [prompting.encode(tok, t, turns=turns) for t in tasks]
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
-    if uses_tools(tok, turns):
+    if prompting.uses_tools(tok, turns):
         return rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperature, top_p, generator, clock)
     attempts = [Attempt() for _ in tasks]
     going = list(range(len(tasks)))
@@ -159,7 +146,7 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
         samples = sampling.sample(policy, contexts, max_new_tokens, temperature, top_p, rows_of(generator, going))
         if clock:
             clock.lap("sample")
-        candidates = [model.proof_text(s, tasks[i]) for s, i in zip(samples, going)]
+        candidates = [prompting.proof_text(s, tasks[i]) for s, i in zip(samples, going)]
         results = env.check_many([(tasks[i], c) for i, c in zip(going, candidates)])
         if clock:
             clock.lap("lean")
@@ -193,11 +180,12 @@ def mathlib_sources(env):
 
 def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperature, top_p, generator, clock=None):
     """The chat model's agentic attempts (see the docstring), advanced together generation by generation."""
+    from fdlean import tools  # the chat tools load only where an attempt calls them
     tok = policy.tokenizer
     attempts = [Attempt() for _ in tasks]
-    spaces = [lean_tools.Workspace(t, env, mathlib_sources(env)) for t in tasks]
-    talks = [model.chat_messages(t, tools=lean_tools.TOOLS) for t in tasks]
-    said = [model.render_prompt(tok, t, tools=lean_tools.TOOLS) for t in tasks]  # the text so far, as rendered
+    spaces = [tools.Workspace(t, env, mathlib_sources(env)) for t in tasks]
+    talks = [prompting.chat_messages(t, tools=tools.TOOLS) for t in tasks]
+    said = [prompting.render(tok, t, tools=tools.TOOLS) for t in tasks]  # the text so far, as rendered
     going = list(range(len(tasks)))
     for turn in range(turns):
         samples = sampling.sample(policy, [prompts[i] + attempts[i].ids for i in going], max_new_tokens,
@@ -211,7 +199,7 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
             a.add(s.ids, True, s.entropy)
             a.truncated = s.truncated
             a.transcript += s.text + "\n"
-            calls, outputs = lean_tools.parse_calls(s.text), []
+            calls, outputs = tools.parse_calls(s.text), []
             for c in calls:
                 before = ws.result
                 outputs.append(ws.run(c))
@@ -222,10 +210,10 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
                 continue
             # what the template puts after this generation (its turn's end) and the tools' outputs
             talks[i] = talks[i] + [{"role": "assistant", "content": s.text}]
-            closed = model.chat_template(tok, talks[i], lean_tools.TOOLS, add_generation_prompt=False)
+            closed = prompting.chat_template(tok, talks[i], tools.TOOLS, add_generation_prompt=False)
             ended = said[i] + tok.decode(s.ids)
             gap = closed[len(ended):] if closed.startswith(ended) else "\n"
-            gap += lean_tools.tool_messages(tok, talks[i], outputs)
+            gap += tool_messages(tok, talks[i], outputs, tools.TOOLS)
             talks[i] += [{"role": "tool", "content": out} for out in outputs]
             a.transcript += "".join(f"[tool output]\n{out}\n" for out in outputs)
             tool = tok(gap, add_special_tokens=False)["input_ids"]
@@ -249,14 +237,37 @@ def rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperatur
     return attempts
 
 
+# ---- the chat side: the text that feeds the tools' outputs back to the model
+def tool_messages(tokenizer, conversation: list[dict], outputs: list[str], tools) -> str:
+    """The text that follows the rendered `conversation` (its last message: the assistant's generated text, with
+    its tool calls) so that the next assistant turn starts: the tools' outputs in the template's tool role, then
+    the generation prompt. The next prompt is render(conversation) + this, where render is the chat template
+    without generation prompt: earlier tokens never change, so one attempt stays one sequence.
+
+    It is the template's own rendering, as a difference: conversation + tool messages with the generation prompt,
+    minus the conversation alone. A template that rewrites earlier turns has no such difference (Qwen3 gives the
+    last assistant turn a <think> block, empty if need be, that the turn loses once a tool message follows it);
+    then the plain rendering: each output in <tool_response> tags (Qwen3's own wrapping) on lines of their own,
+    then the template's generation prompt (the conversation rendered with it, minus without it)."""
+    def render(messages, prompt):
+        return prompting.chat_template(tokenizer, messages, tools, add_generation_prompt=prompt)
+    before = render(conversation, False)
+    after = render(conversation + [{"role": "tool", "content": out} for out in outputs], True)
+    if after.startswith(before):
+        return after[len(before):]
+    opened = render(conversation, True)
+    start = opened[len(before):] if opened.startswith(before) else ""
+    return "".join(f"<tool_response>\n{out}\n</tool_response>\n" for out in outputs) + start
+
+
 def _last_text(tok, a: Attempt, task) -> str:
     """The proof in the attempt's last generation: its ids after the last tool output."""
     start = len(a.trained) - next((k for k, own in enumerate(reversed(a.trained)) if not own), len(a.trained))
-    return model.proof_text(tok.decode(a.ids[start:], skip_special_tokens=True), task)
+    return prompting.proof_text(tok.decode(a.ids[start:], skip_special_tokens=True), task)
 
 
 def trained_mask(attempts, like):
-    """(B, L) bool on `like`'s device, aligned with model.attempt_hidden's attempt positions: True at
+    """(B, L) bool on `like`'s device, aligned with lm.attempt_hidden's attempt positions: True at
     the ids the policy sampled, False at tool-result ids and past each attempt's end."""
     mask = torch.zeros(like.shape, dtype=torch.bool)
     for b, a in enumerate(attempts):
@@ -270,6 +281,6 @@ def transcript(a: Attempt) -> str:
         return a.answer
     parts = []
     for k, (c, r) in enumerate(zip(a.candidates, a.results), 1):
-        said = "accepted" if r.ok else feedback.lean_output(r, 2000)
+        said = "accepted" if r.ok else lean.lean_output(r, 2000)
         parts.append(f"Candidate {k}:\n{c}\nLean: {said}")
     return "\n\n".join(parts)

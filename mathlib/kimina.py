@@ -5,7 +5,7 @@ Kimina Lean Server. KiminaClient posts whole files (header, statement + proof, `
 answers exactly as lean_mathlib's other backends judge theirs (lean_mathlib.judge_file), so a proof gets the same
 verdict whichever backend checks it.
 
-    env = verifier.load("kimina:http://localhost:8000")     # or KiminaClient(url=..., api_key=...)
+    env = lean_env.load("kimina:http://localhost:8000")     # or KiminaClient(url=..., api_key=...)
     env.check_many([(task, proof), ...])                     # -> [lean_env.Result], in order
 
 Tested only against a local HTTP server that answers as the server's source of January 2026 does, with faults
@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 from fdlean import screen as lean_screen
-from lean_env import Result
+from fdlean.lean import Result
 from mathlib.repl import DEFAULT_HEADER, KiminaError, _Backend, build, judge_file
 
 

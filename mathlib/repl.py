@@ -1,6 +1,6 @@
 """The Mathlib world: checking whole-proof attempts against Lean 4 + Mathlib, with the mini world's interface
 (check / check_many -> lean_env.Result(ok, status, messages), in order). The paper verifies with the Kimina Lean
-Server, a pool of Lean REPLs. Three backends; scripts choose one with verifier.load("repl:PROJECT") and the like:
+Server, a pool of Lean REPLs. Three backends; scripts choose one with lean_env.load("repl:PROJECT") and the like:
     env = ReplPool(project="mathlib4", repl="repl/.lake/build/bin/repl", workers=8)   # a pool of Lean REPLs
     env = lean_kimina.KiminaClient(url="http://localhost:8000")                      # a running Kimina Lean Server
     env = LakeEnv(project="mathlib4")                                  # `lake env lean --json FILE` per attempt
@@ -38,12 +38,10 @@ import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
-import lean_env
+from fdlean import lean
 from fdlean import screen as lean_screen
-from lean_env import LeanNotFound, Result, Task
+from fdlean.lean import DEFAULT_HEADER, LeanNotFound, Result, Task
 
-DEFAULT_HEADER = ("import Mathlib\nimport Aesop\nset_option maxHeartbeats 400000\n"   # miniF2F-style, as Kimina uses
-                  "open BigOperators Real Nat Topology Rat\n")
 STANDARD_AXIOMS = {"propext", "Classical.choice", "Quot.sound"}
 
 
@@ -163,7 +161,7 @@ def _which(path: str, what: str) -> str:
     path = "~/.elan/bin/lake" if path == "lake" and not shutil.which(path) else path     # elan's default place
     found = shutil.which(os.path.abspath(os.path.expanduser(path)) if os.sep in path else path)
     if not found:
-        raise LeanNotFound(f"no {what} at {path!r}; see lean_mathlib.py's docstring for the set-up commands")
+        raise LeanNotFound(f"no {what} at {path!r}; see mathlib/repl.py's docstring for the set-up commands")
     return os.path.abspath(found)
 
 
@@ -189,13 +187,13 @@ class _Repl:
 
     def send(self, request: dict, timeout: float) -> dict:
         if self.proc is None:
-            cmd = lean_env.lean_command(self.argv[:1], self.argv[1:], self.memory_mb)   # RLIMIT_AS in the child
+            cmd = lean.lean_command(self.argv[:1], self.argv[1:], self.memory_mb)   # RLIMIT_AS in the child
             self.proc = subprocess.Popen(cmd, cwd=self.cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
                                          start_new_session=True)
             self.lines, self.err = queue.Queue(), deque(maxlen=20)
             for stream, put in [(self.proc.stdout, self.lines.put), (self.proc.stderr, self.err.append)]:
-                threading.Thread(target=lean_env.pump, args=(stream, put), daemon=True).start()
+                threading.Thread(target=lean.pump, args=(stream, put), daemon=True).start()
         try:
             self.proc.stdin.write(json.dumps(request, ensure_ascii=False) + "\n\n")
             self.proc.stdin.flush()
@@ -236,7 +234,7 @@ class ReplPool(_Backend):
     Real") wins over `header`: one env per distinct header per process. repl: a path or a command list.
     recycle_after: restart a process after that many attempts (the REPL keeps every env it made). A slow proof
     ("timeout") kills its process group (lake + REPL), a dead process is a "crash"; the next attempt restarts it and
-    re-imports its header. RLIMIT_AS = lean_env.LEAN_RESERVE_MB + memory_mb (mapped .oleans count; a guess)."""
+    re-imports its header. RLIMIT_AS = lean.LEAN_RESERVE_MB + memory_mb (mapped .oleans count; a guess)."""
 
     def __init__(self, project: str = ".", repl=None, lake: str | None = "lake", workers: int = 2,
                  timeout: float = 60.0, import_timeout: float = 600.0, memory_mb: int | None = 12288,
@@ -247,7 +245,7 @@ class ReplPool(_Backend):
             repl = next((p for p in built if os.path.isfile(p)), None) or shutil.which("repl")
             if repl is None:
                 raise LeanNotFound(f"no REPL binary in {self.project}/.lake/packages/REPL or on PATH; pass repl=PATH "
-                                   "(see lean_mathlib.py's docstring for the set-up commands)")
+                                   "(see mathlib/repl.py's docstring for the set-up commands)")
         argv = [repl] if isinstance(repl, str) else list(repl)
         argv = ([_which(lake, "lake"), "env"] if lake else []) + [_which(argv[0], "Lean REPL")] + argv[1:]
         self.workers, self.timeout, self.import_timeout = max(1, workers), timeout, import_timeout
@@ -323,7 +321,7 @@ class LakeEnv(_Backend):
         path = os.path.join(self.tmp, f"{task.name}_{secrets.token_hex(4)}.lean")
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-        cmd = lean_env.lean_command([self.lake], ["env", "lean", "--json", path], self.memory_mb)
+        cmd = lean.lean_command([self.lake], ["env", "lean", "--json", path], self.memory_mb)
         proc = subprocess.Popen(cmd, cwd=self.project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 encoding="utf-8", errors="replace", start_new_session=True)
         try:

@@ -29,7 +29,7 @@ import random
 from dataclasses import dataclass
 
 from fdlean import cli
-from lean_env import Task
+from fdlean.lean import Task
 from mini import tasks
 
 PROBES_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "probes.jsonl")
@@ -336,13 +336,13 @@ def by_rule(tasks, pass1: dict, key: str = "side") -> dict[str, dict]:
 
 # ---- the command line
 @dataclass
-class Settings:
+class Config:
     out: str = PROBES_PATH   # the JSONL file to write
     seed: int = 0            # seed of the draws (names, letters, formulas): the committed file uses 0
 
 
 def main(argv=None):
-    s = cli.parse(Settings, argv, prog="probes.py",
+    s = cli.parse(Config, argv, prog="probes.py",
                   description="Write the balanced level-1 probes (a learnt rule vs a learnt prior) as JSONL.")
     records = make(s.seed)
     write(records, s.out)

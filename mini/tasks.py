@@ -12,6 +12,7 @@ the generator in mini_world.py, never a test statement), and JSONL task files (m
     tasks.load("jsonl:minif2f.jsonl@test")             #   DeepSeek-Prover's miniF2F, its test split only
     tasks.load("jsonl:lean_workbook.json")             #   LeanWorkbook's JSON array (formal_statement, proof, split)
 """
+import hashlib
 import itertools
 import json
 import os
@@ -20,16 +21,16 @@ import re
 from dataclasses import dataclass
 
 from fdlean import cli
+from fdlean.lean import DEFAULT_HEADER, Task
 from fdlean.screen import WORD, statement_problem
-from lean_env import Task
-from mathlib.repl import DEFAULT_HEADER
 from mini.world import Limits, make_task
 
 TEST_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "mini_test.jsonl")
 
 
 @dataclass
-class Config:
+class Generation:
+    """How the mini world's task sets are drawn (the generator's own limits: mini/world.py)."""
     mix: tuple = (0.45, 0.35, 0.20)  # training weight of levels 1, 2, 3: only mixed outcomes teach
     first_order: float = 0.2         # fraction of tasks over predicates on a type α
     limits: Limits = Limits()        # what one theorem may look like
@@ -66,7 +67,7 @@ _test_canonical = None
 def train_stream(seed=0, cfg=None):
     """Fresh training tasks forever: levels drawn by cfg.mix, test statements skipped."""
     global _test_canonical
-    cfg = cfg or Config()
+    cfg = cfg or Generation()
     if _test_canonical is None:
         test = read_jsonl(TEST_PATH) if os.path.exists(TEST_PATH) else []
         _test_canonical = {canonical(t.statement) for t in test}
@@ -80,7 +81,7 @@ def train_stream(seed=0, cfg=None):
 
 
 def make_test(cfg=None):
-    cfg = cfg or Config()
+    cfg = cfg or Generation()
     rng, seen, out = random.Random(f"mini-test-{cfg.test_seed}"), set(), []
     while len(out) < cfg.test_size:
         level = cfg.test_levels[len(out) % len(cfg.test_levels)]  # interleaved: any prefix covers every level
@@ -100,7 +101,7 @@ def read_jsonl(path, split=None):
     """Tasks from a file of records, one JSON object a line (JSONL) or one JSON array (LeanWorkbook's
     lean_workbook.json). A record: name, statement (ending with ':='), optional header, solution, level; or a
     published layout: `formal_statement` for statement, the name from `theorem NAME` when there is no `name`,
-    the Mathlib header (lean_mathlib.DEFAULT_HEADER) when there is no `header`, the solution from `proof`
+    the Mathlib header (fdlean.lean.DEFAULT_HEADER) when there is no `header`, the solution from `proof`
     (a text, or LeanWorkbook's list: its first non-empty one). A statement's `:= by` / `:= by sorry` tail is cut
     to `:=`. split: keep only records whose `split` field is that (miniF2F: valid | test; LeanWorkbook:
     lean_workbook | lean_workbook_plus). Errors name the file and the record's line."""
@@ -202,27 +203,38 @@ def _solution(proof, where):
     return "by " + proof if "\n" not in proof else "by\n" + "\n".join("  " + x for x in proof.split("\n"))
 
 
-def load(spec="mini", split="test", n=1000, seed=0, cfg=None):
-    """"mini" with split train | test, or "jsonl:PATH" / "jsonl:PATH@SPLIT" (a JSONL file or a JSON array; @SPLIT keeps
-    the records whose `split` is SPLIT; the split argument is the mini world's)."""
+def load(spec="mini", split="test", n=1000, seed=0, cfg=None, limit=0):
+    """A task set, the first `limit` tasks (0: all): "mini:test" (the committed split), "mini:train" (fresh
+    generated tasks, seed 0, `limit` of them or 1,000), "jsonl:PATH" or "jsonl:PATH@SPLIT" (a JSONL file or a JSON
+    array; @SPLIT keeps the records whose `split` is SPLIT); or "mini" with split train | test (n tasks from
+    `seed` for train). A missing file raises OSError, anything else wrong ValueError (naming file and line)."""
+    if spec in ("mini:test", "mini:train"):
+        spec, split, n, seed = "mini", spec[len("mini:"):], limit or 1000, 0
     if spec.startswith("jsonl:"):
         path, file_split = spec[len("jsonl:"):], None
         if "@" in path and not os.path.exists(path):
             path, _, file_split = path.rpartition("@")
-        return read_jsonl(path, file_split)
-    if spec != "mini" or split not in ("train", "test"):
-        raise ValueError(f"unknown task set {spec!r} / split {split!r}: use 'mini' (train|test) or 'jsonl:PATH'"
-                         f" (or 'jsonl:PATH@SPLIT')")
-    return read_jsonl(TEST_PATH) if split == "test" else list(itertools.islice(train_stream(seed, cfg), n))
+        found = read_jsonl(path, file_split)
+    elif spec == "mini" and split in ("train", "test"):
+        found = read_jsonl(TEST_PATH) if split == "test" else list(itertools.islice(train_stream(seed, cfg), n))
+    else:
+        raise ValueError(f"unknown task set {spec!r}: use mini:test, mini:train or jsonl:PATH (or jsonl:PATH@SPLIT)")
+    return list(found[:limit] if limit else found)
+
+
+def sha256(tasks) -> str:
+    """Content hash of a task set: sha256 of the JSON list of [statement, solution] pairs, in order."""
+    blob = json.dumps([[t.statement, t.solution] for t in tasks], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def stream(spec="mini", seed=0, skip=0):
     """Training statements forever, for fd.py and grpo.py: fresh mini-world tasks ("mini": every
-    level, weighted by Config.mix; "mini:1" or "mini:1,2": only those levels, same weights), or a
+    level, weighted by Generation.mix; "mini:1" or "mini:1,2": only those levels, same weights), or a
     JSONL set reshuffled every epoch. Deterministic in (spec, seed): a resumed run skips the `skip`
     it used."""
     if spec.startswith("mini"):  # the spec is read here, so a bad one fails before any training starts
-        source = train_stream(seed, Config(mix=mini_levels(spec)))
+        source = train_stream(seed, Generation(mix=mini_levels(spec)))
     else:
         source = _jsonl_stream(spec, seed)
     return itertools.islice(source, skip, None)
@@ -230,7 +242,7 @@ def stream(spec="mini", seed=0, skip=0):
 
 def mini_levels(spec):
     """The training mix of a "mini" or "mini:LEVELS" spec, e.g. "mini:1,2" -> (0.45, 0.35, 0)."""
-    mix = Config().mix
+    mix = Generation().mix
     if spec == "mini":
         return mix
     try:
@@ -260,17 +272,17 @@ def write_jsonl(items, path):
 
 # ---- the command line
 @dataclass
-class Settings:
+class Config:
     write_test: bool = False                  # regenerate data/mini_test.jsonl (its seed is fixed)
     show: int = 0                             # print this many training tasks
     seed: int = 0                             # seed of the training tasks shown
-    mix: tuple = Config.mix                   # weights of levels 1 2 3 in training: three numbers
-    first_order: float = Config.first_order   # fraction of tasks over predicates on a type α
+    mix: tuple = Generation.mix               # weights of levels 1 2 3 in training: three numbers
+    first_order: float = Generation.first_order  # fraction of tasks over predicates on a type α
                                               # (in the test split too, with --write-test)
 
 
 def main(argv=None):
-    s = cli.parse(Settings, argv, prog="tasks.py",
+    s = cli.parse(Config, argv, prog="tasks.py",
                   description="The mini world's test split and training tasks: regenerate the split, show tasks.")
     try:
         mix = tuple(float(w) for w in s.mix)
@@ -281,7 +293,7 @@ def main(argv=None):
                  f"not all 0 (e.g. --mix 0.45 0.35 0.2)")
     cli.check(s, [("show", lambda v: v >= 0, "0 or more"),
                   ("first_order", lambda v: 0 <= v <= 1, "between 0 and 1")], "tasks.py")
-    cfg = Config(mix=mix, first_order=s.first_order)
+    cfg = Generation(mix=mix, first_order=s.first_order)
     if s.write_test:
         write_jsonl(make_test(cfg), TEST_PATH)
         print(f"wrote {TEST_PATH}")

@@ -12,7 +12,7 @@ few-million-parameter model).
 """
 from dataclasses import dataclass
 
-from lean_env import Task
+from fdlean.lean import Task
 
 DEPTHS = {1: (1, 1), 2: (2, 2), 3: (3, 4)}  # proof depth per level: deeper was unsolvable for a small model
 

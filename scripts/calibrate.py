@@ -28,8 +28,7 @@ import torch
 import evaluate
 import feedback
 import lean_env
-from fdlean import cli, sampling, turns
-from fdlean import lm as M
+from fdlean import cli, lm, prompting, sampling, turns
 from mini import tasks
 from small_prover import sft
 
@@ -53,16 +52,16 @@ def calibrate(path: str, cfg: Config) -> dict:
     """Student and teacher pass rates (percent) per level of the mini test split, for the model in
     `path`. Identical (task, proof) pairs are checked by Lean once."""
     torch.set_num_threads(cfg.threads)
-    policy, env = M.load(path), lean_env.load("mini")
+    policy, env = lm.load(path), lean_env.load("mini")
     test = tasks.load("mini", split="test")[: cfg.eval_limit or None]
     generator, verdicts = torch.Generator(policy.device).manual_seed(cfg.seed), {}
 
     def attempts(feedback_texts, k, after=None):  # k samples per task -> (samples, results), task-major
-        prompts = [M.encode_prompt(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
+        prompts = [prompting.encode(policy.tokenizer, t, f) for t, f in zip(test, feedback_texts)]
         prompts = [p + a for p, a in zip(prompts, after)] if after else prompts  # a failed turn, Lean's message
         jobs = [i for i in range(len(test)) for _ in range(k)]
         samples = sampling.sample(policy, [prompts[i] for i in jobs], max_new_tokens=64, generator=generator)
-        keys = [(i, M.proof_text(x, test[i])) for i, x in zip(jobs, samples)]
+        keys = [(i, prompting.proof_text(x, test[i])) for i, x in zip(jobs, samples)]
         todo = sorted(set(keys) - set(verdicts))
         verdicts.update(zip(todo, env.check_many([(test[i], p) for i, p in todo])))
         return samples, [verdicts[key] for key in keys]
@@ -108,7 +107,7 @@ def turn_two(policy, test, first, attempts, pass_at, k) -> dict:
         solved = pass_at(attempts(texts, k, after)[1], 1, k)
         top1 = []
         for i in failed:
-            context = M.encode_prompt(tok, test[i], texts[i]) + after[i]
+            context = prompting.encode(tok, test[i], texts[i]) + after[i]
             reference = tok(" " + test[i].solution, add_special_tokens=False)["input_ids"]
             logits = policy.model(torch.tensor([context], device=policy.device)).logits[0, -1]
             top1.append(int(logits.argmax()) == reference[0])
@@ -124,8 +123,8 @@ def turn_two(policy, test, first, attempts, pass_at, k) -> dict:
 def main(argv=None) -> dict:
     cfg = cli.parse(Config, argv, prog="calibrate.py", description=__doc__.split("\n")[0])
     cli.check(cfg, RULES, "calibrate.py")
-    with cli.user_errors(f"calibrate.py: --model {cfg.model}", M.ModelNotFound):
-        M.check_name(cfg.model)
+    with cli.user_errors(f"calibrate.py: --model {cfg.model}", lm.ModelNotFound):
+        lm.check_name(cfg.model)
     if cfg.model != sft.PRESET and not os.path.isdir(os.path.expanduser(cfg.model)):
         cli.fail(f"calibrate.py: --model {cfg.model}: give a local model folder (calibration.json is written "
                  f"into it) or {sft.PRESET}")

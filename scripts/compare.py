@@ -15,8 +15,8 @@ import json
 import os
 from dataclasses import dataclass
 
-import evaluate
-from fdlean import cli, intervals
+from fdlean import cli, intervals, measure
+from mini import tasks
 
 
 @dataclass
@@ -31,7 +31,7 @@ def read(path: str):
         (path, os.path.join(path, "attempts_1.jsonl"))
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
-    return results, evaluate.pass1_per_task(attempts, results["tasks"]["n_tasks"])
+    return results, measure.pass1_per_task(attempts, results["tasks"]["n_tasks"])
 
 
 def compare(before: str, after: str) -> str:
@@ -39,11 +39,11 @@ def compare(before: str, after: str) -> str:
     if ra["tasks"]["sha256"] != rb["tasks"]["sha256"]:
         raise ValueError(f"{before} and {after} evaluated different tasks ({ra['tasks']['name']}, "
                          f"{ra['tasks']['n_tasks']} vs {rb['tasks']['name']}, {rb['tasks']['n_tasks']}): nothing to pair")
-    tasks = evaluate.load_tasks(ra["tasks"]["name"], ra["limit"])        # for the levels
-    if evaluate.tasks_sha256(tasks) != ra["tasks"]["sha256"]:
+    task_list = tasks.load(ra["tasks"]["name"], limit=ra["limit"])        # for the levels
+    if tasks.sha256(task_list) != ra["tasks"]["sha256"]:
         raise ValueError(f"{ra['tasks']['name']} no longer holds the tasks {before} evaluated (the file changed?)")
-    c = intervals.paired_change(tasks, a, b)
-    lines = [f"{after} - {before}, paired over {len(tasks)} tasks ({ra['n']} and {rb['n']} samples each):"]
+    c = intervals.paired_change(task_list, a, b)
+    lines = [f"{after} - {before}, paired over {len(task_list)} tasks ({ra['n']} and {rb['n']} samples each):"]
     for key, g in c.items():
         low, high = g["change"] - g["half95"], g["change"] + g["half95"]
         lines.append(f"  {'all' if key == 'all' else f'level {key}'} ({g['tasks']} tasks): pass@1 {g['before']:.3f} -> "

@@ -25,12 +25,11 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-import evaluate
 import feedback
-import verifier
+import lean_env
 from fd_loss import TOPK, reference_loss
-from fdlean import cli, turns
-from fdlean import lm as model
+from fdlean import cli, lm, prompting, turns
+from mini import tasks
 from small_prover import sft
 
 
@@ -63,10 +62,10 @@ def setup(cfg: Config):
     cli.check(cfg, RULES, "explain.py")
     if cfg.attempt and cfg.n > 1:
         cli.fail(f"explain.py: --attempt with --n {cfg.n}: a given attempt is one attempt (use --n 1)")
-    with cli.user_errors(f"explain.py: --model {cfg.model}", model.ModelNotFound):
-        model.check_name(cfg.model)
+    with cli.user_errors(f"explain.py: --model {cfg.model}", lm.ModelNotFound):
+        lm.check_name(cfg.model)
     with cli.user_errors(f"explain.py: --tasks {cfg.tasks}", OSError, ValueError):
-        pool = evaluate.load_tasks(cfg.tasks)
+        pool = tasks.load(cfg.tasks)
     if cfg.task:
         named = [t for t in pool if t.name == cfg.task]
         if not named:
@@ -75,13 +74,13 @@ def setup(cfg: Config):
         batch = named * cfg.n
     else:
         batch = [pool[i % len(pool)] for i in range(cfg.n)]  # several tasks
-    with cli.user_errors(f"explain.py: --verifier {cfg.verifier}", ValueError, verifier.LeanNotFound):
-        env = verifier.load(cfg.verifier)
+    with cli.user_errors(f"explain.py: --verifier {cfg.verifier}", ValueError, lean_env.LeanNotFound):
+        env = lean_env.load(cfg.verifier)
     with cli.user_errors(f"explain.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if cfg.feedback.startswith("self") else feedback.load(cfg.feedback)
     torch.set_num_threads(cfg.threads)
-    with cli.user_errors(f"explain.py: --model {cfg.model}", model.ModelNotFound):
-        policy = model.load(sft.resolve_model(cfg.model), dtype=torch.float32)
+    with cli.user_errors(f"explain.py: --model {cfg.model}", lm.ModelNotFound):
+        policy = lm.load(sft.resolve_model(cfg.model), dtype=torch.float32)
     source = source or feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens)
     return policy, env, source, batch
 
@@ -94,7 +93,7 @@ def attempts_of(cfg: Config, policy, env, batch) -> list:
                              temperature=cfg.temperature, generator=cfg.seed)
     tok, a = policy.tokenizer, turns.Attempt()
     a.add(tok(cfg.attempt, add_special_tokens=False)["input_ids"] + [tok.eos_token_id], True)
-    a.candidates, a.turns = [model.proof_text(cfg.attempt)], 1
+    a.candidates, a.turns = [prompting.proof_text(cfg.attempt)], 1
     a.results = env.check_many([(batch[0], a.answer)])
     a.transcript = a.answer
     return [a]
@@ -111,9 +110,9 @@ def explain(policy, task, a, text: str, topk: int) -> dict:
     """Per attempt token: the student's and the teacher's probability of it, the teacher's top 3, and
     L_t, KL_t from fd_loss.reference_loss on that token alone (the project's loss, not a re-derivation)."""
     tok, net = policy.tokenizer, policy.model
-    prompts = [model.encode_prompt(tok, task), model.encode_prompt(tok, task, text)]  # student, teacher
-    hidden, targets, _ = model.attempt_hidden(net, prompts, [a.ids, a.ids], tok.pad_token_id)
-    student, teacher = (hidden @ model.lm_head_weight(net).T).float()  # (L, V) each, aligned on the attempt
+    prompts = [prompting.encode(tok, task), prompting.encode(tok, task, text)]  # student, teacher
+    hidden, targets, _ = lm.attempt_hidden(net, prompts, [a.ids, a.ids], tok.pad_token_id)
+    student, teacher = (hidden @ lm.head_weight(net).T).float()  # (L, V) each, aligned on the attempt
     p_s, p_t = student.softmax(-1), teacher.softmax(-1)
     rows = []
     for t, y in enumerate(a.ids):

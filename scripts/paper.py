@@ -32,10 +32,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 import evaluate
-import verifier
-from fdlean import cli, intervals, report
-from fdlean import lm as model
-from mini import probes
+import lean_env
+from fdlean import cli, intervals, lm, measure, report
+from mini import probes, tasks
 from small_prover import sft
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -145,17 +144,17 @@ def evaluate_model(cfg: Config, name: str, path: str) -> str:
 
 
 def evaluate_sets(cfg: Config, name: str, path: str) -> None:
-    """The worker: sample and check n attempts per task of each set (evaluate.sample_and_check), and write
+    """The worker: sample and check n attempts per task of each set (measure.sample_and_check), and write
     what evaluate.py writes for one model: results.json (evaluate.summarize) and attempts_1.jsonl."""
     torch.set_num_threads(1)
-    policy, env = model.load(path), verifier.load("mini")
+    policy, env = lm.load(path), lean_env.load("mini")
     for which, spec in SETS.items():
         folder = os.path.join(cfg.out, "eval", name, which)
         if os.path.isfile(os.path.join(folder, "results.json")):
             continue
-        task_list = evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0)
+        task_list = tasks.load(spec, limit=cfg.eval_limit if which == "mini" else 0)
         n = cfg.probes_n if which == "probes" else cfg.eval_n
-        records = evaluate.sample_and_check(policy, env, task_list, n=n, turns=cfg.turns)
+        records = measure.sample_and_check(policy, env, task_list, n=n, turns=cfg.turns)
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, "attempts_1.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in records)
@@ -203,7 +202,7 @@ def run_all(cfg: Config, base: str) -> None:
 def collect(cfg: Config) -> dict:
     """Mean and 95% interval over seeds of every figure, per method and set; FD against its control and
     the others paired over seeds; the probes per rule and side; the training curves."""
-    sets = {which: evaluate.load_tasks(spec, cfg.eval_limit if which == "mini" else 0) for which, spec in SETS.items()}
+    sets = {which: tasks.load(spec, limit=cfg.eval_limit if which == "mini" else 0) for which, spec in SETS.items()}
     probe_list = probes.load()  # (task, its rule, pair and side)
     names = {"base": ["base"], **{m: [f"{m}_s{s}" for s in range(cfg.seeds)] for m in chosen(cfg)}}
     out = {"settings": asdict(cfg), "grpo_steps": grpo_steps(cfg), "methods": {}, "differences": {}, "probes": {},
@@ -217,7 +216,7 @@ def collect(cfg: Config) -> dict:
                 folder = os.path.join(cfg.out, "eval", name, which)
                 with open(os.path.join(folder, "results.json")) as f:
                     summaries.append(json.load(f)["models"][0])
-                per_task.append(evaluate.pass1_per_task(os.path.join(folder, "attempts_1.jsonl"), len(task_list)))
+                per_task.append(measure.pass1_per_task(os.path.join(folder, "attempts_1.jsonl"), len(task_list)))
             pass1[method, which] = per_task
             figure = lambda get, summaries=summaries: intervals.interval95(
                 [get(s) for s in summaries if get(s) is not None] or [float("nan")])
@@ -289,13 +288,13 @@ def main(argv=None):
     if cfg.worker:
         name, _, path = cfg.worker.partition("=")
         return evaluate_sets(cfg, name, path)
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:   # before the model, which may have to be built first
+        cli.fail(f"paper.py: --methods {' '.join(cfg.methods)}: unknown {', '.join(unknown)} (known: {' '.join(METHODS)})")
     os.makedirs(cfg.out, exist_ok=True)
     t0 = time.time()
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
         base = sft.resolve_model(cfg.model)  # built once here, before the subprocesses want it
-    unknown = [m for m in cfg.methods if m not in METHODS]
-    if unknown:
-        cli.fail(f"paper.py: --methods {' '.join(cfg.methods)}: unknown {', '.join(unknown)} (known: {' '.join(METHODS)})")
     print(f"paper.py: {cfg.seeds} seeds x {len(chosen(cfg))} methods, {cfg.turns} turn(s) per attempt, FD {cfg.steps} steps x {cfg.prompts} attempts, "
           f"GRPO {grpo_steps(cfg)} steps x {cfg.grpo_prompts} x {cfg.group} attempts; evaluation n = {cfg.eval_n} "
           f"on {', '.join(SETS)}; {cfg.jobs} jobs; into {cfg.out}", flush=True)

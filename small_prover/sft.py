@@ -37,8 +37,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import feedback
 import lean_env
-from fdlean import cli
-from fdlean import lm as M
+from fdlean import cli, lm, prompting
 from lean_env import Task
 from mini import tasks
 
@@ -47,7 +46,7 @@ RECIPE_VERSION = 5  # bump when the data or training code changes what the build
 
 
 @dataclass
-class Settings:
+class Config:
     out: str = ""                 # where to save (empty: the user cache, see cache_dir)
     jsonl: str = ""               # fine-tune on this JSONL of {statement, proof|solution[, header]}
     model: str = ""               # with --jsonl: the HF id / folder to fine-tune ("" = a fresh small prover)
@@ -71,7 +70,7 @@ class Settings:
     tutor: float = 0.24           # the tutor's hints on a corrupted attempt
     keep: float = 0.03            # the tutor's verdict on a correct attempt ("Do keep the same proof.")
     lean: float = 0.03            # the Lean output of a corrupted attempt (sparingly: a larger share hurt)
-    level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Config.mix)
+    level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Generation.mix)
     copy_warmup: int = 250        # first steps on feedback examples only (copying the hint is learnt first)
     lean_checks: int = 10000      # corrupted attempts checked by real Lean (all "lean" ones, then tutor ones)
     bf16: bool = True             # bf16 autocast on CPU (faster than fp32 on these machines)
@@ -126,11 +125,11 @@ def corrupt(task, rng: random.Random) -> str:
     return proof[: m.start()] + new + proof[m.end():]
 
 
-def mini_examples(s: Settings):
+def mini_examples(s: Config):
     """(task, feedback or None, proof) triples for the mini world, drawn with the mix's shares."""
     rng = random.Random(s.seed)
     mix = tuple(float(w) for w in s.level_mix.split(","))
-    train = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
+    train = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Generation(mix=mix))
     kinds = ["plain", "solution", "prefix", "tutor", "keep", "lean"]
     picks = rng.choices(kinds, [getattr(s, k) for k in kinds], k=len(train))
     wrong = {i: corrupt(t, rng) for i, (t, k) in enumerate(zip(train, picks)) if k in ("tutor", "lean")}
@@ -182,7 +181,7 @@ def encode(tokenizer, examples, max_len):
     then the proof and EOS, the only tokens with a loss."""
     out = []
     for task, fb, proof in examples:
-        p = M.encode_prompt(tokenizer, task, fb)
+        p = prompting.encode(tokenizer, task, fb)
         # after a plain prompt the proof follows ":=" after a space; a chat reply starts at once
         space = "" if getattr(tokenizer, "chat_template", None) else " "
         y = tokenizer(space + proof.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
@@ -221,7 +220,7 @@ def batches(encoded, batch_size, steps, rng, pad_id, first=()):
 
 # ----------------------------------------------------------------------------- training
 
-def new_small_prover(s: Settings, tokenizer):
+def new_small_prover(s: Config, tokenizer):
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=s.d_model, intermediate_size=s.d_ff,
                          num_hidden_layers=s.n_layers, num_attention_heads=s.n_heads,
                          num_key_value_heads=s.n_heads, max_position_embeddings=max(512, s.max_len),
@@ -267,7 +266,7 @@ def fit(net, encoded, s, pad_id, extra=None) -> list[dict]:
     return log
 
 
-def train(s: Settings) -> str:
+def train(s: Config) -> str:
     """Train and save to s.out; returns s.out. Deterministic for a seed (step-based schedule)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(s.threads)
@@ -278,11 +277,11 @@ def train(s: Settings) -> str:
     else:
         examples = mini_examples(s)
     if s.model:
-        policy = M.load(resolve_model(s.model), device="cpu", dtype=torch.float32)
+        policy = lm.load(resolve_model(s.model), device="cpu", dtype=torch.float32)
         tokenizer, net = policy.tokenizer, policy.model
     else:
         plain = SimpleNamespace(chat_template=None, bos_token="")  # the plain template, before a tokenizer exists
-        texts = [M.render_prompt(plain, t, fb) + " " + y for t, fb, y in examples]
+        texts = [prompting.render(plain, t, fb) + " " + y for t, fb, y in examples]
         tokenizer = train_tokenizer(texts)
         net = new_small_prover(s, tokenizer)
     encoded = encode(tokenizer, examples, s.max_len)
@@ -290,7 +289,7 @@ def train(s: Settings) -> str:
     print(f"sft: {len(encoded)} examples, vocab {len(tokenizer)}, {n_params / 1e6:.2f}M parameters, "
           f"data in {time.time() - t0:.0f} s")
     log = fit(net, encoded, s, tokenizer.pad_token_id)
-    M.save(M.Policy(net, tokenizer, torch.device("cpu"), "small-prover"), s.out)
+    lm.save(lm.Policy(net, tokenizer, torch.device("cpu"), "small-prover"), s.out)
     with open(os.path.join(s.out, "sft.json"), "w") as f:
         json.dump({"settings": dataclasses.asdict(s), "recipe_version": RECIPE_VERSION, "params": n_params,
                    "examples": len(encoded), "seconds": round(time.time() - t0, 1), "log": log}, f)
@@ -306,7 +305,7 @@ def cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fd-lean")
 
 
-def recipe_hash(s: Settings) -> str:
+def recipe_hash(s: Config) -> str:
     """What decides the built model: the settings (minus where/whether to build), the recipe
     version and feedback.py's framing templates (the teacher must read the trained frames)."""
     keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("out", "rebuild", "threads")}
@@ -333,13 +332,13 @@ def remove_stale(root: str):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-def build_small_prover(rebuild: bool = False, settings: Settings | None = None, build=None) -> str:
+def build_small_prover(rebuild: bool = False, settings: Config | None = None, build=None) -> str:
     """The `small-prover` preset: built on first use (minutes), then loaded from the cache.
     The build goes into `PATH.tmp<PID>` and is renamed to PATH when complete, so a published PATH
     is always a whole model and is never removed (except by an explicit --rebuild). An exclusive
     lock on `PATH.lock` around check / build / publish: a second process waits for the first build
     and then loads it, instead of building too. `build(settings)` trains into settings.out (train)."""
-    s = settings or Settings()
+    s = settings or Config()
     rebuild = rebuild or s.rebuild
     root = cache_dir()
     path = os.path.join(root, f"small-prover-{recipe_hash(s)}")
@@ -389,11 +388,11 @@ RULES += [(f, lambda v: v >= 0, "0 or more") for f in ("weight_decay", "plain", 
 RULES += [("lr", lambda v: v > 0, "above 0")]
 
 
-def parse_args(argv=None) -> Settings:
-    return cli.parse(Settings, argv, prog="sft.py", description=__doc__.split("\n")[0])
+def parse_args(argv=None) -> Config:
+    return cli.parse(Config, argv, prog="sft.py", description=__doc__.split("\n")[0])
 
 
-def check(s: Settings):
+def check(s: Config):
     """Every setting in range, and the files named, before anything slow starts: one line, exit 2."""
     cli.check(s, RULES, "sft.py")
     if s.d_model % s.n_heads:
@@ -409,14 +408,14 @@ def check(s: Settings):
         with cli.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
             jsonl_examples(s.jsonl)
     if s.model:
-        with cli.user_errors(f"sft.py: --model {s.model}", M.ModelNotFound):
-            M.check_name(s.model)
+        with cli.user_errors(f"sft.py: --model {s.model}", lm.ModelNotFound):
+            lm.check_name(s.model)
 
 
 def main(argv=None):
     s = parse_args(argv)
     check(s)
-    with cli.user_errors("sft.py", M.ModelNotFound):  # a hub id the hub did not give (--model)
+    with cli.user_errors("sft.py", lm.ModelNotFound):  # a hub id the hub did not give (--model)
         print(train(s) if s.out else build_small_prover(settings=s))
 
 

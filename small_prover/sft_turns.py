@@ -32,14 +32,13 @@ import torch
 
 import feedback
 import lean_env
-from fdlean import cli, sampling, turns
-from fdlean import lm as M
+from fdlean import cli, lm, prompting, sampling, turns
 from mini import tasks
 from small_prover import sft
 
 
 @dataclass
-class Settings:
+class Config:
     out: str = "runs/small-prover-turns"  # where the fine-tuned model goes
     model: str = "small-prover"   # the one-shot prover to start from (the preset, or a folder)
     n_tasks: int = 6000           # fresh training statements, one own first attempt each
@@ -67,26 +66,26 @@ class Settings:
 
 def own_attempts(policy, env, task_list, seed, tries=1):
     """The policy's attempts at every statement (temperature 1, `tries` each, task-major) and Lean's verdicts."""
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in task_list for _ in range(tries)]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in task_list for _ in range(tries)]
     generator = torch.Generator().manual_seed(seed)
     samples = []
     for start in range(0, len(prompts), 256):
         samples += sampling.sample(policy, prompts[start:start + 256], 64, 1.0, 1.0, generator)
-    results = env.check_many([(t, M.proof_text(s)) for t, s in zip([t for t in task_list for _ in range(tries)], samples)])
+    results = env.check_many([(t, prompting.proof_text(s)) for t, s in zip([t for t in task_list for _ in range(tries)], samples)])
     return samples, results
 
 
-def examples(s: Settings, policy, env):
+def examples(s: Config, policy, env):
     """Encoded examples (ids, n_context, has_feedback) for sft.fit, and counts of what was built."""
     tok, rng = policy.tokenizer, random.Random(s.seed)
     mix = tuple(float(w) for w in s.level_mix.split(","))
-    task_list = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Config(mix=mix))
+    task_list = tasks.load("mini", split="train", n=s.n_tasks, seed=s.seed, cfg=tasks.Generation(mix=mix))
     samples, results = own_attempts(policy, env, task_list, s.seed, s.tries)
     own = {}  # task -> a right proof of its own, other than its first attempt (--fresh: or any other try)
     for i in range(len(task_list)):
-        right = [M.proof_text(x) for x, r in zip(samples[i * s.tries + 1:(i + 1) * s.tries],
+        right = [prompting.proof_text(x) for x, r in zip(samples[i * s.tries + 1:(i + 1) * s.tries],
                                                  results[i * s.tries + 1:(i + 1) * s.tries]) if r.ok]
-        first, *later = [M.proof_text(x) for x in samples[i * s.tries:(i + 1) * s.tries]]
+        first, *later = [prompting.proof_text(x) for x in samples[i * s.tries:(i + 1) * s.tries]]
         other = [text for text in later if text != first]
         if right or (s.fresh and other):
             own[i] = right[0] if right else other[0]
@@ -103,7 +102,7 @@ def examples(s: Settings, policy, env):
         counts["own_correct"] += result.ok
         if result.ok:
             kind = "plain"  # nothing to revise: the one-shot example keeps turn 1 what it was
-        context, last, last_result = list(sample.ids), M.proof_text(sample), result
+        context, last, last_result = list(sample.ids), prompting.proof_text(sample), result
         last_ids = list(sample.ids)
         if kind != "plain" and i in seconds and not checked[i].ok:
             last_ids = words(seconds[i]) + [tok.eos_token_id]
@@ -114,7 +113,7 @@ def examples(s: Settings, policy, env):
         if kind == "teacher":
             source = rng.choice(["ground-truth", "tutor"])
             fb = sources[source](task, last, last_result)
-        prompt = M.encode_prompt(tok, task, fb)
+        prompt = prompting.encode(tok, task, fb)
         proof = own.get(i, task.solution) if kind == "revise" else task.solution  # the teacher reads the reference
         counts["own_target"] += proof is not task.solution
         target = words(proof) + [tok.eos_token_id]
@@ -137,16 +136,16 @@ def repeat_loss(net, repeats):
     rejected; the loss -log(1 - p) is ~0 where a repeat is unlikely and grows without bound as p -> 1. The
     likelihood targets alone never say "not that one": the small prover wrote the rejected candidate again
     as often as a fresh try did."""
-    logp, _ = M.token_logprobs(net, [ids[:n] for ids, n in repeats], [ids[n:] for ids, n in repeats])
+    logp, _ = lm.token_logprobs(net, [ids[:n] for ids, n in repeats], [ids[n:] for ids, n in repeats])
     seq = logp.float().sum(dim=1).clamp(max=-1e-6)       # log p of the whole candidate, < 0
     return -torch.log(-torch.expm1(seq)).mean()          # -log(1 - p), stable
 
 
-def train(s: Settings) -> str:
+def train(s: Config) -> str:
     torch.set_num_threads(s.threads)
     torch.manual_seed(s.seed)
     t0 = time.time()
-    policy = M.load(sft.resolve_model(s.model), device="cpu", dtype=torch.float32)
+    policy = lm.load(sft.resolve_model(s.model), device="cpu", dtype=torch.float32)
     env = lean_env.load("mini")
     encoded, counts, repeats = examples(s, policy, env)
     print(f"sft_turns: {len(encoded)} examples {counts}, data in {time.time() - t0:.0f} s")
@@ -155,7 +154,7 @@ def train(s: Settings) -> str:
     if s.unlikely > 0 and repeats:   # a quarter batch of rejected candidates each step
         extra = lambda net, step: s.unlikely * repeat_loss(net, rng.sample(repeats, min(len(repeats), s.batch_size // 4)))
     log = sft.fit(policy.model, encoded, s, pad, extra)
-    M.save(policy, s.out)
+    lm.save(policy, s.out)
     with open(os.path.join(s.out, "sft_turns.json"), "w") as f:
         json.dump({"settings": dataclasses.asdict(s), "from": policy.model.name_or_path, "counts": counts,
                    "examples": len(encoded), "seconds": round(time.time() - t0, 1), "log": log}, f)
@@ -170,14 +169,14 @@ RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v:
 
 
 def main(argv=None):
-    s = cli.parse(Settings, argv, prog="sft_turns.py", description=__doc__.split("\n")[0])
+    s = cli.parse(Config, argv, prog="sft_turns.py", description=__doc__.split("\n")[0])
     cli.check(s, RULES, "sft_turns.py")
     if s.fresh and s.tries < 2:
         cli.fail(f"sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not {s.tries})")
     if not s.plain + s.revise + s.teacher > 0:
         cli.fail("sft_turns.py: --plain, --revise and --teacher are all 0: give one a positive share")
-    with cli.user_errors(f"sft_turns.py: --model {s.model}", M.ModelNotFound):
-        M.check_name(s.model)
+    with cli.user_errors(f"sft_turns.py: --model {s.model}", lm.ModelNotFound):
+        lm.check_name(s.model)
         train(s)
 
 

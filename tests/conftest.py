@@ -2,7 +2,7 @@
 
 `tiny_prover`: a test-sized small prover built by sft.py (the real recipe: word-level tokenizer,
 Llama, feedback-conditioned examples) with a tiny budget, once per test session, into a temporary
-folder. Load it with `model.load(tiny_prover)`. It has learnt the syntax and some level-1 proofs,
+folder. Load it with `lm.load(tiny_prover)`. It has learnt the syntax and some level-1 proofs,
 not much more: tests should check mechanics, not pass rates.
 """
 import os
@@ -20,7 +20,7 @@ TINY = dict(steps=150, n_tasks=3000, batch_size=32, lr=3e-3, warmup=20, d_model=
 def tiny_prover(tmp_path_factory):
     from small_prover import sft
     path = str(tmp_path_factory.mktemp("tiny-prover"))
-    sft.train(sft.Settings(out=path, **TINY))
+    sft.train(sft.Config(out=path, **TINY))
     return path
 
 
@@ -31,21 +31,21 @@ CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }
 @pytest.fixture(scope="session")
 def qwen_dir(tmp_path_factory):
     """A tiny randomly initialised Qwen2 model and a byte-level BPE tokenizer with a chat template,
-    saved locally: the HF path end to end (model.py, fd.py), no network."""
+    saved locally: the HF path end to end (fdlean/lm.py, fd.py), no network."""
     import json
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-    from fdlean import lm as model
+    from fdlean import prompting
     from mini import tasks
     path = str(tmp_path_factory.mktemp("tiny-qwen"))
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     corpus = [t.statement + " " + t.solution for t in tasks.load("mini", split="test")[:60]] * 5
-    corpus += [model.CHAT_INSTRUCTION, "Hint:\n1. Do build the pair ⟨_, _⟩."]
+    corpus += [prompting.CHAT_INSTRUCTION, "Hint:\n1. Do build the pair ⟨_, _⟩."]
     bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                                         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]))
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>")

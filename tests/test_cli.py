@@ -72,8 +72,8 @@ def test_every_scripts_settings_have_help():
     from mini import probes, tasks
     from scripts import calibrate, paper
     from small_prover import sft
-    for Config in (fd.Config, grpo.Config, evaluate.Config, sft.Settings, calibrate.Config, tasks.Settings,
-                   lean_env.Config, paper.Config, probes.Settings):
+    for Config in (fd.Config, grpo.Config, evaluate.Config, sft.Config, calibrate.Config, tasks.Config,
+                   lean_env.Config, paper.Config, probes.Config):
         helps = cli.field_help(Config)
         missing = [f.name for f in dataclasses.fields(Config) if not helps.get(f.name)]
         assert not missing, f"{Config.__module__}.{Config.__name__}: no help for {missing}"

@@ -8,18 +8,18 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import evaluate  # noqa: E402
+from mini import tasks  # noqa: E402
 from scripts import compare  # noqa: E402
 
-TASKS = evaluate.load_tasks("mini:test", 6)
+TASKS = tasks.load("mini:test", limit=6)
 
 
 def write_eval(folder, oks, limit=6, models=1):
     """An evaluate.py output folder: results.json (the task set's identity) and attempts_K.jsonl, whose
     records say per task which samples Lean accepted (oks[k][task] = [bool, ...])."""
     os.makedirs(folder, exist_ok=True)
-    tasks = evaluate.load_tasks("mini:test", limit)
-    results = {"tasks": {"name": "mini:test", "n_tasks": len(tasks), "sha256": evaluate.tasks_sha256(tasks)},
+    task_list = tasks.load("mini:test", limit=limit)
+    results = {"tasks": {"name": "mini:test", "n_tasks": len(task_list), "sha256": tasks.sha256(task_list)},
                "limit": limit, "n": len(oks[0][0])}
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(results, f)

@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 import evaluate
+from fdlean import measure
+from mini import tasks
 
 
 # ------------------------------------------------------------------------------------ pass@k
@@ -49,9 +51,9 @@ def test_pass_at_k_edge_cases_are_exact_and_bad_inputs_raise():
 # ------------------------------------------------------------------------------ summarize
 def test_identifiers_are_global_names_not_local_hypotheses():
     task = SimpleNamespace(statement="theorem t (p q : Prop) (h1 : And p q) (h2 : Or p q) : And q p :=")
-    assert evaluate.identifiers(task, "⟨h1.2, h1.1⟩") == set()
-    assert evaluate.identifiers(task, "And.intro h1.right h1.left") == {"And.intro"}
-    assert evaluate.identifiers(task, "Or.elim h2 (fun hp => ⟨h1.2, hp⟩) (fun ⟨a, b⟩ => absurd a (mt id b))") \
+    assert measure.identifiers(task, "⟨h1.2, h1.1⟩") == set()
+    assert measure.identifiers(task, "And.intro h1.right h1.left") == {"And.intro"}
+    assert measure.identifiers(task, "Or.elim h2 (fun hp => ⟨h1.2, hp⟩) (fun ⟨a, b⟩ => absurd a (mt id b))") \
         == {"Or.elim", "absurd", "mt", "id"}
 
 
@@ -165,24 +167,24 @@ def test_missing_model_path_names_the_option(tmp_path, capsys):
 
 
 def test_task_sets_and_their_hash(tmp_path):
-    train = evaluate.load_tasks("mini:train", limit=3)
+    train = tasks.load("mini:train", limit=3)
     assert len(train) == 3
     path = tmp_path / "t.jsonl"
     path.write_text("".join(json.dumps(dict(name=t.name, statement=t.statement, solution=t.solution,
                                             level=t.level)) + "\n" for t in train))
-    again = evaluate.load_tasks(f"jsonl:{path}")
-    assert evaluate.tasks_sha256(again) == evaluate.tasks_sha256(train)
-    assert evaluate.tasks_sha256(again[:2]) != evaluate.tasks_sha256(train)
+    again = tasks.load(f"jsonl:{path}")
+    assert tasks.sha256(again) == tasks.sha256(train)
+    assert tasks.sha256(again[:2]) != tasks.sha256(train)
 
 
 def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
     import lean_env
-    from fdlean import lm as model
+    from fdlean import lm
     from mini import tasks
-    policy, env = model.load(tiny_prover), lean_env.load("mini")
+    policy, env = lm.load(tiny_prover), lean_env.load("mini")
     test = tasks.load("mini", split="test")[:3]
     policy.model.train()
-    records = evaluate.sample_and_check(policy, env, test, n=2, seed=0)
+    records = measure.sample_and_check(policy, env, test, n=2, seed=0)
     assert policy.model.training                       # put back in train mode
     assert [r["task"] for r in records] == [0, 0, 1, 1, 2, 2]
     for r in records:
@@ -191,12 +193,12 @@ def test_sample_and_check_records_and_heldout_pass1_keep_the_mode(tiny_prover):
         assert r["entropy"] > 0
     # the real Lean agrees with the records' verdicts
     assert [r["ok"] for r in records] == [res.ok for res in env.check_many([(test[r["task"]], r["text"]) for r in records])]
-    again = evaluate.sample_and_check(policy, env, test, n=2, seed=0)
+    again = measure.sample_and_check(policy, env, test, n=2, seed=0)
     assert [r["text"] for r in again] == [r["text"] for r in records]    # the seed fixes the samples
-    per_task = evaluate.heldout(policy, env, test, n=2)     # the share of each task's samples Lean accepts
+    per_task = measure.heldout(policy, env, test, n=2)     # the share of each task's samples Lean accepts
     assert per_task == [sum(r["ok"] for r in again[2 * i:2 * i + 2]) / 2 for i in range(3)] and policy.model.training
     policy.model.eval()
-    assert all(0.0 <= p <= 1.0 for p in evaluate.heldout(policy, env, test, n=1, max_new_tokens=8))
+    assert all(0.0 <= p <= 1.0 for p in measure.heldout(policy, env, test, n=1, max_new_tokens=8))
     assert not policy.model.training
 
 
@@ -205,21 +207,20 @@ def test_entropy_is_the_policys_own_at_each_sampled_token(tiny_prover):
     attempt with one full forward. At temperature 0.7 too: the entropy is the policy's own (temperature 1)."""
     import torch
 
-    import verifier
-    from fdlean import lm as model
-    from fdlean import sampling
+    import lean_env
+    from fdlean import lm, prompting, sampling
     from mini import tasks
-    policy = model.load(tiny_prover)
+    policy = lm.load(tiny_prover)
     test = tasks.load("mini", split="test")[:4]
-    prompts = [model.encode_prompt(policy.tokenizer, t) for t in test]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in test]
     samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=0.7, generator=1)
     for p, s in zip(prompts, samples):
         with torch.no_grad():
             logits = policy.model(torch.tensor([p + s.ids])).logits[0, len(p) - 1:len(p) + len(s.ids) - 1]
         logp = logits.float().log_softmax(-1)
         assert s.entropy == pytest.approx((-(logp.exp() * logp).sum(-1)).tolist(), abs=1e-4)
-    env = verifier.load("mini")
-    records = evaluate.sample_and_check(policy, env, test, n=2, max_new_tokens=12)
+    env = lean_env.load("mini")
+    records = measure.sample_and_check(policy, env, test, n=2, max_new_tokens=12)
     again = sampling.sample(policy, [prompts[r["task"]] for r in records], max_new_tokens=12,
                             generator=torch.Generator().manual_seed(0))
     assert [r["entropy"] for r in records] == pytest.approx([sum(s.entropy) / len(s.entropy) for s in again])

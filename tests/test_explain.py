@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-import evaluate
 from fd_loss import TOPK, fused_loss, teacher_topk
-from fdlean import lm as model
+from fdlean import lm, prompting
+from mini import tasks
 from scripts import explain
 
 
@@ -23,18 +23,18 @@ def run(tmp_path, *args):
 
 def fd_step_loss(model_dir, out):
     """The loss fd.py's step computes on these attempts and feedback texts, recomputed from scratch."""
-    policy = model.load(model_dir, dtype=torch.float32)
+    policy = lm.load(model_dir, dtype=torch.float32)
     tok, net = policy.tokenizer, policy.model
-    named = {t.name: t for t in evaluate.load_tasks(out["settings"]["tasks"])}
+    named = {t.name: t for t in tasks.load(out["settings"]["tasks"])}
     batch = [named[e["task"]] for e in out["attempts"]]
     ids = [[r["id"] for r in e["tokens"]] for e in out["attempts"]]
     with torch.no_grad():
-        students = [model.encode_prompt(tok, t) for t in batch]
-        teachers = [model.encode_prompt(tok, t, e["feedback"]) for t, e in zip(batch, out["attempts"])]
-        t_hidden, _, mask = model.attempt_hidden(net, teachers, ids, tok.pad_token_id)
-        top_ids, top_logprobs = teacher_topk(t_hidden, model.lm_head_weight(net), TOPK, mask=mask)
-        s_hidden, _, _ = model.attempt_hidden(net, students, ids, tok.pad_token_id)
-        return fused_loss(s_hidden, model.lm_head_weight(net), top_ids, top_logprobs, mask).item()
+        students = [prompting.encode(tok, t) for t in batch]
+        teachers = [prompting.encode(tok, t, e["feedback"]) for t, e in zip(batch, out["attempts"])]
+        t_hidden, _, mask = lm.attempt_hidden(net, teachers, ids, tok.pad_token_id)
+        top_ids, top_logprobs = teacher_topk(t_hidden, lm.head_weight(net), TOPK, mask=mask)
+        s_hidden, _, _ = lm.attempt_hidden(net, students, ids, tok.pad_token_id)
+        return fused_loss(s_hidden, lm.head_weight(net), top_ids, top_logprobs, mask).item()
 
 
 def check_rows(out, model_dir):
@@ -51,7 +51,7 @@ def check_rows(out, model_dir):
 def test_given_attempt_on_the_tiny_prover(tiny_prover, tmp_path, capsys):
     out = run(tmp_path, "--model", tiny_prover, "--task", "mini_test_0003", "--attempt", "Iff.intro hb ha")
     [e] = out["attempts"]
-    tok = model.load_tokenizer(tiny_prover)
+    tok = lm.load_tokenizer(tiny_prover)
     assert [r["id"] for r in e["tokens"]] == tok("Iff.intro hb ha", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert e["lean"]["ok"] and e["feedback"] == "Example of a correct solution: Iff.intro hb ha"
     assert any(abs(r["p_teacher"] - r["p_student"]) > 1e-3 for r in e["tokens"])  # the feedback changes something
@@ -79,7 +79,7 @@ def test_chat_model_sampled_and_given(qwen_dir, tmp_path):
     given = run(tmp_path / "given", "--model", qwen_dir, "--attempt", "⟨a, h1⟩", "--feedback", "none")
     [e] = given["attempts"]
     assert e["feedback"] == "" and e["proof"] == "⟨a, h1⟩" and e["lean"]["ok"]  # mini_test_0001's reference
-    tok = model.load_tokenizer(qwen_dir)
+    tok = lm.load_tokenizer(qwen_dir)
     assert [r["id"] for r in e["tokens"]][-1] == tok.eos_token_id  # the assistant turn's end
     # without feedback the teacher's prompt IS the student's: nothing to distill
     assert all(abs(r["p_teacher"] - r["p_student"]) < 1e-6 and abs(r["kl"]) < 1e-6 for r in e["tokens"])

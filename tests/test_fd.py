@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import fd
-from fdlean import lm as model
+from fdlean import lm, prompting
 from training import checkpoint
 
 
@@ -46,7 +46,7 @@ def test_teacher_never_receives_gradients(tiny_prover):
     import lean_env
     from mini import tasks
     cfg = small_config(tiny_prover, "unused")
-    policy = model.load(tiny_prover)
+    policy = lm.load(tiny_prover)
     policy.model.train()
     teacher = fd.make_teacher(policy.model)
     teacher_before = [p.clone() for p in teacher.parameters()]
@@ -76,8 +76,8 @@ def test_run_writes_metrics_and_loadable_checkpoints(tiny_prover, tmp_path):
     assert result["before"] == rows[0]["heldout_pass1"] and result["after"] == rows[2]["heldout_pass1"]
     for ckpt in ("step_000001", "final"):
         assert os.path.isfile(out / ckpt / "model.safetensors")
-    reloaded = model.load(str(out / "final"))
-    ids = torch.tensor([model.encode_prompt(reloaded.tokenizer, fd.tasks.load("mini")[0])])
+    reloaded = lm.load(str(out / "final"))
+    ids = torch.tensor([prompting.encode(reloaded.tokenizer, fd.tasks.load("mini")[0])])
     assert torch.isfinite(reloaded.model(ids).logits).all()
     # a second run with the same --out is refused: the finished run stays exactly as it was
     files = {name: (out / name).read_bytes() for name in ("config.json", "metrics.jsonl", "final/model.safetensors")}
@@ -152,11 +152,10 @@ def test_real_hf_model_with_chat_template_two_steps(qwen_dir, tmp_path):
 
 def test_long_prompts_are_skipped_and_counted(tiny_prover, tmp_path):
     """--max-prompt (the paper's 2048 under --paper): statements whose prompt is longer are never trained on."""
-    from fdlean import turns
     from mini import tasks
-    policy = model.load(tiny_prover)
+    policy = lm.load(tiny_prover)
     stream = tasks.stream("mini:1", seed=3)
-    lengths = [len(turns.encode_prompt(policy.tokenizer, next(stream))) for _ in range(40)]
+    lengths = [len(prompting.encode(policy.tokenizer, next(stream))) for _ in range(40)]
     limit = sorted(lengths)[len(lengths) // 2]
     out = tmp_path / "short"
     fd.train(small_config(tiny_prover, out, steps=1, max_prompt=limit, eval_every=0, eval_limit=2))
@@ -185,7 +184,7 @@ def test_a_critic_failing_every_call_stops_the_run_with_a_clear_error(tiny_prove
 
 
 def test_memory_estimate_counts_weights_optimizer_teacher_and_a_micro_batch(tiny_prover):
-    policy = model.load(tiny_prover)
+    policy = lm.load(tiny_prover)
     n = sum(p.numel() for p in policy.model.parameters())
     line = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=2), policy.model)
     assert f"weights {4 * n / 1e9:.3g}," in line and f"adamw {8 * n / 1e9:.3g}," in line and "micro-batch 2 x" in line

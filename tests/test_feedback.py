@@ -16,19 +16,10 @@ from dataclasses import dataclass, field
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import fdlean.lean  # noqa: E402
 import feedback  # noqa: E402
 from fdlean import critics  # noqa: E402
-
-try:
-    from lean_env import Task
-except ImportError:   # lean_env.py is written by another helper: the same fields suffice here
-    @dataclass(frozen=True)
-    class Task:
-        name: str
-        statement: str
-        header: str = ""
-        solution: str | None = None
-        level: int = 0
+from fdlean.lean import Task  # noqa: E402
 
 
 @dataclass
@@ -177,9 +168,9 @@ def test_ground_truth_lean_constant():
     assert feedback.load("constant:Be concise.")(T1, "h1", bad) == "Hint:\nBe concise."
     # the control source: no block at all, so the teacher's prompt is exactly the student's
     assert feedback.load("none")(T1, "h1", bad) == ""
-    from fdlean import lm as model
+    from fdlean import prompting
     plain = type("Tok", (), {"chat_template": None, "bos_token": "<bos>"})()
-    assert model.render_prompt(plain, T1, feedback.load("none")(T1, "h1", bad)) == model.render_prompt(plain, T1)
+    assert prompting.render(plain, T1, feedback.load("none")(T1, "h1", bad)) == prompting.render(plain, T1)
     with pytest.raises(ValueError):
         feedback.load("none:text")
     with pytest.raises(ValueError):
@@ -203,7 +194,7 @@ def test_lean_feedback_on_success_is_the_proof_not_the_generation():
 
 def test_lean_output_is_cut_for_the_mini_world_only():
     long = Result(False, "error", ["unsolved goals\nx p : ℝ\n" + "⊢ x - p = 2 - 2 * p\n" * 150])
-    whole = feedback.real_messages(long)[0]
+    whole = fdlean.lean.real_messages(long)[0]
     assert 2000 < len(whole) < 10_000
     lean = feedback.load("lean")
     mini = lean(T1, "h1", Result(False, "error", [whole]))
@@ -510,11 +501,11 @@ def test_batch_stops_the_run_when_every_call_keeps_failing(serve):
 
 
 def test_openai_endpoint_gets_max_completion_tokens_with_room_for_reasoning():
-    s = feedback.Settings(max_tokens=512, reasoning_tokens=8000)
+    s = feedback.Config(max_tokens=512, reasoning_tokens=8000)
     assert critics.budget("openai", "https://api.openai.com/v1", s) == {"max_completion_tokens": 8512}
     assert critics.budget("openai", "http://localhost:8000/v1", s) == {"max_tokens": 512}   # vLLM and the like
     assert critics.budget("anthropic", "https://api.anthropic.com/v1", s) == {"max_tokens": 512}
-    assert feedback.Settings().max_tokens + feedback.Settings().reasoning_tokens >= 4 * feedback.Settings().max_tokens
+    assert feedback.Config().max_tokens + feedback.Config().reasoning_tokens >= 4 * feedback.Config().max_tokens
 
 
 def openai_error(status, message, type_, code, param=None):
@@ -593,7 +584,7 @@ def test_missing_key():
 
 
 def _tiny_lm():
-    """A one-layer Llama over a 9-word vocabulary: (net, tokenizer, device, name) for model.Policy."""
+    """A one-layer Llama over a 9-word vocabulary: (net, tokenizer, device, name) for lm.Policy."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -613,9 +604,9 @@ def _tiny_lm():
 def test_self_feedback_with_a_tiny_model():
     import torch
 
-    from fdlean import lm as model
+    from fdlean import lm
     net, *rest = _tiny_lm()
-    policy = model.Policy(net, *rest)
+    policy = lm.Policy(net, *rest)
     fb = feedback.load("self", policy=policy, max_tokens=5)
     out = fb(T1, "h1", Result(False, "error", PROJ_ERR))
     assert out.startswith("Hint:\n") and fb.stats["completion_tokens"] >= 1 and fb.stats["prompt_tokens"] > 20
@@ -635,9 +626,8 @@ def test_self_feedback_with_a_tiny_model():
 def test_self_critiques_of_a_batch_are_sampled_in_one_call(monkeypatch):
     """A local critic (Self-FD) answers a step's critiques with one batched sampling call, not one call
     per attempt; what each item gets is the same framed hint, and a failing batch falls back per item."""
-    from fdlean import lm as model
-    from fdlean import sampling
-    policy = model.Policy(*_tiny_lm())
+    from fdlean import lm, sampling
+    policy = lm.Policy(*_tiny_lm())
     calls = []
     real = sampling.sample
 

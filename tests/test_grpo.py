@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import grpo
-from fdlean import lm as model
+from fdlean import lm
 
 torch.set_num_threads(1)
 
@@ -143,7 +143,7 @@ def test_chunked_logprobs_match_a_full_log_softmax(chunk_size):
     mask = torch.arange(T)[None] < torch.tensor([7, 2, 4])[:, None]
     upstream = torch.randn(B, T, generator=g, dtype=torch.float64)
 
-    logp, ent = model.chunked_logprobs(hidden, weight, targets, mask, chunk_size, entropy=True)
+    logp, ent = lm.chunked_logprobs(hidden, weight, targets, mask, chunk_size, entropy=True)
     (logp * upstream).sum().backward()
     got = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
@@ -181,7 +181,7 @@ def test_chunked_logprobs_keep_no_logits_for_backward():
 
     full = lambda: torch.log_softmax(hidden @ weight.T, -1).gather(-1, targets[..., None])
     assert saved_logits(full) >= B * T * V
-    assert saved_logits(lambda: model.chunked_logprobs(hidden, weight, targets, mask, chunk_size=8)) == 0
+    assert saved_logits(lambda: lm.chunked_logprobs(hidden, weight, targets, mask, chunk_size=8)) == 0
 
 
 # ------------------------------------------------------------------------------ the loop, end to end
@@ -213,7 +213,6 @@ def without_times(rows):
 
 
 def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_path):
-    from fdlean import lm as model
     from training import checkpoint
     a, b = tmp_path / "a", tmp_path / "b"
     result = grpo.train(small_config(tiny_prover, easy_tasks, b, steps=2, save_every=1))
@@ -229,8 +228,8 @@ def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_p
     assert rows[0]["kl"] == 0  # at step 1 the policy is still pi_ref
     assert rows[0]["lr"] == 3e-3 and rows[0]["skipped_nonfinite"] == 0
 
-    # the checkpoints: HF folders model.load reads, the state holds pi_ref = the initial model
-    init, trained = model.load(tiny_prover).model, model.load(str(b / "final")).model
+    # the checkpoints: HF folders lm.load reads, the state holds pi_ref = the initial model
+    init, trained = lm.load(tiny_prover).model, lm.load(str(b / "final")).model
     assert os.path.isfile(b / "step_000001" / "model.safetensors")
     state = torch.load(b / "state.pt", weights_only=False)
     assert all(torch.equal(state["nets"]["reference"][k], v) for k, v in init.state_dict().items())
@@ -248,13 +247,12 @@ def test_two_steps_then_resume_gives_the_same_run(tiny_prover, easy_tasks, tmp_p
 
 def test_one_step_trains_the_policy_never_the_reference(tiny_prover, easy_tasks, monkeypatch):
     import lean_env
-    from fdlean import lm as model
     from mini import tasks
     # 8 statements x G = 8: a group has signal with odds of about 1 in 2 at this prover's ~10% success
     cfg = small_config(tiny_prover, easy_tasks, "unused", group=8, micro_batch=32, kl_coef=0.1)
-    policy = model.load(tiny_prover, dtype=torch.float32)
+    policy = lm.load(tiny_prover, dtype=torch.float32)
     policy.model.train()
-    ref = model.load(tiny_prover).model.requires_grad_(False)
+    ref = lm.load(tiny_prover).model.requires_grad_(False)
     env, batch = lean_env.load("mini"), tasks.load(cfg.tasks)
     optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr)
     ref_before = {k: v.clone() for k, v in ref.state_dict().items()}
@@ -294,8 +292,8 @@ def test_paper_flag_and_options(tmp_path, capsys):
 
 
 def test_the_reference_model_is_fp32_like_the_policys_master_weights(tiny_prover, tmp_path, monkeypatch):
-    """On a GPU model.load defaults to bf16; pi_ref must not, or the KL is not 0 at step 0."""
-    monkeypatch.setattr(model, "default_dtype", lambda device: torch.bfloat16)
+    """On a GPU lm.load defaults to bf16; pi_ref must not, or the KL is not 0 at step 0."""
+    monkeypatch.setattr(lm, "default_dtype", lambda device: torch.bfloat16)
     cfg = grpo.Config(model=tiny_prover, out=str(tmp_path / "ref"), eval_limit=1, threads=1)
     policy, ref, _, _ = grpo.setup(cfg)
     assert next(ref.parameters()).dtype == torch.float32 == next(policy.model.parameters()).dtype

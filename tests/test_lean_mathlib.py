@@ -1,6 +1,6 @@
 """lean_mathlib's Mathlib-world backends against FAKES (Lean + Mathlib cannot be installed here): the REPL pool
 against tests/fake_repl.py, the Kimina client against a local http.server, the lake backend against a fake
-`lake` script; and verifier.load, which chooses among them and the mini world from a spec.
+`lake` script; and lean_env.load, which chooses among them and the mini world from a spec.
     Run: python -m pytest -q tests/test_lean_mathlib.py"""
 import collections
 import http.server
@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import fake_repl  # noqa: E402
 
 import lean_env  # noqa: E402
-import verifier  # noqa: E402
 from lean_env import Task  # noqa: E402
 from mathlib import kimina as lean_kimina  # noqa: E402
 from mathlib import repl as lean_mathlib  # noqa: E402
@@ -33,7 +32,7 @@ STD = "by positivity"
 def pool(tmp_path, **kw):
     opts = dict(project=str(tmp_path), repl=FAKE + ["--log", str(tmp_path / "log")], lake=None, workers=1,
                 timeout=1.5, import_timeout=30)
-    return verifier.load("repl", **{**opts, **kw})
+    return lean_env.load("repl", **{**opts, **kw})
 
 
 def fake_lake(tmp_path):
@@ -72,7 +71,7 @@ def test_screen_mathlib_variant(tmp_path):
     for bad in ["by simp endλ", "by exact h\u2028sectionλ", "by simp\nmeta def x := 1"]:
         assert lean_mathlib.screen(SQ, bad), bad
     smuggled = lean_env.Task("sm", "theorem sm : True := trivial -- : False :=")
-    with verifier.load("lake", project=str(tmp_path), lake=sys.executable) as env:
+    with lean_env.load("lake", project=str(tmp_path), lake=sys.executable) as env:
         r = env.check(smuggled, "by simp")
     assert r.status == "rejected" and "statement" in r.messages[0]
 
@@ -145,17 +144,17 @@ def test_repl_memory_limit_and_recycling(tmp_path):
     with pool(tmp_path, memory_mb=1024, recycle_after=2) as env:
         res = env.check_many([(SQ, "by rlimit"), (SQ, STD), (SQ, STD)])
     assert all(r.ok for r in res)
-    assert f"RLIMIT_AS={(lean_env.LEAN_RESERVE_MB + 1024) << 20}" in res[0].messages[0]
+    assert f"RLIMIT_AS={(lean_mathlib.lean.LEAN_RESERVE_MB + 1024) << 20}" in res[0].messages[0]
     assert len(imports(tmp_path)) == 2
 
 
 def test_repl_setup_errors(tmp_path):
     with pytest.raises(lean_env.LeanNotFound):
-        verifier.load("repl", project=str(tmp_path), repl=str(tmp_path / "no-repl"), lake=None)
+        lean_env.load("repl", project=str(tmp_path), repl=str(tmp_path / "no-repl"), lake=None)
     if not lean_mathlib.shutil.which("repl"):
         with pytest.raises(lean_env.LeanNotFound, match="REPL binary"):
-            verifier.load("repl", project=str(tmp_path), lake=None)
-    dead = verifier.load("repl", project=str(tmp_path), repl=[sys.executable, "-c", "import sys; sys.exit(3)"],
+            lean_env.load("repl", project=str(tmp_path), lake=None)
+    dead = lean_env.load("repl", project=str(tmp_path), repl=[sys.executable, "-c", "import sys; sys.exit(3)"],
                          lake=None, import_timeout=30)
     with pytest.raises(lean_env.LeanNotFound, match="exit code 3"):
         dead.check(SQ, STD)
@@ -268,7 +267,7 @@ def server():
 
 
 def kimina(url, **kw):
-    return verifier.load("kimina", url=url, **{"backoff": 0.01, "busy_wait": 0.01, "max_repls": 8, **kw})
+    return lean_env.load("kimina", url=url, **{"backoff": 0.01, "busy_wait": 0.01, "max_repls": 8, **kw})
 
 
 def test_kimina_verdicts_format_and_positions(server):
@@ -381,7 +380,7 @@ def free_port():
 
 
 def test_kimina_connection_refused():
-    env = verifier.load("kimina", url=f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01)
+    env = lean_env.load("kimina", url=f"http://127.0.0.1:{free_port()}", retries=1, backoff=0.01)
     with pytest.raises(lean_mathlib.KiminaError, match="did not answer after 2 tries.*refused"):
         env.check_many([(SQ, STD)])
 
@@ -400,7 +399,7 @@ def test_kimina_server_lost_mid_run_does_not_end_it():
 
 # ----------------------------------------------------------------------------- lake env lean (fake lake)
 def test_lake_backend(tmp_path):
-    env = verifier.load("lake", project=str(tmp_path), lake=fake_lake(tmp_path), timeout=1.5, workers=2)
+    env = lean_env.load("lake", project=str(tmp_path), lake=fake_lake(tmp_path), timeout=1.5, workers=2)
     res = env.check_many([(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, "by exact cheat_axiom"),
                           (SQ, "by hang"), (SQ, "by crash"), (OPEN, "by noaxioms")])
     assert [r.status for r in res] == ["ok", "error", "error", "timeout", "crash", "ok"]
@@ -411,29 +410,23 @@ def test_lake_backend(tmp_path):
     assert not os.path.exists(env.tmp)
 
 
-# ----------------------------------------------------------------------------- verifier.load: a spec -> a checker
+# ----------------------------------------------------------------------------- lean_env.load: a spec -> a checker
 def test_verifier_load_chooses_the_checker_from_a_spec(tmp_path, server):
-    mini = verifier.load("mini", workers=1)
+    mini = lean_env.load("mini", workers=1)
     assert isinstance(mini, lean_env.LeanEnv)
     assert mini.check(Task("t_id", "theorem t_id (p : Prop) (hp : p) : p :="), "hp").ok     # the real Lean
-    with verifier.load(f"repl:{tmp_path}", repl=FAKE, lake=None, workers=1) as env:
+    with lean_env.load(f"repl:{tmp_path}", repl=FAKE, lake=None, workers=1) as env:
         assert isinstance(env, lean_mathlib.ReplPool) and env.project == str(tmp_path)
         assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
-    with verifier.load(f"lake:{tmp_path}", lake=fake_lake(tmp_path)) as env:
+    with lean_env.load(f"lake:{tmp_path}", lake=fake_lake(tmp_path)) as env:
         assert isinstance(env, lean_mathlib.LakeEnv) and env.project == str(tmp_path)
         assert env.check(SQ, STD).ok and not env.check(SQ, "by nlinarith [wrong]").ok
-    env = verifier.load(f"kimina:{server}", backoff=0.01, lean="")  # the scripts pass --lean "" when none is named
+    env = lean_env.load(f"kimina:{server}", backoff=0.01, lean="")  # the scripts pass --lean "" when none is named
     assert isinstance(env, lean_kimina.KiminaClient) and env.url == server
     with pytest.raises(ValueError, match="a `lean` executable is for the mini world"):
-        verifier.load(f"kimina:{server}", lean="/usr/bin/lean")
+        lean_env.load(f"kimina:{server}", lean="/usr/bin/lean")
     assert env.check(SQ, STD).ok and [path for path, _, _ in Kimina.posts] == ["/verify"]
     for bad in ("nonsense", "mini:extra", "repl2:/x", "Mini"):
         with pytest.raises(ValueError, match="unknown verifier .*use mini, repl:PROJECT, lake:PROJECT or kimina:URL"):
-            verifier.load(bad)
-    assert (verifier.Task, verifier.Result, verifier.LeanNotFound) == (Task, lean_env.Result, lean_env.LeanNotFound)
+            lean_env.load(bad)
 
-
-def test_lean_env_load_serves_only_the_mini_world():
-    for spec in ("repl:/x", "kimina:http://127.0.0.1:9", "lake"):
-        with pytest.raises(ValueError, match="mini world only: use verifier.load"):
-            lean_env.load(spec)

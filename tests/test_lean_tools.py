@@ -11,9 +11,10 @@ import subprocess
 import pytest
 from conftest import CHATML
 
-import feedback
-import verifier
+import lean_env
+from fdlean import lean
 from fdlean import tools as LT
+from fdlean import turns as TURNS
 from lean_env import Result, Task
 from mini import tasks
 
@@ -31,7 +32,7 @@ REWRITES = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
 
 @pytest.fixture(scope="module")
 def env():
-    return verifier.load("mini", workers=1)
+    return lean_env.load("mini", workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_wrong_proof_returns_leans_errors(env, task):
     ws.run(call("lean_write_file", content=task.statement + " Iff.intro ha hb"))    # the two sides swapped
     out = ws.run(call("lean_check_file"))
     assert not ws.result.ok and ws.result.status == "error"
-    assert out == feedback.lean_output(ws.result, 2000) and "error" in out and "mismatch" in out
+    assert out == lean.lean_output(ws.result, 2000) and "error" in out and "mismatch" in out
     assert ws.answer == "Iff.intro ha hb"           # the written file is the answer, accepted or not
 
 
@@ -115,7 +116,7 @@ def test_outputs_are_capped(env, task):
     ws = LT.Workspace(task, env, result_chars=60)
     ws.run(call("lean_write_file", content=task.statement + " Iff.intro ha hb"))
     out = ws.run(call("lean_check_file"))
-    assert len(feedback.lean_output(ws.result, 10**6)) > 60         # the whole output is longer ...
+    assert len(lean.lean_output(ws.result, 10**6)) > 60         # the whole output is longer ...
     assert len(out) <= 64 and out.endswith(" ...")                  # ... than what the model reads
     assert ws.run(call("lean_write_file", content="x" * 500)).endswith(" ...")
 
@@ -279,7 +280,7 @@ def test_tool_messages_chatml(tokenizer):
                     {"role": "assistant", "content": '<tool_call>\n{"name": "lean_check_file"}\n</tool_call>'}]
     for template, wrap in [(CHATML_TOOLS, "<tool_response>\n{}\n</tool_response>"), (CHATML, "{}")]:
         tokenizer.chat_template = template
-        text = LT.tool_messages(tokenizer, conversation, ["first output", "second"])
+        text = TURNS.tool_messages(tokenizer, conversation, ["first output", "second"], LT.TOOLS)
         assert text == "".join(f"<|im_start|>tool\n{wrap.format(o)}<|im_end|>\n" for o in ["first output", "second"]) \
             + "<|im_start|>assistant\n"
         before = tokenizer.apply_chat_template(conversation, tools=LT.TOOLS, tokenize=False)
@@ -292,7 +293,7 @@ def test_tool_messages_history_rewriting_template(tokenizer):
     before = tokenizer.apply_chat_template(conversation, tokenize=False)
     after = tokenizer.apply_chat_template(conversation + [{"role": "tool", "content": "A"}], tokenize=False)
     assert not after.startswith(before)             # the template does rewrite the earlier turn
-    text = LT.tool_messages(tokenizer, conversation, ["A", "B"])
+    text = TURNS.tool_messages(tokenizer, conversation, ["A", "B"], LT.TOOLS)
     assert text == "<tool_response>\nA\n</tool_response>\n<tool_response>\nB\n</tool_response>\n<|im_start|>assistant\n"
 
 
@@ -317,7 +318,7 @@ def test_a_scripted_agent_ends_with_an_accepted_file(env, task, tokenizer):
         seen.append(outputs[-1])
         messages.append({"role": "assistant", "content": text})
         prompt = tokenizer.apply_chat_template(messages, tools=LT.TOOLS, tokenize=False)
-        prompt += LT.tool_messages(tokenizer, messages, outputs)
+        prompt += TURNS.tool_messages(tokenizer, messages, outputs, LT.TOOLS)
         messages += [{"role": "tool", "content": o} for o in outputs]
         assert prompt == tokenizer.apply_chat_template(messages, tools=LT.TOOLS, tokenize=False,
                                                        add_generation_prompt=True)

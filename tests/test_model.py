@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fdlean import lm as M
-from fdlean import sampling
+from fdlean import lm, prompting, sampling
 from lean_env import Task
 
 torch.set_num_threads(1)
@@ -25,7 +24,7 @@ HINT = "Hint:\n1. Do build the pair ⟨_, _⟩."
 
 @pytest.fixture(scope="module")
 def policy(tiny_prover):
-    return M.load(tiny_prover, device="cpu")
+    return lm.load(tiny_prover, device="cpu")
 
 
 def full_logprobs(net, prompt, attempt):
@@ -38,19 +37,19 @@ def full_logprobs(net, prompt, attempt):
 def test_prompts_end_where_the_proof_starts(policy):
     tok = policy.tokenizer
     for task in TASKS:
-        student, teacher = M.render_prompt(tok, task), M.render_prompt(tok, task, HINT)
+        student, teacher = prompting.render(tok, task), prompting.render(tok, task, HINT)
         assert student.endswith(":=") and teacher.endswith(":=") and HINT in teacher
         assert "mini_test" not in student  # the name carries no information: normalised
         attempt = tok(" " + task.solution, add_special_tokens=False)["input_ids"]
-        for text, ids in ((student, M.encode_prompt(tok, task)), (teacher, M.encode_prompt(tok, task, HINT))):
+        for text, ids in ((student, prompting.encode(tok, task)), (teacher, prompting.encode(tok, task, HINT))):
             whole = tok(text + " " + task.solution, add_special_tokens=False)["input_ids"]
             assert whole == ids + attempt  # the attempt's ids are the same after either prompt
         assert tok.decode(attempt).replace(" ", "") == task.solution.replace(" ", "")
-        assert tok.unk_token_id not in M.encode_prompt(tok, task, HINT)
+        assert tok.unk_token_id not in prompting.encode(tok, task, HINT)
 
 
 def test_sample_returns_exact_ids_and_text(policy):
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in TASKS] + [M.encode_prompt(policy.tokenizer, TASKS[0], HINT)]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in TASKS] + [prompting.encode(policy.tokenizer, TASKS[0], HINT)]
     samples = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
     assert len(samples) == len(prompts)
     eos = policy.tokenizer.eos_token_id
@@ -59,7 +58,7 @@ def test_sample_returns_exact_ids_and_text(policy):
         assert s.truncated == (s.ids[-1] != eos)
         body = s.ids if s.truncated else s.ids[:-1]
         assert s.text == policy.tokenizer.decode(body, skip_special_tokens=True)
-        assert M.proof_text(s) == s.text.strip()
+        assert prompting.proof_text(s) == s.text.strip()
     again = sampling.sample(policy, prompts, max_new_tokens=12, temperature=1.0, generator=0)
     assert [s.ids for s in again] == [s.ids for s in samples]  # a seed fixes the samples
     tiny_p = sampling.sample(policy, prompts, max_new_tokens=12, top_p=1e-6, generator=1)
@@ -71,11 +70,11 @@ def test_sample_returns_exact_ids_and_text(policy):
 def test_own_sampler_matches_hf_generate(policy, temperature):
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_sample", os.path.join(
-        os.path.dirname(os.path.dirname(M.__file__)), "bench", "bench_sample.py"))
+        os.path.dirname(os.path.dirname(lm.__file__)), "bench", "bench_sample.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     # prompts of different lengths: left padding, position ids and the mask must be right
-    prompts = [M.encode_prompt(policy.tokenizer, t, fb) for t in TASKS for fb in (None, HINT)]
+    prompts = [prompting.encode(policy.tokenizer, t, fb) for t in TASKS for fb in (None, HINT)]
     torch.manual_seed(3)
     ours = [s.ids for s in sampling.sample(policy, prompts, max_new_tokens=10, temperature=temperature)]
     torch.manual_seed(3)
@@ -88,7 +87,7 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
     """sampling.sample (KV cache, grouped prefill, repeated prompts prefilled once, finished rows
     dropped) against sampling.sample_plain (the whole sequences again at every step): the same ids."""
     from mini import tasks
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:12]]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:12]]
     prompts += prompts[:4]  # repeated prompts, as in a GRPO group
     fast = sampling.sample(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p, generator=7)
     plain = sampling.sample_plain(policy, prompts, max_new_tokens=12, temperature=temperature, top_p=top_p,
@@ -103,7 +102,7 @@ def test_one_generator_per_row_makes_a_rows_draws_its_own(policy):
     """A list of generators (the trainers: one per statement): a row samples the same tokens whatever the other
     rows of its batch, so data-parallel processes draw what one process draws; fast and plain samplers agree."""
     from mini import tasks
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:10]]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:10]]
     gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]
     whole = sampling.sample(policy, prompts, max_new_tokens=12, generator=gens(range(10)))
     halves = (sampling.sample(policy, prompts[:4], max_new_tokens=12, generator=gens(range(4)))
@@ -118,7 +117,7 @@ def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
     """The fast path (prompts prefilled in groups of similar length, caches padded and merged)
     against one left-padded forward: same next-token logits, same cache, same samples."""
     from mini import tasks
-    prompts = [M.encode_prompt(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:40]]
+    prompts = [prompting.encode(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:40]]
     lengths = [len(p) for p in prompts]
     assert max(lengths) - min(lengths) > 8        # varied enough for the grouped path
     T = max(lengths)
@@ -142,10 +141,10 @@ def test_grouped_prefill_equals_one_forward(policy, monkeypatch):
 
 def test_token_logprobs_equal_a_plain_forward(policy):
     tok = policy.tokenizer
-    prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[1], HINT)]
+    prompts = [prompting.encode(tok, TASKS[0]), prompting.encode(tok, TASKS[1], HINT)]
     attempts = [tok(" ⟨h1.2, h1.1⟩", add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
                 tok(" Or.inr h1", add_special_tokens=False)["input_ids"]]
-    logprobs, entropies = M.token_logprobs(policy.model, prompts, attempts, chunk_size=3)
+    logprobs, entropies = lm.token_logprobs(policy.model, prompts, attempts, chunk_size=3)
     assert logprobs.shape == (2, max(map(len, attempts)))
     for b in range(2):
         ref_lp, ref_ent = full_logprobs(policy.model, prompts[b], attempts[b])
@@ -154,46 +153,46 @@ def test_token_logprobs_equal_a_plain_forward(policy):
         torch.testing.assert_close(entropies[b, :n], ref_ent, atol=1e-5, rtol=1e-5)
         assert (logprobs[b, n:] == 0).all()
     logprobs.sum().backward()  # gradients flow (GRPO's ratio needs them)
-    assert M.lm_head_weight(policy.model).grad is not None
+    assert lm.head_weight(policy.model).grad is not None
     policy.model.zero_grad(set_to_none=True)
 
 
 def test_hidden_times_lm_head_is_the_logits(policy):
-    ids = torch.tensor([M.encode_prompt(policy.tokenizer, TASKS[2])])
-    hidden = M.forward_hidden(policy.model, ids)
-    weight = M.lm_head_weight(policy.model)
+    ids = torch.tensor([prompting.encode(policy.tokenizer, TASKS[2])])
+    hidden = lm.forward_hidden(policy.model, ids)
+    weight = lm.head_weight(policy.model)
     assert weight.shape == (len(policy.tokenizer), hidden.shape[-1])
     torch.testing.assert_close(hidden @ weight.T, policy.model(ids).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_save_load_round_trip(policy, tmp_path):
-    M.save(policy, str(tmp_path))
+    lm.save(policy, str(tmp_path))
     assert (tmp_path / "model.safetensors").exists() and (tmp_path / "tokenizer.json").exists()
-    again = M.load(str(tmp_path), device="cpu")
-    ids = torch.tensor([M.encode_prompt(policy.tokenizer, TASKS[0], HINT)])
+    again = lm.load(str(tmp_path), device="cpu")
+    ids = torch.tensor([prompting.encode(policy.tokenizer, TASKS[0], HINT)])
     assert torch.equal(policy.model(ids).logits, again.model(ids).logits)
     assert again.tokenizer.get_vocab() == policy.tokenizer.get_vocab()
-    assert M.render_prompt(again.tokenizer, TASKS[0], HINT) == M.render_prompt(policy.tokenizer, TASKS[0], HINT)
+    assert prompting.render(again.tokenizer, TASKS[0], HINT) == prompting.render(policy.tokenizer, TASKS[0], HINT)
 
 
 def test_proof_text_strips_fences_and_restated_theorems():
-    assert M.proof_text("```lean\ntheorem x (p : Prop) (h : p) : p := h\n```") == "h"
-    assert M.proof_text(" ⟨h1.2 , h1.1⟩ ") == "⟨h1.2 , h1.1⟩"
+    assert prompting.proof_text("```lean\ntheorem x (p : Prop) (h : p) : p := h\n```") == "h"
+    assert prompting.proof_text(" ⟨h1.2 , h1.1⟩ ") == "⟨h1.2 , h1.1⟩"
 
 
 # ----------------------------------------------------------------------------- a real HF (Qwen2) model
 
 def test_hf_path_with_chat_template(qwen_dir):
-    policy = M.load(qwen_dir, device="cpu")
+    policy = lm.load(qwen_dir, device="cpu")
     tok = policy.tokenizer
-    student, teacher = M.render_prompt(tok, TASKS[0]), M.render_prompt(tok, TASKS[0], HINT)
+    student, teacher = prompting.render(tok, TASKS[0]), prompting.render(tok, TASKS[0], HINT)
     assert student.startswith("<|im_start|>user\n") and student.endswith("<|im_start|>assistant\n")
     assert TASKS[0].statement in student and HINT in teacher and HINT not in student
-    prompts = [M.encode_prompt(tok, TASKS[0]), M.encode_prompt(tok, TASKS[0], HINT)]
+    prompts = [prompting.encode(tok, TASKS[0]), prompting.encode(tok, TASKS[0], HINT)]
     assert prompts[0][-3:] == tok("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"][-3:]
     samples = sampling.sample(policy, prompts, max_new_tokens=6, temperature=1.0, generator=0)
     assert all(1 <= len(s.ids) <= 6 for s in samples)
-    logprobs, entropies = M.token_logprobs(policy.model, prompts, [s.ids for s in samples])
+    logprobs, entropies = lm.token_logprobs(policy.model, prompts, [s.ids for s in samples])
     for b, s in enumerate(samples):
         ref, _ = full_logprobs(policy.model, prompts[b], s.ids)
         torch.testing.assert_close(logprobs[b, : len(s.ids)], ref, atol=1e-5, rtol=1e-5)
@@ -218,9 +217,9 @@ def test_names_that_are_no_model_fail_fast_and_clearly(tiny_prover, tmp_path, mo
     for name, says in [("nonexistent_dir", "no such folder"), ("./nope", "no such folder"), ("a/b/c", "no such folder"),
                        ("runs/fd", "no such folder"),  # 'runs' is a folder here: a path, not a hub id
                        (str(run), f"a run folder's model is {run / 'final'}"), (str(tmp_path), "no HF-format model")]:
-        with pytest.raises(M.ModelNotFound, match=says):
-            M.check_name(name)
-        with pytest.raises(M.ModelNotFound, match=says):
-            M.load(name)
+        with pytest.raises(lm.ModelNotFound, match=says):
+            lm.check_name(name)
+        with pytest.raises(lm.ModelNotFound, match=says):
+            lm.load(name)
     for name in ("small-prover", tiny_prover, "Qwen/Qwen3-8B"):  # the preset, a folder, a hub id: no error yet
-        M.check_name(name)
+        lm.check_name(name)

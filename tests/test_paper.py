@@ -35,9 +35,9 @@ def test_a_subset_of_methods_over_multi_turn_attempts(tmp_path, monkeypatch):
     assert sorted(r["name"] for r in runs) == ["control_s0", "control_s1", "fd_s0", "fd_s1"]
     assert all(r["args"][r["args"].index("--turns") + 1] == "3" for r in runs)
     assert paper.chosen(paper.Config(methods=("fd_grpo",))) == ["fd", "fd_grpo"]
-    sets = {"mini": paper.evaluate.load_tasks("mini:test", 4), "textbook": paper.evaluate.load_tasks("mini:test", 2),
+    sets = {"mini": paper.tasks.load("mini:test", limit=4), "textbook": paper.tasks.load("mini:test", limit=2),
             "probes": [t for t, _ in probes.load()][:8]}
-    monkeypatch.setattr(paper.evaluate, "load_tasks", lambda spec, limit=0: sets[
+    monkeypatch.setattr(paper.tasks, "load", lambda spec, limit=0: sets[
         {v: k for k, v in paper.SETS.items()}[spec]])
     fake_tree(tmp_path, cfg, sets, lambda m, s: {"fd": 0.5, "control": 0.25}.get(m, 0.125), methods=paper.chosen(cfg))
     res = paper.collect(cfg)
@@ -77,9 +77,9 @@ def fake_tree(out, cfg, sets, quality, methods=paper.METHODS):
 
 def test_results_from_a_tree(tmp_path, monkeypatch):
     cfg = paper.Config(out=str(tmp_path), seeds=3, eval_n=8, eval_limit=4)
-    sets = {"mini": paper.evaluate.load_tasks("mini:test", 4), "textbook": paper.evaluate.load_tasks("mini:test", 2),
+    sets = {"mini": paper.tasks.load("mini:test", limit=4), "textbook": paper.tasks.load("mini:test", limit=2),
             "probes": [t for t, _ in probes.load()][:8]}
-    monkeypatch.setattr(paper.evaluate, "load_tasks", lambda spec, limit=0: sets[
+    monkeypatch.setattr(paper.tasks, "load", lambda spec, limit=0: sets[
         {v: k for k, v in paper.SETS.items()}[spec]])
     quality = {"fd": [0.5, 0.625, 0.5], "control": [0.25, 0.25, 0.375], "fd_grpo": [0.75] * 3}
     fake_tree(tmp_path, cfg, sets, lambda m, s: quality.get(m, [0.25, 0.25, 0.25])[s])

@@ -152,5 +152,5 @@ def test_load_needs_the_metadata(tmp_path):
 
 
 def test_settings_have_help():
-    helps = cli.field_help(probes.Settings)
+    helps = cli.field_help(probes.Config)
     assert all(helps.get(name) for name in ("out", "seed"))

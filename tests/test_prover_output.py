@@ -1,11 +1,11 @@
-"""Real provers' outputs and prompts (model.proof_text, model.STYLES, the thinking switch), and the paper's
-per-step counts (evaluate.epistemic_words). The outputs below are written in the shapes these provers produce."""
+"""Real provers' outputs and prompts (prompting.proof_text, prompting.STYLES, the thinking switch), and the paper's
+per-step counts (measure.epistemic_words). The outputs below are written in the shapes these provers produce."""
 import copy
 
 import pytest
 
 import lean_env
-from fdlean import lm as model
+from fdlean import lm, measure, prompting
 from fdlean import screen as lean_screen
 from lean_env import Task
 
@@ -18,11 +18,11 @@ BINDERS = Task("amc_demo", "theorem amc_demo (x : ℝ) (h₀ : 2 * x = 4) : x = 
 def test_qwen3_thinking_draft_is_not_the_answer():
     text = ("<think>\nMaybe ```lean\nby simp\n``` works? No, wait.\n</think>\n\n"
             "The proof:\n```lean\nby norm_num [abs_of_nonneg]\n```")
-    assert model.proof_text(text, MINIF2F) == "by norm_num [abs_of_nonneg]"
+    assert prompting.proof_text(text, MINIF2F) == "by norm_num [abs_of_nonneg]"
 
 
 def test_an_attempt_still_thinking_has_no_answer():
-    assert model.proof_text("<think>\nLet me try ```lean\nby simp\n``` and", MINIF2F) == ""
+    assert prompting.proof_text("<think>\nLet me try ```lean\nby simp\n``` and", MINIF2F) == ""
     assert lean_screen.screen(MINIF2F, "")[0] == "reject"
 
 
@@ -33,70 +33,70 @@ def test_a_whole_file_gives_the_proof_after_the_matching_statement():
             "/-- What is the positive difference ... Show that it is 10.-/\n"
             "theorem mathd_algebra_10 : abs ((120 : ℝ) / 100 * 30 - 130 / 100 * 20) = 10 := by\n"
             "  -- compute both sides\n  norm_num [abs_of_nonneg]\n```\n")
-    assert model.proof_text(text, MINIF2F) == "by\n  norm_num [abs_of_nonneg]"
+    assert prompting.proof_text(text, MINIF2F) == "by\n  norm_num [abs_of_nonneg]"
 
 
 def test_a_restatement_with_other_spacing_or_name_is_the_same_statement():
     text = "```lean4\nlemma my_name (x : ℝ)\n    (h₀ : 2 * x = 4) :\n  x = 2 := by linarith\n```"
-    assert model.proof_text(text, BINDERS) == "by linarith"
+    assert prompting.proof_text(text, BINDERS) == "by linarith"
 
 
 def test_a_different_statement_is_refused_with_a_clear_reason():
     text = "```lean4\ntheorem amc_demo (x : ℝ) (h₀ : 2 * x = 4) : x ≤ 2 := by linarith\n```"
-    proof = model.proof_text(text, BINDERS)
+    proof = prompting.proof_text(text, BINDERS)
     kind, why = lean_screen.screen(BINDERS, proof)
     assert kind == "reject" and "different statement" in why
 
 
 def test_completion_style_gives_the_proof_before_the_closing_fence():
     """DeepSeek-Prover-V1.5: the prompt opened the code block and ends at `:=`; the model closes it."""
-    assert model.proof_text(" by\n  norm_num [abs_of_nonneg]\n```\n\nThe proof is complete.", MINIF2F) == \
+    assert prompting.proof_text(" by\n  norm_num [abs_of_nonneg]\n```\n\nThe proof is complete.", MINIF2F) == \
         "by\n  norm_num [abs_of_nonneg]"
 
 
 def test_a_small_provers_term_is_unchanged():
     for proof in ["⟨h2.1, h1.1⟩", "fun h => Or.inr (and_comm.mp h)", "h.elim (fun a => a) id"]:
-        assert model.proof_text(proof, BINDERS) == proof
+        assert prompting.proof_text(proof, BINDERS) == proof
 
 
 # ---- prompt styles ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def chat_tok(qwen_dir):
-    return model.load_tokenizer(qwen_dir)
+    return lm.load_tokenizer(qwen_dir)
 
 
 def test_styles_by_name(chat_tok, tiny_prover):
-    plain = model.load_tokenizer(tiny_prover)
-    assert model.detect_style("AI-MO/Kimina-Prover-Distill-8B", chat_tok) == "kimina"
-    assert model.detect_style("deepseek-ai/DeepSeek-Prover-V2-7B", chat_tok) == "deepseek"
-    assert model.detect_style("deepseek-ai/DeepSeek-Prover-V1.5-RL", chat_tok) == "completion"
-    assert model.detect_style("Qwen/Qwen3-8B", chat_tok) == "chat"
-    assert model.detect_style("runs/fd/final", plain) == "plain"
+    plain = lm.load_tokenizer(tiny_prover)
+    assert prompting.detect_style("AI-MO/Kimina-Prover-Distill-8B", chat_tok) == "kimina"
+    assert prompting.detect_style("deepseek-ai/DeepSeek-Prover-V2-7B", chat_tok) == "deepseek"
+    assert prompting.detect_style("deepseek-ai/DeepSeek-Prover-V1.5-RL", chat_tok) == "completion"
+    assert prompting.detect_style("Qwen/Qwen3-8B", chat_tok) == "chat"
+    assert prompting.detect_style("runs/fd/final", plain) == "plain"
 
 
 def test_each_style_renders_its_prompt_and_the_feedback(chat_tok):
     tok = copy.deepcopy(chat_tok)
-    model.set_prompting(tok, "kimina")
-    kimina = model.render_prompt(tok, MINIF2F, "Hint:\n1. Do compute.")
+    prompting.set_prompting(tok, "kimina")
+    kimina = prompting.render(tok, MINIF2F, "Hint:\n1. Do compute.")
     assert kimina.startswith("<|im_start|>system\n") and "# Problem:What is the positive" in kimina
     assert "# Formal statement:\n```lean4\nimport Mathlib" in kimina and ":= by\n```" in kimina
     assert "Hint:\n1. Do compute." in kimina and kimina.endswith("<|im_start|>assistant\n")
-    model.set_prompting(tok, "deepseek")
-    deepseek = model.render_prompt(tok, MINIF2F)
+    prompting.set_prompting(tok, "deepseek")
+    deepseek = prompting.render(tok, MINIF2F)
     assert "Complete the following Lean 4 code" in deepseek and ":= by\n  sorry\n```" in deepseek
     assert "proof plan" in deepseek
-    model.set_prompting(tok, "completion")
-    completion = model.render_prompt(tok, MINIF2F, "Hint:\n1. Do compute.")
+    prompting.set_prompting(tok, "completion")
+    completion = prompting.render(tok, MINIF2F, "Hint:\n1. Do compute.")
     assert completion.endswith(MINIF2F.statement) and "```lean4\nimport Mathlib" in completion
     assert "/- Hint:\n1. Do compute. -/" in completion and "<|im_start|>" not in completion
 
 
 def test_a_chat_style_needs_a_chat_template(tiny_prover):
-    tok = model.load_tokenizer(tiny_prover)
-    with pytest.raises(model.PromptError, match="chat template"):
-        model.set_prompting(tok, "kimina")
-    with pytest.raises(model.PromptError, match="must be auto or one of"):
-        model.set_prompting(tok, "llama")
+    tok = lm.load_tokenizer(tiny_prover)
+    with pytest.raises(prompting.PromptError, match="chat template"):
+        prompting.set_prompting(tok, "kimina")
+    with pytest.raises(prompting.PromptError, match="must be auto or one of"):
+        prompting.set_prompting(tok, "llama")
 
 
 def test_the_thinking_switch_reaches_every_chat_prompt(chat_tok):
@@ -105,23 +105,22 @@ def test_the_thinking_switch_reaches_every_chat_prompt(chat_tok):
         "<|im_start|>assistant\n{% endif %}",
         "<|im_start|>assistant\n{% if enable_thinking is defined and enable_thinking is false %}"
         "<think>\n\n</think>\n\n{% endif %}{% endif %}")
-    model.set_prompting(tok, "chat", thinking=False)
-    assert model.render_prompt(tok, BINDERS).endswith("<think>\n\n</think>\n\n")
-    assert model.chat_template(tok, [{"role": "user", "content": "x"}]).endswith("</think>\n\n")
-    model.set_prompting(tok, "chat", thinking=True)
-    assert "<think>" not in model.render_prompt(tok, BINDERS)
+    prompting.set_prompting(tok, "chat", thinking=False)
+    assert prompting.render(tok, BINDERS).endswith("<think>\n\n</think>\n\n")
+    assert prompting.chat_template(tok, [{"role": "user", "content": "x"}]).endswith("</think>\n\n")
+    prompting.set_prompting(tok, "chat", thinking=True)
+    assert "<think>" not in prompting.render(tok, BINDERS)
 
 
 def test_load_sets_the_style_on_the_shared_tokenizer(qwen_dir):
-    policy = model.load(qwen_dir, device="cpu", prompt="deepseek", thinking=False)
-    assert model.prompting(policy.tokenizer) == model.Prompting("deepseek", False)
-    assert "Complete the following Lean 4 code" in model.render_prompt(policy.tokenizer, BINDERS)
+    policy = lm.load(qwen_dir, device="cpu", prompt="deepseek", thinking=False)
+    assert prompting.style_of(policy.tokenizer) == prompting.Prompting("deepseek", False)
+    assert "Complete the following Lean 4 code" in prompting.render(policy.tokenizer, BINDERS)
 
 
-# ---- the paper's per-step metrics (the lemma count is evaluate.identifiers, tested in test_evaluate.py) --------
+# ---- the paper's per-step metrics (the lemma count is measure.identifiers, tested in test_evaluate.py) --------
 def test_epistemic_words_are_counted_as_words():
-    import evaluate
-    assert evaluate.epistemic_words("Wait, maybe simp works. Let me CHECK. Checking; seemsly") == 3
+    assert measure.epistemic_words("Wait, maybe simp works. Let me CHECK. Checking; seemsly") == 3
 
 
 def test_statements_skip_long_prompts_and_count_them_the_same_after_a_resume():
@@ -141,7 +140,7 @@ def test_mini_world_lean_still_judges_extracted_proofs():
     """The extraction feeds the real checker: a fenced, restated mini proof is accepted, a changed one refused."""
     task = Task("mini_x", "theorem mini_x (p q : Prop) (h : And p q) : And q p :=")
     env = lean_env.load("mini")
-    good = model.proof_text("```lean\ntheorem mini_x (p q : Prop) (h : And p q) : And q p := ⟨h.2, h.1⟩\n```", task)
-    bad = model.proof_text("```lean\ntheorem mini_x (p q : Prop) (h : And p q) : And p p := ⟨h.1, h.1⟩\n```", task)
+    good = prompting.proof_text("```lean\ntheorem mini_x (p q : Prop) (h : And p q) : And q p := ⟨h.2, h.1⟩\n```", task)
+    bad = prompting.proof_text("```lean\ntheorem mini_x (p q : Prop) (h : And p q) : And p p := ⟨h.1, h.1⟩\n```", task)
     ok, refused = env.check_many([(task, good), (task, bad)])
     assert ok.ok and not refused.ok and refused.status == "rejected"

@@ -10,8 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 import feedback
-from fdlean import lm as M
-from fdlean import sampling
+from fdlean import lm, prompting, sampling
 from lean_env import Task
 from mini import tasks
 from small_prover import sft
@@ -42,7 +41,7 @@ def test_corrupt_changes_one_name_into_a_plausible_mistake():
 
 
 def test_examples_use_feedback_py_framing_and_the_mix():
-    s = sft.Settings(**{**MICRO, "n_tasks": 400, "plain": 0.2, "solution": 0.2, "prefix": 0.2, "tutor": 0.4})
+    s = sft.Config(**{**MICRO, "n_tasks": 400, "plain": 0.2, "solution": 0.2, "prefix": 0.2, "tutor": 0.4})
     examples = sft.mini_examples(s)
     assert len(examples) == 400 and all(proof == t.solution for t, _, proof in examples)
     kinds = [None if fb is None else fb.split(":")[0] for _, fb, _ in examples]
@@ -52,32 +51,32 @@ def test_examples_use_feedback_py_framing_and_the_mix():
             assert fb == feedback.frame("solution", task.solution)
         elif fb:
             assert fb.startswith("Hint:\n1. Do ")
-    tok = sft.train_tokenizer([M.render_prompt(sft.SimpleNamespace(chat_template=None, bos_token=""), t, fb)
+    tok = sft.train_tokenizer([prompting.render(sft.SimpleNamespace(chat_template=None, bos_token=""), t, fb)
                                + " " + y for t, fb, y in examples])
     encoded = sft.encode(tok, examples, 320)
     for (task, fb, _), (ids, n_prompt, has_fb) in zip(examples, encoded):
-        assert ids[:n_prompt] == M.encode_prompt(tok, task, fb)  # training prompts are FD's prompts
+        assert ids[:n_prompt] == prompting.encode(tok, task, fb)  # training prompts are FD's prompts
         assert ids[-1] == tok.eos_token_id and has_fb == (fb is not None)
 
 
 def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    sft.train(sft.Settings(out=a, **MICRO))
-    sft.train(sft.Settings(out=b, **MICRO))
+    sft.train(sft.Config(out=a, **MICRO))
+    sft.train(sft.Config(out=b, **MICRO))
     wa, wb = load_file(os.path.join(a, "model.safetensors")), load_file(os.path.join(b, "model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     log = json.load(open(os.path.join(a, "sft.json")))["log"]
     assert len(log) == MICRO["steps"]
     # the preset: built once into $FD_LEAN_CACHE/small-prover-<recipe hash>, then reused
     monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path / "cache"))
-    s = sft.Settings(**MICRO)
+    s = sft.Config(**MICRO)
     path = sft.build_small_prover(settings=s)
     assert path == str(tmp_path / "cache" / f"small-prover-{sft.recipe_hash(s)}")
     stamp = os.path.getmtime(os.path.join(path, "model.safetensors"))
     assert sft.build_small_prover(settings=s) == path
     assert os.path.getmtime(os.path.join(path, "model.safetensors")) == stamp
-    assert sft.recipe_hash(sft.Settings(**{**MICRO, "seed": 1})) != sft.recipe_hash(s)
-    assert sft.recipe_hash(sft.Settings(**{**MICRO, "threads": 2, "rebuild": True})) == sft.recipe_hash(s)
+    assert sft.recipe_hash(sft.Config(**{**MICRO, "seed": 1})) != sft.recipe_hash(s)
+    assert sft.recipe_hash(sft.Config(**{**MICRO, "threads": 2, "rebuild": True})) == sft.recipe_hash(s)
 
 
 def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
@@ -90,9 +89,9 @@ def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
                               "--batch-size", "8", "--lr", "3e-3", "--warmup", "1", "--threads", "1"]))
     log = json.load(open(os.path.join(out, "sft.json")))["log"]
     assert log[-1]["loss"] < 0.5 * log[0]["loss"]
-    policy = M.load(out, device="cpu")
+    policy = lm.load(out, device="cpu")
     task = Task("t", rows[0]["statement"])
-    [s] = sampling.sample(policy, [M.encode_prompt(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
+    [s] = sampling.sample(policy, [prompting.encode(policy.tokenizer, task)], max_new_tokens=10, temperature=0)
     assert s.text.replace(" ", "") == "⟨h2,h1⟩" and not s.truncated
 
 
@@ -104,17 +103,17 @@ def test_stale_leftovers_of_killed_builds_are_removed(tmp_path, monkeypatch):
     dead = int(dead.stdout)  # a process that has exited: its build folder is a leftover
     for name in (f"small-prover-abc.tmp{dead}", f"small-prover-abc.old{dead}", f"small-prover-abc.tmp{os.getpid()}"):
         os.makedirs(tmp_path / name / "sub")
-    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Settings(**MICRO))}"
+    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Config(**MICRO))}"
     published.mkdir()
     (published / "config.json").write_text("{}")
-    assert sft.build_small_prover(settings=sft.Settings(**MICRO), build=None) == str(published)  # no build
+    assert sft.build_small_prover(settings=sft.Config(**MICRO), build=None) == str(published)  # no build
     assert sorted(os.listdir(tmp_path)) == sorted([published.name, f"small-prover-abc.tmp{os.getpid()}"])
 
 
 def test_two_builders_at_once_build_once_and_share_the_model(tmp_path, monkeypatch, capsys):
     import threading
     monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
-    s, started, builds, paths = sft.Settings(**MICRO), threading.Event(), [], []
+    s, started, builds, paths = sft.Config(**MICRO), threading.Event(), [], []
 
     def build(settings):  # the real recipe, at MICRO size; counts its runs
         builds.append(settings.out)
@@ -141,7 +140,7 @@ def test_two_builders_at_once_build_once_and_share_the_model(tmp_path, monkeypat
 def test_a_failed_build_leaves_nothing_and_the_next_call_builds(tmp_path, monkeypatch):
     import pytest
     monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
-    s = sft.Settings(**MICRO)
+    s = sft.Config(**MICRO)
 
     def broken(settings):
         os.makedirs(settings.out)
@@ -157,11 +156,11 @@ def test_a_failed_build_leaves_nothing_and_the_next_call_builds(tmp_path, monkey
 def test_the_preset_resolves_to_the_cached_build(tiny_prover, tmp_path, monkeypatch):
     import shutil
     monkeypatch.setenv("FD_LEAN_CACHE", str(tmp_path))
-    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Settings())}"
+    published = tmp_path / f"small-prover-{sft.recipe_hash(sft.Config())}"
     shutil.copytree(tiny_prover, published)  # as if the full recipe had been built: no 6-minute build here
     assert sft.resolve_model("small-prover") == str(published)
     assert sft.resolve_model("runs/fd/final") == "runs/fd/final"  # any other name as it is
-    policy = M.load(sft.resolve_model("small-prover"), device="cpu")
+    policy = lm.load(sft.resolve_model("small-prover"), device="cpu")
     assert policy.model.name_or_path == str(published)
 
 

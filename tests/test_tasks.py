@@ -78,7 +78,7 @@ def test_split_is_what_the_documented_command_writes(tmp_path, monkeypatch, caps
 
 def test_command_line_shows_training_tasks_and_refuses_bad_settings(capsys):
     tasks.main(["--show", "2", "--seed", "3", "--mix", "0", "0", "1", "--first-order", "1"])
-    want = tasks.load("mini", split="train", n=2, seed=3, cfg=tasks.Config(mix=(0, 0, 1), first_order=1))
+    want = tasks.load("mini", split="train", n=2, seed=3, cfg=tasks.Generation(mix=(0, 0, 1), first_order=1))
     assert capsys.readouterr().out == "".join(f"-- level 3\n{t.statement}\n  {t.solution}\n" for t in want)
     assert all("α" in t.statement for t in want)
     for argv, why in [(["--mix", "1", "2"], "three weights"), (["--mix", "1", "x", "1"], "--mix"),
@@ -170,9 +170,9 @@ def test_variety(train):
 
 def test_level_mix_follows_the_setting(train):
     counts = collections.Counter(t.level for t in train)
-    for lv, want in zip((1, 2, 3), tasks.Config().mix):
+    for lv, want in zip((1, 2, 3), tasks.Generation().mix):
         assert abs(counts[lv] / len(train) - want) < 0.04, counts
-    only3 = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Config(mix=(0, 0, 1)))
+    only3 = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Generation(mix=(0, 0, 1)))
     assert {t.level for t in only3} == {3}
     # harder levels have longer proofs
     mean_len = {lv: sum(len(t.solution) for t in train if t.level == lv) / counts[lv] for lv in (1, 2, 3)}

@@ -10,17 +10,16 @@ import torch
 
 import evaluate
 import fd
-import verifier
+import lean_env
 from fd_loss import fused_loss, reference_loss, teacher_topk
-from fdlean import lm as model
-from fdlean import sampling, turns
+from fdlean import lm, prompting, sampling, turns
 from mini import tasks
 from training import checkpoint
 
 
 @pytest.fixture(scope="module")
 def setting(tiny_prover):
-    policy, env = model.load(tiny_prover), verifier.load("mini")
+    policy, env = lm.load(tiny_prover), lean_env.load("mini")
     return policy, env, tasks.load("mini", split="test")[:12]
 
 
@@ -28,12 +27,12 @@ def test_one_turn_is_the_one_shot_attempt(setting):
     """N = 1: the same ids as sampling.sample with the same generator, and Lean's verdict on them."""
     policy, env, test = setting
     attempts = turns.rollout(policy, env, test, turns=1, max_new_tokens=16, generator=4)
-    samples = sampling.sample(policy, [model.encode_prompt(policy.tokenizer, t) for t in test], 16, generator=4)
+    samples = sampling.sample(policy, [prompting.encode(policy.tokenizer, t) for t in test], 16, generator=4)
     assert [a.ids for a in attempts] == [s.ids for s in samples]
     assert all(a.trained == [True] * len(a.ids) and a.turns == 1 for a in attempts)
-    verdicts = env.check_many([(t, model.proof_text(s)) for t, s in zip(test, samples)])
+    verdicts = env.check_many([(t, prompting.proof_text(s)) for t, s in zip(test, samples)])
     assert [a.result.ok for a in attempts] == [r.ok for r in verdicts]
-    assert [a.answer for a in attempts] == [model.proof_text(s) for s in samples]
+    assert [a.answer for a in attempts] == [prompting.proof_text(s) for s in samples]
 
 
 def test_a_multi_turn_attempt_reads_lean_and_stops_when_accepted(setting):
@@ -53,7 +52,7 @@ def test_a_multi_turn_attempt_reads_lean_and_stops_when_accepted(setting):
                 end += 1
             assert end > pos                                    # each turn sampled at least one id
             assert tok.decode(a.ids[pos:end], skip_special_tokens=True).strip() == a.candidates[k].strip() \
-                or model.proof_text(tok.decode(a.ids[pos:end], skip_special_tokens=True)) == a.candidates[k]
+                or prompting.proof_text(tok.decode(a.ids[pos:end], skip_special_tokens=True)) == a.candidates[k]
             if end == len(a.ids):
                 break
             tool = turns.tool_ids(tok, a.results[k])
@@ -108,16 +107,16 @@ def test_fd_loss_over_turns_equals_the_reference_on_masked_full_sequences(settin
             p.add_(0.05 * torch.randn_like(p))
     attempts = turns.rollout(policy, env, test, turns=3, max_new_tokens=12, generator=1)
     assert any(not all(a.trained) for a in attempts)
-    prompts = [model.encode_prompt(tok, t) for t in test]
-    teacher_prompts = [model.encode_prompt(tok, t, "Example of a correct solution: " + t.solution) for t in test]
+    prompts = [prompting.encode(tok, t) for t in test]
+    teacher_prompts = [prompting.encode(tok, t, "Example of a correct solution: " + t.solution) for t in test]
     ids = [a.ids for a in attempts]
     with torch.no_grad():
-        t_hidden, _, mask = model.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
+        t_hidden, _, mask = lm.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
         mask &= turns.trained_mask(attempts, mask)
-        top_ids, top_lp = teacher_topk(t_hidden, model.lm_head_weight(teacher), 5, 7, mask=mask)
-    s_hidden, _, _ = model.attempt_hidden(student, prompts, ids, tok.pad_token_id)
+        top_ids, top_lp = teacher_topk(t_hidden, lm.head_weight(teacher), 5, 7, mask=mask)
+    s_hidden, _, _ = lm.attempt_hidden(student, prompts, ids, tok.pad_token_id)
     s_hidden.retain_grad()
-    loss = fused_loss(s_hidden, model.lm_head_weight(student), top_ids, top_lp, mask, 7)
+    loss = fused_loss(s_hidden, lm.head_weight(student), top_ids, top_lp, mask, 7)
     loss.backward()
     # the reference: full sequences, full logits, the attempt positions picked and masked by hand
     L = max(len(x) for x in ids)
@@ -172,18 +171,18 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
     """sft_turns: own failed attempt, Lean's message as turns.tool_ids, then the reference, the loss on
     the reference only; a short run saves a model that loads."""
     from small_prover import sft_turns
-    s = sft_turns.Settings(model=tiny_prover, out=str(tmp_path / "m"), n_tasks=40, steps=2, batch_size=4, threads=1,
+    s = sft_turns.Config(model=tiny_prover, out=str(tmp_path / "m"), n_tasks=40, steps=2, batch_size=4, threads=1,
                            plain=0.2, revise=0.5, teacher=0.3, second=0.5)
-    policy, env = model.load(tiny_prover), verifier.load("mini")
+    policy, env = lm.load(tiny_prover), lean_env.load("mini")
     encoded, counts, repeats = sft_turns.examples(s, policy, env)
     assert counts["revise"] and counts["teacher"] and counts["plain"] and counts["two_wrong"]
     tok = policy.tokenizer
-    train = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    train = tasks.load("mini", split="train", n=40, seed=1, cfg=tasks.Generation(mix=(0.6, 0.3, 0.1)))
     samples, results = sft_turns.own_attempts(policy, env, train, s.seed)
     failed = [(t, x, r) for t, x, r in zip(train, samples, results) if not r.ok]
     layouts = {tuple(seq) for seq, _, _ in encoded}
     one_turn = [M + x.ids + turns.tool_ids(tok, r) + tok(" " + t.solution, add_special_tokens=False)["input_ids"]
-                + [tok.eos_token_id] for t, x, r in failed for M in [model.encode_prompt(tok, t)]]
+                + [tok.eos_token_id] for t, x, r in failed for M in [prompting.encode(tok, t)]]
     assert any(tuple(seq) in layouts for seq in one_turn)      # exactly the loop's layout
     for seq, n_context, _ in encoded:                          # the target is the reference and its end
         assert seq[-1] == tok.eos_token_id and 0 < n_context < len(seq)
@@ -196,14 +195,14 @@ def test_the_loops_warm_up_lays_attempts_out_as_the_loop_does(tiny_prover, tmp_p
         lean_said = tok(" /- error :", add_special_tokens=False)["input_ids"]
         assert context[at:at + len(lean_said)] == lean_said     # the last thing rejected, then Lean's message
     sft_turns.train(dataclasses.replace(s, unlikely=1.0))
-    assert model.load(str(tmp_path / "m")).model.config.vocab_size == len(tok)
+    assert lm.load(str(tmp_path / "m")).model.config.vocab_size == len(tok)
 
 
 def test_the_repeat_unlikelihood_is_minus_log_one_minus_the_candidates_probability(tiny_prover):
     """sft_turns.repeat_loss against the plain formula: p = the product of the next-token probabilities of the
     repeated candidate, one prefix at a time, and the loss -log(1 - p) averaged over the batch."""
     from small_prover import sft_turns
-    policy = model.load(tiny_prover)
+    policy = lm.load(tiny_prover)
     tok, net = policy.tokenizer, policy.model
     torch.manual_seed(0)
     repeats = [(torch.randint(3, len(tok), (L,)).tolist(), n) for L, n in ((9, 6), (5, 2), (12, 11))]
@@ -234,7 +233,7 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
     import json as json_lib
 
     from fdlean import tools as lean_tools
-    policy, env = model.load(qwen_dir), verifier.load("mini")
+    policy, env = lm.load(qwen_dir), lean_env.load("mini")
     tok = policy.tokenizer
     tok.chat_template = CHATML_TOOLS
     policy.model.config.max_position_embeddings = 1 << 20  # the scripted turns run no model: no context limit
@@ -254,8 +253,8 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
                                      [0.5] * (len(tok(text)["input_ids"]) + 1)) for _ in prompts]
 
     monkeypatch.setattr(turns.sampling, "sample", scripted)
-    prompt = turns.encode_prompt(tok, task, turns=6)
-    assert "lean_write_file" in tok.decode(prompt) and "lean_write_file" not in tok.decode(turns.encode_prompt(tok, task))
+    prompt = prompting.encode(tok, task, turns=6)
+    assert "lean_write_file" in tok.decode(prompt) and "lean_write_file" not in tok.decode(prompting.encode(tok, task))
     [a] = turns.rollout(policy, env, [task], turns=6, max_new_tokens=200, generator=0)
     assert a.turns == 4                                         # the fourth generation called no tool: done
     assert a.candidates == [wrong, task.solution] and [r.ok for r in a.results] == [False, True]
@@ -263,7 +262,7 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
     tools_text = tok.decode([i for i, own in zip(a.ids, a.trained) if not own])
     assert tools_text.count("<|im_start|>tool") == 5 and "error:" in tools_text and lean_tools.ACCEPTED in tools_text
     # one sequence: what the template renders for the whole conversation
-    talk = model.chat_messages(task, tools=lean_tools.TOOLS)
+    talk = prompting.chat_messages(task, tools=lean_tools.TOOLS)
     for k, text in enumerate(script):
         talk.append({"role": "assistant", "content": text})
         calls = lean_tools.parse_calls(text)
@@ -288,9 +287,9 @@ def test_the_warm_up_prefers_a_right_proof_of_the_models_own(tiny_prover, monkey
     import types
 
     from small_prover import sft_turns
-    policy, env = model.load(tiny_prover), verifier.load("mini")
+    policy, env = lm.load(tiny_prover), lean_env.load("mini")
     tok = policy.tokenizer
-    train = tasks.load("mini", split="train", n=6, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    train = tasks.load("mini", split="train", n=6, seed=1, cfg=tasks.Generation(mix=(0.6, 0.3, 0.1)))
     own_proof = "h2 h1" if train[0].solution != "h2 h1" else "h1 h2"   # a "right" proof other than the reference
 
     def fake_attempts(policy, env, task_list, seed, tries):
@@ -304,7 +303,7 @@ def test_the_warm_up_prefers_a_right_proof_of_the_models_own(tiny_prover, monkey
         return made, verdicts
 
     monkeypatch.setattr(sft_turns, "own_attempts", fake_attempts)
-    s = sft_turns.Settings(model=tiny_prover, n_tasks=6, tries=2, plain=0.0, revise=1.0, teacher=0.0, second=0.0)
+    s = sft_turns.Config(model=tiny_prover, n_tasks=6, tries=2, plain=0.0, revise=1.0, teacher=0.0, second=0.0)
     encoded, counts, repeats = sft_turns.examples(s, policy, env)
     target = tok(" " + own_proof, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert counts["own_target"] == 1 and encoded[0][0][-len(target):] == target
@@ -318,9 +317,9 @@ def test_fresh_targets_are_another_try_other_than_the_rejected_one(tiny_prover, 
     import types
 
     from small_prover import sft_turns
-    policy, env = model.load(tiny_prover), verifier.load("mini")
+    policy, env = lm.load(tiny_prover), lean_env.load("mini")
     tok = policy.tokenizer
-    train = tasks.load("mini", split="train", n=3, seed=1, cfg=tasks.Config(mix=(0.6, 0.3, 0.1)))
+    train = tasks.load("mini", split="train", n=3, seed=1, cfg=tasks.Generation(mix=(0.6, 0.3, 0.1)))
     tries = {0: ["h4", "h4", "h3", "h2"], 1: ["h4", "h4", "h4", "h4"], 2: ["h4", "h3", "h1", "h1"]}
 
     def fake_attempts(policy, env, task_list, seed, n):
@@ -333,7 +332,7 @@ def test_fresh_targets_are_another_try_other_than_the_rejected_one(tiny_prover, 
         return made, verdicts
 
     monkeypatch.setattr(sft_turns, "own_attempts", fake_attempts)
-    s = sft_turns.Settings(model=tiny_prover, n_tasks=3, tries=4, plain=0.0, revise=1.0, teacher=0.0, second=0.0,
+    s = sft_turns.Config(model=tiny_prover, n_tasks=3, tries=4, plain=0.0, revise=1.0, teacher=0.0, second=0.0,
                            fresh=True)
     encoded, counts, _ = sft_turns.examples(s, policy, env)
     ends = lambda text: tok(" " + text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]

@@ -267,7 +267,7 @@ class Run:
 
     def end_step(self, step: int, row: dict, show=("loss", "train_acc", "entropy"), lemmas=()):
         """After the optimizer step: the learning rate moves on, the step's line is written. `lemmas`: those in
-        the step's correct proofs (evaluate.identifiers), counted as distinct over the run (Figures 3-4)."""
+        the step's correct proofs (measure.identifiers), counted as distinct over the run (Figures 3-4)."""
         cfg = self.cfg
         lr = self.scheduler.get_last_lr()[0]  # the rate this step used
         self.scheduler.step()
