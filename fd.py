@@ -22,12 +22,11 @@ from dataclasses import dataclass
 import torch
 
 import feedback
-import lean_env
 from fd_loss import CHUNK_SIZE, TOPK, fused_full_kl, fused_loss, teacher_topk
-from fdlean import cli, intervals, lm, measure, parallel, prompting, turns
-from mini import tasks
-from small_prover import sft
-from training import checkpoint, shard
+from fdlean import cli, lm, parallel, prompting, turns
+from training import checkpoint
+from training.run import Run
+from training.step import Step
 
 
 @dataclass
@@ -110,93 +109,59 @@ def ema_update(teacher, student, alpha):
 # 2. One FD step
 # ----------------------------------------------------------------------------------------------
 def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generators, student=None) -> dict:
-    """One FD step on this process's statements x (all of them in one process; a share under torchrun:
-    parallel.py), the optimizer step included. `generators`: one per statement, for its attempt. `student`:
-    the net trained, policy.model unless it is sharded (--fsdp: policy.model is then the copy that samples).
-    Returns the figures of the metrics line, over every process's attempts."""
-    tok, clock = policy.tokenizer, checkpoint.Stopwatch()
-    student = student if student is not None else policy.model
-    # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to
-    #    `turns` candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
+    """One FD step on this process's statements x, the optimizer step included. `generators`: one per statement,
+    for its attempt. `student`: the net trained, policy.model unless sharded (--fsdp: policy.model then samples).
+    Returns the figures of the metrics line, over every process's attempts (micro-batches, sums over processes and
+    the optimizer step: training/step.py)."""
+    step, tok = Step(policy, student), policy.tokenizer
+    # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to `turns`
+    #    candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
     # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
     prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in batch]
     attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
-                             cfg.top_p, generators, clock)
-    # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the
-    #    whole attempt: Attempt.transcript), framed for the teacher's prompt by feedback.py.
+                             cfg.top_p, generators, step.clock)
+    # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the whole
+    #    attempt); the teacher's prompt is the student's with F(y) in it (prompting.py).
     failures = source.stats["failures"]
     texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
     teacher_prompts = [prompting.encode(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
-    clock.lap("feedback")
-    # 4-5 run on micro-batches of attempts (all at once by default). The step's loss is the mean over the
-    # attempt tokens of every process: a micro-batch's mean is weighted by its share of that count, so
-    # the gradients add up to the step's (tests: micro-batches and 2 processes equal one batch).
-    total = parallel.all_sum([sum(a.n_sampled for a in attempts)])[0]
-    sums = dict(loss=0.0, kl=0.0, entropy=0.0)
-    size = cfg.micro_batch or len(batch)
-    parts = [range(lo, min(lo + size, len(batch))) for lo in range(0, len(batch), size)]
-    own = len(parts)
-    for j, part in enumerate(shard.in_step(parts, student)):   # sharded: as many on every process
+    step.clock.lap("feedback")
+    for part in step.micro_batches(attempts, cfg.micro_batch):   # all at once by default
         ids = [attempts[i].ids for i in part]
         with lm.autocast(policy.device):
             # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
             with torch.no_grad():
-                t_hidden, _, mask = lm.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids,
-                                                         tok.pad_token_id)
-                mask &= turns.trained_mask([attempts[i] for i in part], mask)  # Lean's messages: never trained on
+                t_hidden, _, mask = lm.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids, tok.pad_token_id)
+                mask &= turns.trained_mask([attempts[i] for i in part], mask)   # Lean's messages: never trained on
                 if cfg.topk:
-                    top_ids, top_logprobs = teacher_topk(t_hidden, lm.head_weight(teacher), cfg.topk,
-                                                         cfg.chunk_size, mask=mask)
-            clock.lap("teacher")
+                    top_ids, top_logprobs = teacher_topk(t_hidden, lm.head_weight(teacher), cfg.topk, cfg.chunk_size,
+                                                         mask=mask)
+            step.clock.lap("teacher")
             # 5. The student pi_theta(. | x, y_<t) on the same tokens, in its own context (no feedback):
             #      L = mean over attempt tokens t of  - sum_{a in TopK_t} pi_mu(a | x, F(y), y_<t) log pi_theta(a | x, y_<t)
             #    computed chunk by chunk inside the lm head, so the (tokens x vocabulary) logits never exist:
             #    the same value and gradient as fd_loss.reference_loss on full logits (tests/test_fd_loss.py).
-            s_hidden, targets, _ = lm.attempt_hidden(student, [prompts[i] for i in part], ids, tok.pad_token_id)
-            weight = lm.head_weight(student)
+            s_hidden, targets, _ = lm.attempt_hidden(step.net, [prompts[i] for i in part], ids, tok.pad_token_id)
+            weight = lm.head_weight(step.net)
             if cfg.topk:
                 loss, kl = fused_loss(s_hidden, weight, top_ids, top_logprobs, mask, cfg.chunk_size,
                                       renorm=cfg.renorm, tail=cfg.tail, return_kl=True)
             else:
-                loss, kl = fused_full_kl(s_hidden, weight, t_hidden, lm.head_weight(teacher), mask,
-                                         cfg.chunk_size, return_kl=True)
-            entropy = lm.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)  # of its own attempt
-        n = mask.sum().item() if j < own else 0   # a repeated part only keeps the collectives in step
-        (loss * (n / total)).backward()
-        shard.release(teacher)
-        for key, value in (("loss", loss.item()), ("kl", float(kl)), ("entropy", entropy)):
-            sums[key] += value * n
-        clock.lap("student")
-    # 6. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    shard.sum_grads(student)
-    row = dict(zip(sums, (v / total for v in parallel.all_sum(sums.values()))))
-    grad_norm = checkpoint.update(optimizer, student, cfg.grad_clip, row["loss"])
-    if student is not policy.model:
-        shard.refresh(policy.model, student)   # the sampling copy takes the new weights
-    clock.lap("update")
-    return dict(
-        **row,
-        **parallel.means(  # each a mean over every process's attempts
-            train_acc=[a.result.ok for a in attempts],
-            attempt_len=[a.n_sampled for a in attempts],  # the policy's tokens, every turn
-            truncated=[a.truncated for a in attempts],
-            turns=[a.turns for a in attempts],
-            first_turn_acc=[a.results[0].ok for a in attempts],
-            feedback_len=[len(t) - len(p) for t, p in zip(teacher_prompts, prompts)],
-            epistemic_words=[measure.epistemic_words(tok.decode(a.sampled_ids)) for a in attempts]),
-        feedback_failures=parallel.all_sum([source.stats["failures"] - failures])[0],
-        lemmas=set().union(*parallel.gather([measure.identifiers(t, a.answer)
-                                             for t, a in zip(batch, attempts) if a.result.ok])),
-        grad_norm=grad_norm,
-        **clock.times,
-    )
+                loss, kl = fused_full_kl(s_hidden, weight, t_hidden, lm.head_weight(teacher), mask, cfg.chunk_size,
+                                         return_kl=True)
+            entropy = lm.mean_entropy(s_hidden, weight, targets, mask, cfg.chunk_size)   # of its own attempt
+        step.backward(loss, mask, dict(kl=kl, entropy=entropy), free=teacher)
+    # 6. One optimizer step on the gradients of every process (none on a NaN or inf).
+    return {**step.update(optimizer, cfg.grad_clip),
+            **step.attempts_row(batch, attempts, tok, feedback_len=[len(t) - len(p) for t, p in
+                                                                    zip(teacher_prompts, prompts)]),
+            "feedback_failures": parallel.all_sum([source.stats["failures"] - failures])[0]}
 
 
 # ----------------------------------------------------------------------------------------------
 # 3. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those grpo.py shares
-    ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
+RULES = [  # checked before anything slow starts, with training.run.RULES: those grpo.py shares
     ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)"),
     ("alpha", lambda v: 0 <= v <= 1, "between 0 and 1"),
     ("ema_every", lambda v: v >= 1, "at least 1"),
@@ -206,107 +171,40 @@ RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.
 
 
 def setup(cfg: Config):
-    """Everything the user named, checked and loaded before the first step: the settings, the run
-    folder, the task files, the verifier, the feedback source, the model (last: the slow one). A
-    user's mistake is one line and exit status 2 (cli.fail); anything else keeps its traceback."""
-    cli.check(cfg, RULES, "fd.py")
-    parallel.init()   # under torchrun: this process's share of every step (parallel.py)
-    if cfg.prompts < parallel.size():
-        cli.fail(f"fd.py: --prompts {cfg.prompts}: must be at least the number of processes ({parallel.size()})")
-    checkpoint.check_out(cfg, "fd.py")
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    with cli.user_errors(f"fd.py: --model {cfg.model}", lm.ModelNotFound):
-        lm.check_name(cfg.model)
-    with cli.user_errors(f"fd.py: --tasks {cfg.tasks}", OSError, ValueError):
-        next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
-    with cli.user_errors(f"fd.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
-        heldout = tasks.load(cfg.eval_tasks, limit=cfg.eval_limit)
-    with cli.user_errors(f"fd.py: --verifier {cfg.verifier}" + (f" --lean {cfg.lean}" if cfg.lean else ""),
-                         ValueError, lean_env.LeanNotFound):
-        env = lean_env.load(cfg.verifier, lean=cfg.lean)
-    self_fd = cfg.feedback.split(":")[0] == "self"  # Self-FD's critic is the model itself: loaded below
+    """Everything the user named, checked and loaded before the first step: the settings, the run folder, the
+    task sets and Lean (training.Run), the feedback source, then the model (the slow part). Self-FD's critic is
+    the starting model itself, frozen: it is made from the loaded model."""
+    run = Run(cfg, "fd.py", RULES)
     options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"),
                    prompt=cfg.feedback_prompt)
-    with cli.user_errors(f"fd.py: --feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
+    self_fd = cfg.feedback.split(":")[0] == "self"
+    with run.user_errors(f"--feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
-    # fp32 master weights for student and teacher, bf16 autocast on a GPU (lm.autocast)
-    with cli.user_errors(f"fd.py: --model {cfg.model} --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
-        policy = lm.load(sft.resolve_model(cfg.model), device=parallel.device(cfg.device) or None, dtype=torch.float32,
-                            prompt=cfg.prompt, thinking=cfg.thinking)
+    policy = run.load_policy()
     if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
         source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
-    if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
-        policy.model.gradient_checkpointing_enable()
-    policy.model.train()
-    os.makedirs(cfg.out, exist_ok=True)
-    parallel.barrier()   # every process has read the run folder before the first one writes to it
-    return policy, env, source, heldout
-
-
-def memory_estimate(cfg: Config, net) -> str:
-    """What one process holds, in GB, before the first step: fp32 weights, gradients and AdamW's two moments
-    for the student, the fp32 EMA teacher (with --fsdp a 1/N share of each, and a bf16 copy that samples),
-    and the activations of one micro-batch (bf16 autocast, gradient checkpointing: each layer's input kept,
-    one layer's work recomputed at a time, plus a chunk of logits)."""
-    c = net.config
-    P = sum(p.numel() for p in net.parameters())
-    H, L, V = c.hidden_size, c.num_hidden_layers, c.vocab_size
-    ffn = getattr(c, "intermediate_size", 4 * H)
-    rows = (cfg.micro_batch or -(-cfg.prompts // parallel.size()))
-    T = (cfg.max_prompt or 1024) + cfg.max_new_tokens * cfg.turns
-    gb = lambda b: b / 1e9
-    n = parallel.size() if cfg.fsdp else 1   # --fsdp: each process holds 1/n of the training state, plus the copy
-    parts = dict(weights=4 * P / n, gradients=4 * P / n, adamw=8 * P / n, teacher=4 * P / n,
-                 sampling_copy=2 * P if n > 1 else 0,
-                 activations=rows * T * (2 * H * L + 2 * (8 * H + 3 * ffn)) + 3 * 4 * cfg.chunk_size * V)
-    shown = ", ".join(f"{k} {gb(v):.3g}" for k, v in parts.items())
-    return (f"memory per process (estimate, GB): {shown}; total {gb(sum(parts.values())):.3g} "
-            f"({P / 1e6:.1f}M parameters, micro-batch {rows} x {T} tokens)")
+    return run, policy, source
 
 
 def train(cfg: Config):
     """The FD loop: sample -> Lean -> feedback -> teacher top-K -> student loss -> step -> EMA."""
-    policy, env, source, heldout = setup(cfg)
+    run, policy, source = setup(cfg)
     student = policy.model
     teacher = make_teacher(student)
-    if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = shard.for_training(student, teacher, dtype=lm.default_dtype(policy.device))
-        policy = lm.Policy(sampler, policy.tokenizer, policy.device, policy.name)
-    optimizer, scheduler = checkpoint.optimizer(cfg, student)
-    nets = {"student": student, "teacher": teacher}
-    evaluate_heldout = lambda: measure.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
-    # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
-    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
-    if policy.model is not student:   # sharded: the sampling copy takes the resumed weights
-        shard.refresh(policy.model, student)
-    length = lambda t: len(prompting.encode(policy.tokenizer, t, turns=cfg.turns))
-    stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
-                                   skip=run.start * cfg.prompts)  # statements already used
-    parallel.say(memory_estimate(cfg, student))
+    policy = run.begin(policy, {"student": student, "teacher": teacher})   # --resume, or the held-out pass@1 first
     parallel.say(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
-          f"held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
-    for step in run.steps("FD"):
-        batch = [next(stream) for _ in range(cfg.prompts)]
-        mine = parallel.share(len(batch))   # all of them in one process
-        generators = [torch.Generator(policy.device).manual_seed(parallel.statement_seed(cfg.seed, step, i))
-                      for i in mine]
-        # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run);
-        # --resume continues from the last save
-        with cli.user_errors(f"fd.py: --feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues "
-                             "from the last save)", feedback.FeedbackError):
-            row = fd_step(cfg, policy, teacher, env, source, optimizer, [batch[i] for i in mine], generators, student)
-        row.update(long_prompts_skipped=stream.too_long,
-                   verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
+                 f"held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples)")
+    for step, batch, generators in run.steps("FD"):
+        # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run)
+        with run.user_errors(f"--feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues from the last "
+                             "save)", feedback.FeedbackError):
+            row = fd_step(cfg, policy, teacher, run.env, source, run.optimizer, batch, generators, student)
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
-        run.end_step(step, row, lemmas=row.pop("lemmas"))
-    result = run.finish()
-    if result and result["before_tasks"]:
-        parallel.say(intervals.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
-        parallel.say(f"model in {cfg.out}/final. Is the change the feedback's doing? The control, the same run with a "
-              f"teacher that sees no feedback:\n  {cli.command(cfg, 'fd.py', feedback='none', out=cfg.out + '_control')}")
-    return result
+        run.end_step(step, row)
+    control = cli.command(cfg, "fd.py", feedback="none", out=cfg.out + "_control")
+    return run.finish(f"Is the change the feedback's doing? The control, the same run with a teacher that sees no "
+                      f"feedback:\n  {control}")
 
 
 def parse_args(argv=None) -> Config:

@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 import torch
 
-import lean_env
-from fdlean import cli, intervals, lm, measure, parallel, prompting, turns
-from mini import tasks
-from small_prover import sft
-from training import checkpoint, shard
+from fdlean import cli, lm, parallel, prompting, turns
+from training import checkpoint
+from training.run import Run
+from training.step import Step
 
 
 @dataclass
@@ -163,86 +162,51 @@ def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False):
 
 
 def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=None) -> dict:
-    """One GRPO step on this process's statements x (all of them in one process; a share under torchrun:
-    parallel.py), the optimizer step included. `generators`: one per attempt (G per statement). `net`: the
-    policy trained, policy.model unless it is sharded (--fsdp: policy.model is then the copy that samples).
-    Returns the figures of the metrics line, over every process's attempts."""
-    tok, clock = policy.tokenizer, checkpoint.Stopwatch()
-    net = net if net is not None else policy.model
+    """One GRPO step on this process's statements x, the optimizer step included. `generators`: one per attempt
+    (G per statement). `net`: the policy trained, policy.model unless sharded (--fsdp: policy.model then samples).
+    Returns the figures of the metrics line, over every process's attempts (micro-batches, sums over processes and
+    the optimizer step: training/step.py)."""
+    step, tok = Step(policy, net), policy.tokenizer
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
     #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
     jobs = [t for t in batch for _ in range(cfg.group)]
     prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in jobs]
     rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                           generators, clock)
-    attempts = [a.ids for a in rolled]
+                           generators, step.clock)
     # 2. Binary reward: 1 iff Lean accepts the answer (the last candidate) as a proof of the exact statement.
     rewards = torch.tensor([float(a.result.ok) for a in rolled]).view(len(batch), cfg.group)
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)
-    micro = [list(range(i, min(i + cfg.micro_batch, len(jobs)))) for i in range(0, len(jobs), cfg.micro_batch)]
-    own, micro = len(micro), shard.in_step(micro, net)   # sharded: as many on every process
-    # whole-step normalisers, over every process: the policy's tokens and the attempts
-    n_tokens, n_seqs = parallel.all_sum([sum(a.n_sampled for a in rolled), len(rolled)])
+    parts = step.micro_batches(rolled, cfg.micro_batch)
 
     def score(scorer, m, entropy=False):  # Lean's messages are context: masked out of every sum
-        logp, ent, mask = attempt_logprobs(scorer, [prompts[i] for i in m], [attempts[i] for i in m], cfg.chunk_size,
+        logp, ent, mask = attempt_logprobs(scorer, [prompts[i] for i in m], [rolled[i].ids for i in m], cfg.chunk_size,
                                            entropy)
         mask = mask & turns.trained_mask([rolled[i] for i in m], mask)
         return logp, (ent * mask if ent is not None else None), mask
 
     with torch.no_grad():
-        ref_lp = [score(ref, m)[0] if ref is not None else None for m in micro]
-    if ref is not None:
-        shard.release(ref)
-    clock.lap("score")
+        ref_lp = [score(ref, m)[0] if ref is not None else None for m in parts]
+    step.release(ref)
+    step.clock.lap("score")
     # 4. The clipped objective + beta * k3 KL, micro-batches accumulating into one gradient. pi_old is
     #    the policy itself (one update per batch): old = logp.detach(), rho = 1.
-    loss = kl = clip_frac = entropy = 0.0
-    for j, m in enumerate(micro):
-        logp, ent, mask = score(net, m, entropy=True)
-        part, stats = grpo_loss(logp, logp.detach(), ref_lp[j], adv[m], mask, kl_coef=cfg.kl_coef, agg=cfg.agg,
-                                max_len=cfg.max_new_tokens * cfg.turns, n_tokens=n_tokens, n_seqs=n_seqs)
-        if j >= own:   # a repeated micro-batch only keeps the collectives in step
-            part, mask = part * 0, mask & False
-        part.backward()
-        w = mask.sum().item() / n_tokens  # stats are token means over the batch
-        loss, kl, clip_frac = loss + part.item(), kl + stats["kl"] * w, clip_frac + stats["clip_frac"] * w
-        entropy += ent.sum().item() / max(n_tokens, 1) if j < own else 0.0
-    clock.lap("student")
-    # 5. The gradients summed over processes, then one optimizer step (none on a NaN or inf: checkpoint.update).
-    shard.sum_grads(net)
-    loss, kl, clip_frac, entropy = parallel.all_sum([loss, kl, clip_frac, entropy])
-    grad_norm = checkpoint.update(optimizer, net, cfg.grad_clip, loss)
-    if net is not policy.model:
-        shard.refresh(policy.model, net)   # the sampling copy takes the new weights
-    clock.lap("update")
-    return dict(
-        loss=loss,
-        entropy=entropy,
-        kl=kl,
-        attempt_len=n_tokens / n_seqs,
-        **parallel.means(  # each a mean over every process's attempts (or groups)
-            train_acc=[a.result.ok for a in rolled],
-            reward=[a.result.ok for a in rolled],   # the binary reward: the train accuracy
-            truncated=[a.truncated for a in rolled],
-            turns=[a.turns for a in rolled],
-            first_turn_acc=[a.results[0].ok for a in rolled],
-            epistemic_words=[measure.epistemic_words(tok.decode(a.sampled_ids)) for a in rolled]),
-        clip_frac=clip_frac,
-        frac_groups_with_signal=parallel.means(signal=(rewards.std(1) > 0).tolist())["signal"],
-        grad_norm=grad_norm,
-        lemmas=set().union(*parallel.gather([measure.identifiers(t, a.answer)
-                                             for t, a in zip(jobs, rolled) if a.result.ok])),
-        **clock.times,
-    )
+    for m, ref_logp in zip(parts, ref_lp):
+        logp, ent, mask = score(step.net, m, entropy=True)
+        loss, stats = grpo_loss(logp, logp.detach(), ref_logp, adv[m], mask, kl_coef=cfg.kl_coef, agg=cfg.agg,
+                                max_len=cfg.max_new_tokens * cfg.turns, n_tokens=step.tokens, n_seqs=step.attempts)
+        step.backward(loss, mask, dict(kl=stats["kl"], clip_frac=stats["clip_frac"],
+                                       entropy=ent.sum().item() / max(mask.sum().item(), 1)), normalized=True)
+    # 5. One optimizer step on the gradients of every process (none on a NaN or inf).
+    return {**step.update(optimizer, cfg.grad_clip),
+            **step.attempts_row(jobs, rolled, tok, reward=[a.result.ok for a in rolled]),   # the binary reward
+            "frac_groups_with_signal": parallel.means(signal=(rewards.std(1) > 0).tolist())["signal"]}
 
 
 # ----------------------------------------------------------------------------------------------
 # 4. The training loop
 # ----------------------------------------------------------------------------------------------
-RULES = checkpoint.RULES + [  # checked before anything slow starts; checkpoint.RULES: those fd.py shares
-    ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
+RULES = [  # checked before anything slow starts, with training.run.RULES: those fd.py shares
     ("group", lambda v: v >= 2, "at least 2 (group advantages compare attempts at one statement)"),
     ("kl_coef", lambda v: v >= 0, "0 or more (0: no reference model)"),
     ("micro_batch", lambda v: v >= 1, "at least 1"),
@@ -259,75 +223,28 @@ def start_model(cfg: Config) -> str:
 
 
 def setup(cfg: Config):
-    """Everything the user named, checked and loaded before the first step: the settings, the run
-    folder, the task files, the verifier, the models (last: the slow part). A user's mistake is one
-    line and exit status 2 (cli.fail); anything else keeps its traceback."""
-    cli.check(cfg, RULES, "grpo.py")
-    parallel.init()   # under torchrun: this process's share of every step (parallel.py)
-    if cfg.prompts < parallel.size():
-        cli.fail(f"grpo.py: --prompts {cfg.prompts}: must be at least the number of processes ({parallel.size()})")
-    checkpoint.check_out(cfg, "grpo.py")
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    option = f"grpo.py: --init-from {cfg.init_from}" if cfg.init_from else f"grpo.py: --model {cfg.model}"
-    with cli.user_errors(option, lm.ModelNotFound):
-        lm.check_name(start_model(cfg))
-    with cli.user_errors(f"grpo.py: --tasks {cfg.tasks}", OSError, ValueError):
-        next(tasks.stream(cfg.tasks, cfg.seed))  # reads the spec or file now: a bad one fails here, not at step 1
-    with cli.user_errors(f"grpo.py: --eval-tasks {cfg.eval_tasks}", OSError, ValueError):
-        heldout = tasks.load(cfg.eval_tasks, limit=cfg.eval_limit)
-    with cli.user_errors(f"grpo.py: --verifier {cfg.verifier}" + (f" --lean {cfg.lean}" if cfg.lean else ""),
-                         ValueError, lean_env.LeanNotFound):
-        env = lean_env.load(cfg.verifier, lean=cfg.lean)
-    # pi_theta, trained (fp32 master weights, bf16 autocast on a GPU: lm.autocast), and pi_ref: the
-    # same starting checkpoint, frozen for the whole run (no pi_ref when kl_coef = 0)
-    with cli.user_errors(option + f" --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
-        init = sft.resolve_model(start_model(cfg))
-        policy = lm.load(init, device=parallel.device(cfg.device) or None, dtype=torch.float32,
-                            prompt=cfg.prompt, thinking=cfg.thinking)
-        # fp32 like the policy's master weights: in bf16 the KL would not be 0 at step 0
-        ref = lm.load(init, device=policy.device, dtype=torch.float32).model.requires_grad_(False) if cfg.kl_coef > 0 else None
-    if policy.device.type == "cuda":  # a real prover: trade compute for activation memory
-        policy.model.gradient_checkpointing_enable()
-    policy.model.train()
-    os.makedirs(cfg.out, exist_ok=True)
-    parallel.barrier()   # every process has read the run folder before the first one writes to it
-    return policy, ref, env, heldout
+    """Everything the user named, checked and loaded before the first step: the settings, the run folder, the
+    task sets and Lean (training.Run), then the models (the slow part): pi_theta, trained, and pi_ref, the same
+    starting checkpoint frozen for the whole run (none when kl_coef = 0)."""
+    run = Run(cfg, "grpo.py", RULES, model=("--init-from" if cfg.init_from else "--model", start_model(cfg)))
+    policy = run.load_policy()
+    # fp32 like the policy's master weights: in bf16 the KL would not be 0 at step 0
+    ref = lm.load(run.path, device=policy.device, dtype=torch.float32).model.requires_grad_(False) \
+        if cfg.kl_coef > 0 else None
+    return run, policy, ref
 
 
 def train(cfg: Config):
     """The GRPO loop: sample G per statement -> Lean -> advantages -> clipped objective + KL -> step."""
-    policy, ref, env, heldout = setup(cfg)
+    run, policy, ref = setup(cfg)
     net = policy.model
-    if cfg.fsdp and parallel.size() > 1:   # shard the training state; an unsharded copy samples and evaluates
-        sampler = shard.for_training(net, ref, dtype=lm.default_dtype(policy.device))
-        policy = lm.Policy(sampler, policy.tokenizer, policy.device, policy.name)
-    optimizer, scheduler = checkpoint.optimizer(cfg, net)
-    nets = {"policy": net} if ref is None else {"policy": net, "reference": ref}
-    evaluate_heldout = lambda: measure.heldout(policy, env, heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
-    # a new run writes its settings and evaluates the starting model (step 0); --resume restores the state
-    run = checkpoint.Run(cfg, nets, optimizer, scheduler, policy, evaluate_heldout)
-    if policy.model is not net:   # sharded: the sampling copy takes the resumed weights
-        shard.refresh(policy.model, net)
-    length = lambda t: len(prompting.encode(policy.tokenizer, t, turns=cfg.turns))
-    stream = checkpoint.Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
-                                   skip=run.start * cfg.prompts)  # statements already used
+    policy = run.begin(policy, {"policy": net} if ref is None else {"policy": net, "reference": ref})
     parallel.say(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
-          f"per step, held-out pass@1 before: {run.before:.3f} ({len(heldout)} tasks x {cfg.eval_n} samples)")
-    for step in run.steps("GRPO"):
-        batch = [next(stream) for _ in range(cfg.prompts)]
-        mine = parallel.share(len(batch))   # all of them in one process
-        generators = [torch.Generator(policy.device).manual_seed(parallel.statement_seed(cfg.seed, step, i * cfg.group + g))
-                      for i in mine for g in range(cfg.group)]
-        row = grpo_step(cfg, policy, ref, env, optimizer, [batch[i] for i in mine], generators, net)
-        row.update(long_prompts_skipped=stream.too_long,
-                   verifier_errors=parallel.all_sum([getattr(env, "verifier_errors", 0)])[0])
-        run.end_step(step, row, show=("reward", "kl", "entropy"), lemmas=row.pop("lemmas"))
-    result = run.finish()
-    if result and result["before_tasks"]:
-        parallel.say(intervals.change_report(heldout, result["before_tasks"], result["after_tasks"], cfg.eval_n))
-        parallel.say(f"model in {cfg.out}/final")
-    return result
+                 f"per step, held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples)")
+    for step, batch, generators in run.steps("GRPO", attempts_per_statement=cfg.group):
+        row = grpo_step(cfg, policy, ref, run.env, run.optimizer, batch, generators, net)
+        run.end_step(step, row, show=("reward", "kl", "entropy"))
+    return run.finish()
 
 
 def parse_args(argv=None) -> Config:

@@ -134,12 +134,17 @@ def save(policy: Policy, path: str) -> None:
 # ----------------------------------------------------------------------------- scoring
 
 def forward_hidden(model, input_ids, attention_mask=None, position_ids=None):
-    """(B, T, H) last-layer states after the final norm: logits = hidden @ head_weight.T. A sharded model
-    (shard.py) reads them through its registered forward, which gathers its parameters."""
-    if hasattr(model, "fd_hidden"):
-        return model.fd_hidden(input_ids, attention_mask, position_ids)
-    return model.base_model(input_ids=input_ids, attention_mask=attention_mask,
-                            position_ids=position_ids).last_hidden_state
+    """(B, T, H) last-layer states after the final norm: logits = hidden @ head_weight.T. Read through the model's
+    own forward with no logits kept (an empty index), so that a sharded model (FSDP2, training/shard.py) gathers
+    its weights as in any forward; the states are caught on their way out of the base model."""
+    caught = []
+    hook = model.base_model.register_forward_hook(lambda module, args, out: caught.append(out.last_hidden_state))
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
+              logits_to_keep=torch.zeros(0, dtype=torch.long, device=input_ids.device))
+    finally:
+        hook.remove()
+    return caught[-1]
 
 
 def head_weight(model):

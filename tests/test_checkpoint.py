@@ -10,6 +10,7 @@ import torch
 
 from fdlean import cli
 from training import checkpoint
+from training import run as training_run
 
 
 def _setup(seed):
@@ -95,7 +96,7 @@ def test_a_run_folder_holds_one_run(tmp_path, capsys):
 
 
 def test_rules_name_the_option_and_the_range(capsys):
-    rules = [r for r in checkpoint.RULES if r[0] in ("steps", "top_p", "lr")]
+    rules = [r for r in training_run.RULES if r[0] in ("steps", "top_p", "lr")]
     good = dict(steps=1, top_p=1.0, lr=1e-4)
     cli.check(SimpleNamespace(**good), rules, "fd.py")
     for field, bad, line in [("steps", 0, "fd.py: --steps 0: must be at least 1"),

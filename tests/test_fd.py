@@ -11,7 +11,9 @@ import torch
 
 import fd
 from fdlean import lm, prompting
+from mini import tasks
 from training import checkpoint
+from training import run as training_run
 
 
 def small_config(path, out, **kw):
@@ -77,7 +79,7 @@ def test_run_writes_metrics_and_loadable_checkpoints(tiny_prover, tmp_path):
     for ckpt in ("step_000001", "final"):
         assert os.path.isfile(out / ckpt / "model.safetensors")
     reloaded = lm.load(str(out / "final"))
-    ids = torch.tensor([prompting.encode(reloaded.tokenizer, fd.tasks.load("mini")[0])])
+    ids = torch.tensor([prompting.encode(reloaded.tokenizer, tasks.load("mini")[0])])
     assert torch.isfinite(reloaded.model(ids).logits).all()
     # a second run with the same --out is refused: the finished run stays exactly as it was
     files = {name: (out / name).read_bytes() for name in ("config.json", "metrics.jsonl", "final/model.safetensors")}
@@ -186,9 +188,9 @@ def test_a_critic_failing_every_call_stops_the_run_with_a_clear_error(tiny_prove
 def test_memory_estimate_counts_weights_optimizer_teacher_and_a_micro_batch(tiny_prover):
     policy = lm.load(tiny_prover)
     n = sum(p.numel() for p in policy.model.parameters())
-    line = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=2), policy.model)
+    line = training_run.memory_estimate(small_config(tiny_prover, "unused", micro_batch=2), policy.model)
     assert f"weights {4 * n / 1e9:.3g}," in line and f"adamw {8 * n / 1e9:.3g}," in line and "micro-batch 2 x" in line
-    whole = fd.memory_estimate(small_config(tiny_prover, "unused", micro_batch=0, prompts=64), policy.model)
+    whole = training_run.memory_estimate(small_config(tiny_prover, "unused", micro_batch=0, prompts=64), policy.model)
     act = lambda text: float(text.split("activations ")[1].split(";")[0])
     assert act(whole) > act(line)   # 64 attempts at once hold more than 2
 

@@ -295,5 +295,5 @@ def test_the_reference_model_is_fp32_like_the_policys_master_weights(tiny_prover
     """On a GPU lm.load defaults to bf16; pi_ref must not, or the KL is not 0 at step 0."""
     monkeypatch.setattr(lm, "default_dtype", lambda device: torch.bfloat16)
     cfg = grpo.Config(model=tiny_prover, out=str(tmp_path / "ref"), eval_limit=1, threads=1)
-    policy, ref, _, _ = grpo.setup(cfg)
+    _, policy, ref = grpo.setup(cfg)
     assert next(ref.parameters()).dtype == torch.float32 == next(policy.model.parameters()).dtype

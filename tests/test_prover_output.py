@@ -124,15 +124,15 @@ def test_epistemic_words_are_counted_as_words():
 
 
 def test_statements_skip_long_prompts_and_count_them_the_same_after_a_resume():
-    from training import checkpoint
+    from training import run as training_run
     stream = lambda: iter([Task(f"t{i}", "theorem t : " + "True ∧ " * (i % 3) + "True :=") for i in range(30)])
     length = lambda t: len(t.statement)
-    fit = checkpoint.Statements(stream(), length, max_prompt=20)
+    fit = training_run.Statements(stream(), length, max_prompt=20)
     first = [next(fit).name for _ in range(6)]
     assert first == ["t0", "t3", "t6", "t9", "t12", "t15"] and fit.too_long == 10
-    resumed = checkpoint.Statements(stream(), length, max_prompt=20, skip=3)
+    resumed = training_run.Statements(stream(), length, max_prompt=20, skip=3)
     assert [next(resumed).name for _ in range(3)] == first[3:] and resumed.too_long == fit.too_long
-    everything = checkpoint.Statements(stream(), length, max_prompt=0)
+    everything = training_run.Statements(stream(), length, max_prompt=0)
     assert [next(everything).name for _ in range(3)] == ["t0", "t1", "t2"]
 
 

@@ -19,7 +19,6 @@ as an HF folder. One process: nothing is sharded.
 Test: python -m pytest -q tests/test_parallel.py
 """
 import copy
-import types
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -29,7 +28,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_model_state_dict,
     set_optimizer_state_dict,
 )
-from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import FSDPModule, fully_shard
 
 from fdlean import parallel
 
@@ -43,12 +42,6 @@ def _layers(net):
     raise ValueError(f"{type(net).__name__}: no list of {n} decoder layers to shard")
 
 
-def _hidden(self, input_ids, attention_mask=None, position_ids=None):
-    # the last layer's states, as model.forward_hidden reads them, but through the root's own forward hooks:
-    # a sharded root gathers its parameters (embeddings, final norm, lm head) only inside its forwards
-    return self.base_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
-
-
 def shard(net):
     """Shard `net` in place over the processes (each decoder layer, then the root); no-op in one process."""
     if parallel.size() == 1:
@@ -60,8 +53,6 @@ def shard(net):
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)           # sum the gradients: the losses are already global means
             module.set_force_sum_reduction_for_comms(True)   # gloo has no scaled reduction
-    net.fd_hidden = types.MethodType(_hidden, net)          # model.forward_hidden calls it when present
-    register_fsdp_forward_method(net, "fd_hidden")
     return net
 
 
