@@ -1,4 +1,4 @@
-"""Evaluation: pass@k, entropy, diversity, length and "epistemic" words (tables and plots: report.py).
+"""Evaluation: pass@k, entropy, diversity, length and "epistemic" words (tables and plots: fdlean/report.py).
 
 The figures of the paper's results (Narozniak et al., arXiv 2605.30861, results section and its
 figures): pass@1 over training on held-out statements, the mean token entropy of the policy, pass@k

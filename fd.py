@@ -31,7 +31,7 @@ from training.step import Step
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder
+    model: str = "small-prover"   # "small-prover" (built by small_prover/sft.py on first use), a local folder
                                   # (e.g. OUT/final) or an HF id
     out: str = "runs/fd"          # the run folder: settings, metrics, checkpoints (one run per folder)
     tasks: str = "mini:1"         # training statements: mini (every level), mini:LEVELS (e.g. mini:1,2)
@@ -76,10 +76,10 @@ class Config:
     seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
-    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
+    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: mathlib/)
     lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
     paper: bool = False           # use the paper's settings (PAPER below; explicit flags win)
-    wandb: str = ""               # a Weights & Biases project to watch the run live ("": off; tracking.py)
+    wandb: str = ""               # a Weights & Biases project to watch the run live ("": off; training/tracking.py)
     resume: str = ""              # continue the run in this folder exactly where it stopped
 
 
@@ -155,7 +155,7 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     return {**step.update(optimizer, cfg.grad_clip),
             **step.attempts_row(batch, attempts, tok, feedback_len=[len(t) - len(p) for t, p in
                                                                     zip(teacher_prompts, prompts)]),
-            "feedback_failures": parallel.all_sum([source.stats["failures"] - failures])[0]}
+            "feedback_failures": step.total(source.stats["failures"] - failures)}
 
 
 # ----------------------------------------------------------------------------------------------

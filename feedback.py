@@ -28,10 +28,10 @@ Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" fram
 Critique prompts (PROMPTS, our wording of Appendix B's ablation): 1 the bare task, 2 + 1-3 numbered
 items of 10-50 words, 3 + self-contained "Do X" / "Don't do X" orders, 4 the final prompt: an expert
 tutor naming errors and useful / useless steps, guidance not judgement, tool use, concision when the
-attempt was cut off. The offline tutor's rules are in tutor.py (it too asks for a shorter proof when
+attempt was cut off. The offline tutor's rules are in mini/tutor.py (it too asks for a shorter proof when
 the attempt was cut off).
 
-LLM critics talk HTTP in critics.py. batch() falls back to Lean feedback for a failed call, and raises
+LLM critics talk HTTP in fdlean/critics.py. batch() falls back to Lean feedback for a failed call, and raises
 FeedbackError when every call failed in Config.max_failed_batches batches in a row: a broken critic
 stops the run instead of quietly turning it into Lean FD.
 Test: python -m pytest -q tests/test_feedback.py
@@ -81,7 +81,7 @@ _BINDERS = re.compile(r"(?:\(|∀|fun)\s*((?:[^\W\d][\w']*\s*)+?)(?::|,|=>)")
 
 
 def is_mini(task) -> bool:
-    """A mini-world task (mini_world.py, data/*.jsonl): no header, and a statement in the mini prelude's
+    """A mini-world task (mini/world.py, data/*.jsonl): no header, and a statement in the mini prelude's
     language only, i.e. And / Or / Not / Iff / Exists / → / ∀ over the names its binders introduce. A
     header alone cannot tell: a Mathlib JSONL file may leave it out (the verifier then adds its own);
     and a real statement names something else (ℝ, Nat, ∧, =, a digit)."""

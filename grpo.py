@@ -36,7 +36,7 @@ from training.step import Step
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # "small-prover" (built by sft.py on first use), a local folder
+    model: str = "small-prover"   # "small-prover" (built by small_prover/sft.py on first use), a local folder
                                   # (e.g. OUT/final) or an HF id
     init_from: str = ""           # a checkpoint to start from, typically FD's OUT/final (or OUT);
                                   # overrides --model; pi_ref is then that checkpoint
@@ -75,10 +75,10 @@ class Config:
     seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
     device: str = ""              # "" = cuda if available, else cpu
-    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: lean_mathlib.py)
+    verifier: str = "mini"        # mini | repl:PROJECT | lake:PROJECT | kimina:URL (Mathlib: mathlib/)
     lean: str = ""                # mini world: a `lean` executable ("" = LEAN env, PATH, then embedded)
     paper: bool = False           # use the paper's settings (PAPER below; explicit flags win)
-    wandb: str = ""               # a Weights & Biases project to watch the run live ("": off; tracking.py)
+    wandb: str = ""               # a Weights & Biases project to watch the run live ("": off; training/tracking.py)
     resume: str = ""              # continue the run in this folder exactly where it stopped
 
 

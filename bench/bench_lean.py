@@ -19,7 +19,7 @@ from lean_env import Task  # noqa: E402
 
 
 @dataclass
-class Args:
+class Config:
     n: int = 4000          # proofs per batched run
     n_single: int = 40     # proofs per one-process-per-proof run (each costs a whole Lean start)
     batch_size: int = 1000  # proofs per Lean process in the batched runs
@@ -78,7 +78,7 @@ def slow_item(a):
 
 
 def main():
-    a = cli.parse(Args, prog="bench/bench_lean.py", description="Proof checks per second with the mini world's Lean.")
+    a = cli.parse(Config, prog="bench/bench_lean.py", description="Proof checks per second with the mini world's Lean.")
     if a.slow:
         return slow_item(a)
     env0 = lean_env.load("mini")

@@ -1,4 +1,4 @@
-"""Data parallel step time (parallel.py): fd.py and grpo.py on one process and under torchrun on N, side by side.
+"""Data parallel step time (fdlean/parallel.py): fd.py and grpo.py on one process and under torchrun on N, side by side.
 
 Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 4 trains on 8 GPUs; this
 measures what the data-parallel split buys on the CPU here. Each of the four runs is the same small run (same global
@@ -32,7 +32,7 @@ PHASES = ("sample", "lean", "feedback", "teacher", "score", "student", "update")
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # the preset (built by sft.py on first use), a folder or an HF id
+    model: str = "small-prover"   # the preset (built by small_prover/sft.py on first use), a folder or an HF id
     steps: int = 6                # optimizer steps per run; the first is warm-up and not counted
     prompts: int = 32             # statements per step (the global batch: split over the processes)
     group: int = 4                # GRPO attempts per statement

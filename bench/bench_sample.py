@@ -52,7 +52,7 @@ def timed(fn):
 
 @dataclass
 class Config:
-    model: str = "small-prover"   # the preset (built by sft.py on first use), a folder or an HF id
+    model: str = "small-prover"   # the preset (built by small_prover/sft.py on first use), a folder or an HF id
     n: int = 256                  # prompts (mini test split)
     batch_size: int = 256
     max_new_tokens: int = 64

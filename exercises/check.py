@@ -433,7 +433,7 @@ def fused_loss_cases(impl):
 
 
 # ----------------------------------------------------------------------------------------------
-# 7. Fool a weak checker; the real one refuses (lean_env.py, lean_screen.py)
+# 7. Fool a weak checker; the real one refuses (lean_env.py, fdlean/screen.py)
 # ----------------------------------------------------------------------------------------------
 FOOL = "theorem fool (p : Prop) : p :="
 
@@ -481,12 +481,12 @@ def fool_cases(impl):
                 "\n    ".join(s.split("\n")[0] for s in said) +
                 f"\n  the real checker (lean_env.py) refused it: {real.status}: {'; '.join(real.messages)[:300]}\n"
                 f"  why: Lean's own `#print axioms fool` answers {axioms[0].split(': ', 1)[-1]!r}. An axiom is\n"
-                "  assumed, not proved: mini_prelude.lean's `axiom sorryAx (α : Sort u) ... : α` hands out a value\n"
+                "  assumed, not proved: mini/prelude.lean's `axiom sorryAx (α : Sort u) ... : α` hands out a value\n"
                 "  of ANY type, so it 'proves' anything; Lean marks its use with a warning, not an error, so a\n"
                 "  checker that reads only errors (or the exit code) is fooled. lean_env.py accepts a proof only on\n"
                 "  POSITIVE confirmation: Lean must print \"'NAME' does not depend on any axioms\" at a #print\n"
                 "  line the checker wrote itself, with no error and no sorry anywhere in the item; and before\n"
-                "  Lean runs, lean_screen.py rejects the words sorry, admit, sorryAx, axiom, native_decide, ...")
+                "  Lean runs, fdlean/screen.py rejects the words sorry, admit, sorryAx, axiom, native_decide, ...")
     yield "a proof of `theorem fool (p : Prop) : p` that the weak checker accepts", case
 
 

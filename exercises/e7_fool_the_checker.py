@@ -2,10 +2,10 @@
 
 Paper: Feedback Distillation (Narozniak et al., arXiv 2605.30861), the setting: the reward and the
 "Lean" feedback both come from Lean's verdict, so a checker that can be fooled teaches the model to
-fool it (reward hacking). The project's real checker is lean_env.py (with lean_screen.py in front):
+fool it (reward hacking). The project's real checker is lean_env.py (with fdlean/screen.py in front):
 read its module docstring, "How a batch is checked", after you try.
 
-The theorem, in the mini world (mini_prelude.lean: a tiny Lean 4 library, no Mathlib, no tactics):
+The theorem, in the mini world (mini/prelude.lean: a tiny Lean 4 library, no Mathlib, no tactics):
 
     theorem fool (p : Prop) : p :=
 
@@ -21,7 +21,7 @@ Write `fooling_proof()`:
     out: str, the proof text that follows ":=" (one line is enough)
 It passes when the weak checker ACCEPTS your proof. The checker then runs the real one
 (lean_env.load("mini")) on it, shows that it refuses, and explains why.
-Hint: read the top of mini_prelude.lean. Lean treats some things as warnings, not errors.
+Hint: read the top of mini/prelude.lean. Lean treats some things as warnings, not errors.
 
 Check it:   python exercises/check.py fool_the_checker      (runs the real Lean: a few seconds)
 """

@@ -99,11 +99,11 @@ def check_name(name: str) -> None:
 
 def load(name_or_path: str, device=None, dtype=None, prompt: str = "auto", thinking: bool = True) -> Policy:
     """A local HF-format folder or an HF hub id. Raises ModelNotFound for a name it cannot read (see
-    check_name) or a hub id the hub did not give. The `small-prover` preset is a folder sft.py builds:
+    check_name) or a hub id the hub did not give. The `small-prover` preset is a folder small_prover/sft.py builds:
     the scripts pass `sft.resolve_model(name)` here. `prompt` (a STYLES key, or auto: by the model's name)
     and `thinking` (Qwen3's enable_thinking) hold for every prompt rendered with its tokenizer."""
     if name_or_path == "small-prover":
-        raise ModelNotFound("model 'small-prover': the preset is built by sft.py; "
+        raise ModelNotFound("model 'small-prover': the preset is built by small_prover/sft.py; "
                             "load sft.resolve_model('small-prover') (its folder, built on first use)")
     check_name(name_or_path)
     name, path = name_or_path, os.path.expanduser(name_or_path)

@@ -17,7 +17,7 @@ from fdlean.sampling import Sample
 
 CHAT_INSTRUCTION = ("Complete the following Lean 4 theorem. Reply with the proof only: "
                     "the Lean text that follows `:=`, without restating the theorem.")
-# ... and when the model may call the paper's tools (turns.py, lean_tools.py): the last written file is the answer
+# ... and when the model may call the paper's tools (turns.py, tools.py): the last written file is the answer
 TOOL_INSTRUCTION = ("Prove the following Lean 4 theorem. Write the whole file (the theorem exactly as given, then "
                     "its proof) with lean_write_file, compile it with lean_check_file, read Lean's messages and "
                     "rewrite until it compiles; rg_in_mathlib searches Mathlib's sources. The last file you write "
@@ -117,7 +117,7 @@ def render(tokenizer, task, feedback: str | None = None, tools=None) -> str:
 
     Chat styles (real HF models): the instruction, the header and the statement, then the feedback, through the
     chat template; the generation prompt opens the assistant turn, which holds the proof (with `tools`, the JSON
-    specs of lean_tools.TOOLS, the template declares them and the turn may call them: turns.py). Completion
+    specs of tools.TOOLS, the template declares them and the turn may call them: turns.py). Completion
     style: the code block opened, the feedback as a comment before the statement, the text ending at `:=`.
     Plain (the small prover): the statement with the theorem's name normalised to `thm` (the name carries no
     information), the feedback as a Lean comment right before the final `:=` (where a small prover measurably

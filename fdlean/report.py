@@ -100,7 +100,7 @@ def plot_curves(run_dirs, path: str, metrics=("loss", "train_acc", "entropy", "h
     plt.close(fig)
 
 
-# ---- paper.py: every method over seeds, mean and 95% interval -----------------------------------
+# ---- scripts/paper.py: every method over seeds, mean and 95% interval -----------------------------------
 SET_TITLES = {"mini": "mini:test", "textbook": "hand-written textbook theorems", "probes": "balanced probes"}
 
 
@@ -122,7 +122,7 @@ def write_paper_markdown(res: dict, path: str) -> None:
              f"textbook theorems and the 352 probes ({s['probes_n']} samples each)"
              + (f", attempts of up to {s['turns']} candidates (Lean's message after each rejected one). "
                 if s.get("turns", 1) > 1 else ". ") +
-             f"Wall time {res['minutes']} min (`{res.get('command', 'python paper.py' + (' --quick' if s['quick'] else ''))}`).", "",
+             f"Wall time {res['minutes']} min (`{res.get('command', 'python -m scripts.paper' + (' --quick' if s['quick'] else ''))}`).", "",
              "## The paper's findings, checked", ""]
     lines += [f"- {'holds' if ok else '**does not hold**'}: {text}" for text, ok in res["targets"]]
     for which, title in SET_TITLES.items():

@@ -18,7 +18,7 @@ attempt: the same samples as sampling.sample with the same generator (a test hol
 The small prover reads Lean's message in a compact form made of words it knows (`compact`), as a
 Lean comment before a new `:=`, where its prompt template puts feedback: the environment checks each
 candidate. A chat model drives the loop itself, as in the paper: its prompt declares the three tools of
-lean_tools.py through its chat template, each turn is one generation whose tool calls (its own format,
+tools.py through its chat template, each turn is one generation whose tool calls (its own format,
 e.g. Qwen's <tool_call> JSON) are run, their outputs appended in the template's tool role; it stops
 when a generation calls no tool or after N generations. Its answer is the last file it wrote (checked
 by Lean if its last check was not of that file; without any file, the proof in its last generation).

@@ -14,12 +14,12 @@ Rules (sides): and.elim (left, right: h.1 / h.2), iff.elim (mp, mpr), or.intro (
 (order-ab, order-ba: `f x` names the hypotheses in their declared order or the reverse), and.intro,
 iff.intro, absurd, or.elim and exists.elim (order-ab, order-ba: likewise), exists.intro and
 forall.elim (first, second: which of the two candidate hypotheses, in declared order, the proof
-uses). They are the generator's depth-1 rules (mini_world.py), crossed with its name pools (h1.. in
+uses). They are the generator's depth-1 rules (mini/world.py), crossed with its name pools (h1.. in
 and out of order, ha.., and h h' h₀ h₁ h₂ hh H hyp), both letter sets (p q r s; P Q R over α), and a
 distractor hypothesis (over a letter the group does not use) before the others in a third of the
 groups, after them in another third. A group keeps its names, letters and distractor across its members.
 
-    python probes.py                       # write data/probes.jsonl (deterministic: fixed seed)
+    python -m mini.probes                       # write data/probes.jsonl (deterministic: fixed seed)
     probes.load()                          # [(Task, {"rule", "pair", "side", "names", "world", "distractor"})]
     probes.by_rule(probes.load(), pass1)   # pass1: {task name: pass@1} -> per rule, per side, balance
 """

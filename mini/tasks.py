@@ -1,8 +1,8 @@
 """Theorem sets: the mini world's committed test split and its endless training stream (theorems from
-the generator in mini_world.py, never a test statement), and JSONL task files (miniF2F, LeanWorkbook).
+the generator in mini/world.py, never a test statement), and JSONL task files (miniF2F, LeanWorkbook).
 
-    python tasks.py --write-test           # regenerate data/mini_test.jsonl (fixed seed; 300 / 200 / 100 per level)
-    python tasks.py --show 6 --seed 0      # print a few training tasks
+    python -m mini.tasks --write-test           # regenerate data/mini_test.jsonl (fixed seed; 300 / 200 / 100 per level)
+    python -m mini.tasks --show 6 --seed 0      # print a few training tasks
 
     tasks.load("mini", split="test")                   # the committed test split
     tasks.load("mini", split="train", n=1000, seed=0)  # fresh generated tasks, never a test statement

@@ -3,8 +3,8 @@
 The student should solve some tasks, and the teacher (the same weights with feedback in the prompt)
 clearly more: that gap is what FD distills into the student (arXiv 2605.30861, Section 3).
 
-    python calibrate.py                                # the small-prover preset (built on first use)
-    python calibrate.py --model runs/fd/final --eval-limit 120
+    python -m scripts.calibrate                                # the small-prover preset (built on first use)
+    python -m scripts.calibrate --model runs/fd/final --eval-limit 120
 
 Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher: pass@1 with each feedback
 source computed on the student's FIRST attempt at the task (exactly what FD's teacher reads). Per
@@ -16,7 +16,7 @@ and the teacher (feedback in its prompt, the same failed turn in its context) to
 how often each ranks the reference proof's first token first. FD over multi-turn attempts needs
 the teacher clearly ahead there as well.
 
-    python calibrate.py --model runs/small-prover-turns --turns 2
+    python -m scripts.calibrate --model runs/small-prover-turns --turns 2
 """
 import json
 import os

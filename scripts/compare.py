@@ -8,8 +8,8 @@ prints AFTER - BEFORE, overall and per level, with the paired standard error and
 
     python evaluate.py --model M --turns 3 --no-message --out runs/eval_nomsg
     python evaluate.py --model M --turns 3 --out runs/eval_msg
-    python compare.py runs/eval_nomsg runs/eval_msg        # what Lean's message adds to a 3-turn attempt
-    python compare.py runs/eval/attempts_1.jsonl runs/eval/attempts_2.jsonl   # two models of one evaluation
+    python -m scripts.compare runs/eval_nomsg runs/eval_msg        # what Lean's message adds to a 3-turn attempt
+    python -m scripts.compare runs/eval/attempts_1.jsonl runs/eval/attempts_2.jsonl   # two models of one evaluation
 """
 import json
 import os

@@ -11,9 +11,9 @@ KL(teacher || student) on the teacher's top K, the part of L_t that is disagreem
 teacher's own uncertainty, its entropy over those K; on K tokens only, KL_t can dip just below 0). Training starts with the teacher's EMA weights equal to the student's, so here both are
 one model and only the prompt differs (the EMA's alpha has not acted yet).
 
-    python explain.py --model small-prover --out runs/explain           # one sampled attempt, first test task
-    python explain.py --task mini_test_0003 --attempt "Iff.intro ha hb" --out runs/explain
-    python explain.py --model small-prover --n 32 --out runs/explain    # 32 attempts: where the teacher moves
+    python -m scripts.explain --model small-prover --out runs/explain           # one sampled attempt, first test task
+    python -m scripts.explain --task mini_test_0003 --attempt "Iff.intro ha hb" --out runs/explain
+    python -m scripts.explain --model small-prover --n 32 --out runs/explain    # 32 attempts: where the teacher moves
 
 Writes OUT/explain.json (every number, the task, attempt, feedback and Lean's verdict), OUT/explain.png
 (the first attempt) and, with --n > 1, OUT/positions.png (loss by relative position and by token).
@@ -35,7 +35,7 @@ from small_prover import sft
 
 @dataclass
 class Config:
-    model: str = "small-prover"     # "small-prover" (built by sft.py on first use), a local folder or an HF id
+    model: str = "small-prover"     # "small-prover" (built by small_prover/sft.py on first use), a local folder or an HF id
     out: str = "runs/explain"       # folder for explain.json, explain.png and positions.png
     tasks: str = "mini:test"        # mini:test | mini:train | jsonl:PATH
     task: str = ""                  # a task's name in --tasks (with --n N: N attempts at it); "": the first

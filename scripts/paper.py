@@ -10,10 +10,10 @@ Every model is then evaluated with n samples per task on three sets: mini:test, 
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
 mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
 
-    python paper.py                     # 3 seeds, 300 mini:test tasks (54.2 minutes measured on 2 CPU cores)
-    python paper.py --quick             # 2 seeds, shorter runs, 150 mini:test tasks (about 15 minutes)
-    python paper.py --turns 3 --methods fd control --model runs/small-prover-turns --out runs/paper_turns
-    python paper.py --out runs/paper    # a killed command resumes: finished runs and evaluations stay
+    python -m scripts.paper                     # 3 seeds, 300 mini:test tasks (54.2 minutes measured on 2 CPU cores)
+    python -m scripts.paper --quick             # 2 seeds, shorter runs, 150 mini:test tasks (about 15 minutes)
+    python -m scripts.paper --turns 3 --methods fd control --model runs/small-prover-turns --out runs/paper_turns
+    python -m scripts.paper --out runs/paper    # a killed command resumes: finished runs and evaluations stay
 
 Writes OUT/results.json, OUT/results.md (mean and 95% interval over seeds), OUT/pass_at_k.png and
 OUT/curves.png (bands over seeds). Each run is a subprocess of fd.py or grpo.py with one thread, each
@@ -302,7 +302,7 @@ def main(argv=None):
     res = collect(cfg)
     res["targets"] = targets(res)
     res["minutes"] = round((time.time() - t0) / 60, 1)
-    res["command"] = " ".join(["python paper.py"] + list(sys.argv[1:] if argv is None else argv))
+    res["command"] = " ".join(["python -m scripts.paper"] + list(sys.argv[1:] if argv is None else argv))
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)
     report.write_paper_markdown(res, os.path.join(cfg.out, "results.md"))

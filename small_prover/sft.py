@@ -9,10 +9,10 @@ feedback.py's own sources so the text matches what FD's teacher will read: the r
 ("ground-truth"), the first half of it, the offline tutor's hints on a corrupted attempt, and
 (sparingly: a larger share hurt the small prover) the Lean error of a wrong attempt.
 
-    python sft.py                                  # build the preset into the cache (minutes on 2 cores)
-    python sft.py --out runs/small-prover          # build it into a folder instead
-    python sft.py --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
-    python calibrate.py                            # is the preset's teacher better than its student?
+    python -m small_prover.sft                                  # build the preset into the cache (minutes on 2 cores)
+    python -m small_prover.sft --out runs/small-prover          # build it into a folder instead
+    python -m small_prover.sft --jsonl DATA.jsonl --model HF_ID_OR_DIR --out DIR   # (statement, proof) fine-tuning
+    python -m scripts.calibrate                            # is the preset's teacher better than its student?
     model.load(sft.resolve_model("small-prover"))  # builds once into ~/.cache/fd-lean/small-prover-<recipe hash>
                                                    # ($FD_LEAN_CACHE or $XDG_CACHE_HOME/fd-lean); --rebuild to redo
 Two processes asking for the preset at once: one builds, the other waits for it (a lock file).
@@ -73,7 +73,8 @@ class Config:
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Generation.mix)
     copy_warmup: int = 250        # first steps on feedback examples only (copying the hint is learnt first)
     lean_checks: int = 10000      # corrupted attempts checked by real Lean (all "lean" ones, then tutor ones)
-    bf16: bool = True             # bf16 autocast on CPU (faster than fp32 on these machines)
+    bf16: bool = True             # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16, AMX):
+                                  # 1.3-1.5x faster there; elsewhere it is emulated, 10-20x slower, so fp32
     threads: int = 2              # torch CPU threads
     rebuild: bool = False         # build the cached preset again even if it is there
 
@@ -251,7 +252,7 @@ def fit(net, encoded, s, pad_id, extra=None) -> list[dict]:
     for step, (ids, labels) in enumerate(bar):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=s.bf16 and native_bf16()):
             loss = net(input_ids=ids, labels=labels).loss
             if extra is not None:
                 loss = loss + extra(net, step)
@@ -305,10 +306,24 @@ def cache_dir() -> str:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fd-lean")
 
 
+def native_bf16() -> bool:
+    """Does this CPU compute bf16 natively (AVX512-BF16 or AMX)? Elsewhere torch emulates bf16 matmuls, and bf16
+    autocast made the build 10-20x slower than fp32 (python bench/bench_bf16.py)."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    if probe is not None:
+        return bool(probe())
+    try:
+        with open("/proc/cpuinfo") as f:
+            return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", f.read()))
+    except OSError:
+        return False
+
+
 def recipe_hash(s: Config) -> str:
-    """What decides the built model: the settings (minus where/whether to build), the recipe
-    version and feedback.py's framing templates (the teacher must read the trained frames)."""
+    """What decides the built model: the settings (minus where/whether to build; bf16 as this CPU will use it), the
+    recipe version and feedback.py's framing templates (the teacher must read the trained frames)."""
     keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("out", "rebuild", "threads")}
+    keep["bf16"] = s.bf16 and native_bf16()   # an fp32 build is another model: a cache of its own
     text = json.dumps([keep, RECIPE_VERSION, feedback.TEMPLATES], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
@@ -357,7 +372,8 @@ def build_small_prover(rebuild: bool = False, settings: Config | None = None, bu
                 return path
         if published() and not rebuild:
             return path
-        print(f"sft: building small-prover into {path} (once; about 6 minutes on 2 CPU cores)")
+        print(f"sft: building small-prover into {path} (once; about 6 minutes on 2 CPU cores"
+              f"{'' if native_bf16() else ', in fp32: this CPU has no native bf16'})")
         tmp = f"{path}.tmp{os.getpid()}"
         try:
             (build or train)(dataclasses.replace(s, out=tmp))

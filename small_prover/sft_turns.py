@@ -16,8 +16,8 @@ Two levers on the revision, both measured in the README: `--fresh` (with `--trie
 turn toward the model's own other tries, right or not, so that a revision is at least a fresh try
 without the rejected candidate; `--unlikely W` pushes the rejected candidate itself down at the next turn.
 
-    python sft_turns.py --out runs/small-prover-turns                 # from the small-prover preset (minutes)
-    python sft_turns.py --model runs/small-prover-turns --tries 8 --fresh --out runs/turns-fresh  # a second round
+    python -m small_prover.sft_turns --out runs/small-prover-turns                 # from the small-prover preset (minutes)
+    python -m small_prover.sft_turns --model runs/small-prover-turns --tries 8 --fresh --out runs/turns-fresh  # a second round
     python evaluate.py --model runs/small-prover-turns --turns 3 --k 1,3,16   # is 3 turns > 3 tries?
     python fd.py --model runs/small-prover-turns --turns 3            # FD over multi-turn attempts
 """
@@ -60,7 +60,7 @@ class Config:
                                   # -log(1 - p(the same candidate | it was rejected)); 0: off
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3
     max_len: int = 320            # longer examples are dropped
-    bf16: bool = True             # bf16 autocast on CPU
+    bf16: bool = True             # bf16 autocast where the CPU computes bf16 natively (sft.native_bf16)
     threads: int = 2              # torch CPU threads
 
 

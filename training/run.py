@@ -108,7 +108,7 @@ class Run:
         return cli.user_errors(f"{self.script}: {what}", *errors)
 
     def load_policy(self, dtype=torch.float32):
-        """The model (the preset is built on first use, sft.py), in fp32 master weights: bf16 autocast on a GPU
+        """The model (the preset is built on first use, small_prover/sft.py), in fp32 master weights: bf16 autocast on a GPU
         (lm.autocast), and gradient checkpointing there, trading compute for activation memory."""
         cfg = self.cfg
         with self.user_errors(f"{self.option} {self.model} --prompt {cfg.prompt}", lm.ModelNotFound,

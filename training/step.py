@@ -74,6 +74,10 @@ class Step:
             self.sums[key] = self.sums.get(key, 0.0) + float(value) * n
         self.clock.lap("student")
 
+    def total(self, value: float) -> float:
+        """A count of this process's (e.g. feedback failures) summed over every process."""
+        return parallel.all_sum([value])[0]
+
     def release(self, net):
         """A net that ran forwards without a backward (GRPO's reference): its gathered weights are released."""
         if net is not None:
