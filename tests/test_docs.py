@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from dataclasses import asdict
 from types import SimpleNamespace
 
@@ -137,7 +136,7 @@ def run(words: list[str]):
         spec.loader.exec_module(module)
         if script.startswith("bench/"):   # a benchmark's flags are accepted (running it is the benchmark)
             from fdlean import cli
-            cli.parse(getattr(module, "Config"), argv, prog=script)
+            cli.parse(module.Config, argv, prog=script)
         else:
             code = module.main(argv)
             assert code in (0, 1), (script, argv, code)   # 1: an exercise not yet written
