@@ -296,7 +296,7 @@ def _tutor_items(task, attempt, result):
         raise FeedbackError(str(e)) from None
 
 
-def _solution(task):
+def _reference_proof(task):
     if not (task.solution or "").strip():
         raise FeedbackError(f"ground-truth: task {task.name} has no reference solution")
     return task.solution
@@ -312,7 +312,7 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
     offline = {
         "tutor": lambda t, a, r: frame("hint", "\n".join(f"{i}. {x}" for i, x in enumerate(_tutor_items(t, a, r), 1))),
         "lean": lambda t, a, r: lean_feedback(t, a, r, s),
-        "ground-truth": lambda t, a, r: frame("solution", _solution(t)),
+        "ground-truth": lambda t, a, r: frame("solution", _reference_proof(t)),
         "constant": lambda t, a, r: frame("hint", arg),
         "none": lambda t, a, r: "",   # the control: the teacher's prompt IS the student's
     }

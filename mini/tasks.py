@@ -173,7 +173,7 @@ def _task(d, where):
             raise ValueError(f"{where}: no 'name', and the statement does not start with `theorem NAME`")
         name = m.group(1)
     header = d.get("header", DEFAULT_HEADER if published else "")
-    solution = d.get("solution", _solution(d["proof"], where) if "proof" in d else None)
+    solution = d.get("solution", _published_proof(d["proof"], where) if "proof" in d else None)
     if not isinstance(name, str) or not isinstance(header, str) or not isinstance(solution, (str, type(None))) \
             or type(d.get("level", 0)) is not int or not isinstance(d.get("split"), (str, type(None))):
         raise ValueError(f"{where}: 'name', 'header', 'solution' and 'split' must be text and 'level' an integer")
@@ -189,7 +189,7 @@ def _task(d, where):
     return task, d.get("split")
 
 
-def _solution(proof, where):
+def _published_proof(proof, where):
     """The text after ':=' from a published `proof`: LeanWorkbook's are tactic lists' text, e.g. "nlinarith [...]"."""
     if isinstance(proof, list) and all(isinstance(p, str) for p in proof):
         proof = next((p for p in proof if p.strip()), None)
