@@ -137,17 +137,46 @@ def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict 
           positional=()):
     """Config from the command line. Only the flags given are set; the rest keep their defaults.
     paper: the paper's values, applied by `--paper` under the flags given explicitly.
-    read_run(folder) -> dict: with `--resume FOLDER`, the run's own settings are read back from it and
-    only --steps may change (to extend the run). positional: fields given without a flag (`FILE`)."""
+    read_run(folder) -> dict: with `--resume FOLDER`, the run's own settings are read back from it (`resumed`).
+    positional: fields given without a flag (`FILE`)."""
     p = build_parser(Config, prog, description, positional)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     if read_run is not None and given.get("resume"):
-        saved = read_run(given["resume"])
-        saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}  # JSON has no tuple
-        saved.update(resume=given["resume"], out=given["resume"], **{k: given[k] for k in ("steps",) if k in given})
-        return Config(**saved)
+        return resumed(Config, given, read_run(given["resume"]), prog)
     cfg = Config(**given)
     if paper and getattr(cfg, "paper", False):
         cfg = Config(**{**asdict(cfg), **paper, **{k: v for k, v in given.items() if k in paper}})
     return cfg
+
+
+# On --resume: what may differ from the run's own settings, and what the run folder may not choose for itself.
+MACHINE = ("steps", "threads", "device")   # --steps extends the run; threads and device are this machine's
+LOCATIONS = ("lean", "verifier", "base_url")   # programs that run, and servers that get proofs or a key
+
+
+def resumed(Config, given: dict, saved: dict, prog: str):
+    """The run's settings as its folder's config.json holds them, for --resume. Only MACHINE settings may change.
+    A folder is data someone may have handed over: a program or server it names (--lean, a repl:/lake: project
+    whose binaries run, a --base-url that receives the API key) is used only when given again on the command
+    line; any other setting given with a different value is refused, not silently dropped."""
+    out = given["resume"]
+    foreign = sorted(set(saved) - {f.name for f in fields(Config)})
+    if foreign:   # e.g. fd.py --resume on a grpo.py run
+        fail(f"{prog}: --resume {out}: not a {prog} run (its config.json has settings {prog} does not have: "
+             f"{', '.join(foreign[:4])}); resume it with the script that started it")
+    saved = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()}  # JSON has no tuple
+    defaults = asdict(Config())
+    changed = [k for k, v in given.items() if k not in MACHINE + LOCATIONS + ("resume", "out")
+               and v != saved.get(k, defaults.get(k))]
+    if changed:
+        shown = ", ".join(f"--{flag(k)} {given[k]} (the run's: {saved.get(k, defaults.get(k))})" for k in changed)
+        fail(f"{prog}: --resume {out} continues the run with its own settings; these differ: {shown}. Only "
+             f"--{', --'.join(flag(k) for k in MACHINE)} may change: start a new run with a new --out instead")
+    named = [k for k in LOCATIONS if k not in given and saved.get(k, defaults.get(k)) != defaults.get(k)]
+    if named:
+        shown = " ".join(f"--{flag(k)} {saved[k]}" for k in named)
+        fail(f"{prog}: --resume {out}: its config.json names {shown}; a resumed run does not run programs or call "
+             f"servers a run folder names: give {shown} again (or other ones) to use them")
+    saved.update({k: given[k] for k in MACHINE + LOCATIONS if k in given}, resume=out, out=out)
+    return Config(**saved)

@@ -112,6 +112,25 @@ def chat_messages(task, feedback: str | None = None, tools=None, style: str = "c
     return system + [{"role": "user", "content": user}]
 
 
+def as_text(tokenizer, text: str) -> str:
+    """Untrusted text (feedback, Lean's messages, tool outputs: all can quote what a model wrote) made to tokenize
+    as text: every special or added token's string in it (`<|im_end|>`, `<tool_call>`, `<eos>`) gets a zero-width
+    space after its first character, so it can never become that token and close a turn or open a call."""
+    marks = getattr(tokenizer, "fd_control_strings", None)
+    if marks is None:
+        added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        marks = sorted({t for t in list(getattr(tokenizer, "all_special_tokens", []))
+                        + [str(getattr(a, "content", a)) for a in added.values()] if len(t) > 1}, key=len, reverse=True)
+        try:
+            tokenizer.fd_control_strings = marks
+        except AttributeError:   # a tokenizer that takes no attributes: computed every time
+            pass
+    for mark in marks:
+        if mark in text:
+            text = text.replace(mark, mark[0] + "\u200b" + mark[1:])
+    return text
+
+
 def render(tokenizer, task, feedback: str | None = None, tools=None) -> str:
     """THE prompt of the student (feedback=None) and of the teacher (feedback = framed text F(y)).
 
@@ -123,6 +142,7 @@ def render(tokenizer, task, feedback: str | None = None, tools=None) -> str:
     information), the feedback as a Lean comment right before the final `:=` (where a small prover measurably
     uses it best), then `:=`; the proof follows."""
     style = style_of(tokenizer).style
+    feedback = as_text(tokenizer, feedback) if feedback else feedback   # text, never control tokens
     if style in ("chat", "kimina", "deepseek"):
         return chat_template(tokenizer, chat_messages(task, feedback, tools, style), tools)
     statement = task.statement.rstrip()

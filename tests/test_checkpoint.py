@@ -105,3 +105,41 @@ def test_rules_name_the_option_and_the_range(capsys):
         with pytest.raises(SystemExit) as e:
             cli.check(SimpleNamespace(**{**good, field: bad}), rules, "fd.py")
         assert e.value.code == 2 and capsys.readouterr().err == line + "\n"
+
+
+class _Payload:
+    """Unpickling this runs os.system: what a crafted state.pt in someone else's run folder would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_state_runs_no_code_on_resume(tmp_path, capsys):
+    """Issue 29, row 1: torch.load(weights_only=False) ran a __reduce__ payload; now a state is data only."""
+    marker = tmp_path / "pwned"
+    net, opt, sched = _setup(0)
+    checkpoint.save_state(str(tmp_path), 1, {"student": net}, opt, sched)
+    state = torch.load(tmp_path / "state.pt", weights_only=True)   # what save_state writes loads as data...
+    state["extra"] = {"x": _Payload(str(marker))}
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(SystemExit) as e:
+        checkpoint.load_state(str(tmp_path), {"student": net}, opt, sched)
+    assert e.value.code == 2 and not marker.exists()
+    assert "is not a training state this project wrote" in capsys.readouterr().err
+    (tmp_path / "state.pt").write_bytes(b"\x80\x04cut")   # a cut or foreign file: one line too
+    with pytest.raises(SystemExit):
+        checkpoint.load_state(str(tmp_path), {"student": net}, opt, sched)
+
+
+def test_what_save_state_writes_loads_as_data(tmp_path):
+    """Every kind of state the trainers save (weights, AdamW, the warmup schedule, RNG, extra lists) loads with
+    weights_only=True; sharded and CUDA states are the same containers (tests/test_parallel.py resumes one)."""
+    net, opt, sched = _setup(0)
+    _train(net, opt, sched, 2)
+    checkpoint.save_state(str(tmp_path), 2, {"student": net, "teacher": torch.nn.Linear(4, 3)}, opt, sched,
+                          {"skipped": 0, "before": 0.5, "before_tasks": [0.0, 1.0], "lemmas": ["Or.inl"]})
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert state["step"] == 2 and state["extra"]["lemmas"] == ["Or.inl"] and "teacher" in state["nets"]

@@ -11,7 +11,8 @@ that already holds one (check_out). A run folder OUT holds:
     final/          the HF-format model at the end
 
 `state.pt` is written to a temporary file and renamed, so a crash while saving leaves the previous
-state intact. On resume, metric lines written after the saved step are dropped: the resumed run
+state intact. It is read back with torch.load(weights_only=True): tensors and plain containers, never code, so
+a crafted state.pt in a folder handed to --resume cannot run anything. On resume, metric lines written after the saved step are dropped: the resumed run
 writes them again, and with a seed on CPU it writes the same lines an uninterrupted run would.
 """
 import json
@@ -114,7 +115,13 @@ def load_state(out, nets: dict, optimizer, scheduler) -> dict:
     path = os.path.join(out, "state.pt")
     if not os.path.isfile(path):
         cli.fail(f"--resume {out}: no state.pt there (the run stopped before its first save)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:   # a run folder is data: weights_only unpickles tensors and plain containers, never code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:   # a crafted or broken file (pickle.UnpicklingError for a payload, EOFError when cut)
+        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        cli.fail(f"--resume {out}: {path} is not a training state this project wrote, and is not loaded ({why})")
+    if not isinstance(state, dict) or not {"step", "nets", "optimizer", "rng", "extra"} <= set(state):
+        cli.fail(f"--resume {out}: {path} is not a training state this project wrote (its fields are missing)")
     for name, net in nets.items():
         shard.load_model_state(net, state["nets"][name])
     shard.load_optimizer_state(next(iter(nets.values())), optimizer, state["optimizer"])

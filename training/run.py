@@ -146,6 +146,10 @@ class Run:
             self.start, extra = state["step"], state["extra"]
             self.skipped, self.before, self.before_tasks = extra["skipped"], extra["before"], extra.get("before_tasks")
             self.lemmas = set(extra.get("lemmas", ()))
+            if parallel.is_main():   # --steps may have grown, --threads, --device and the locations changed
+                checkpoint.write_config(cfg.out, asdict(cfg))
+            parallel.say(f"resuming {cfg.out} after step {self.start} of {cfg.steps}, with the settings in "
+                         f"{cfg.out}/config.json (a resume may change only --steps, --threads, --device)")
         else:
             if parallel.is_main():   # under torchrun rank 0 alone writes the run folder
                 checkpoint.write_config(cfg.out, asdict(cfg))
