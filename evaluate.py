@@ -48,7 +48,8 @@ class Config:
     tasks: str = "mini:test"        # mini:test | mini:train | jsonl:PATH
     limit: int = 0                  # evaluate on the first N tasks (0 = all)
     n: int = 16                     # samples per task
-    k: str = "1,2,4,8,16"           # comma-separated k for pass@k, each at most --n (the paper's points)
+    k: str = "1,2,4,8,16"           # comma-separated k for pass@k, each at most --n (the paper's points; by default
+                                    # those up to --n)
     temperature: float = 1.0        # sampling temperature: 1 samples the policy as it is trained (the paper
                                     # does not say)
     top_p: float = 1.0              # nucleus sampling mass
@@ -216,6 +217,8 @@ def parse_ks(cfg: Config) -> list[int]:
         cli.fail(f"evaluate.py: --k {cfg.k}: expected comma-separated integers")
     if not ks or ks[0] < 1:
         cli.fail(f"evaluate.py: --k {cfg.k}: every k must be at least 1")
+    if cfg.k == Config.k:   # not given: the paper's k values that --n allows
+        ks = [k for k in ks if k <= cfg.n]
     if ks[-1] > cfg.n:
         cli.fail(f"evaluate.py: --k {cfg.k}: k={ks[-1]} is larger than --n {cfg.n} "
                  "(pass@k needs at least k samples per task)")
@@ -228,6 +231,7 @@ def main(argv=None) -> dict | None:
         for d in cfg.curves:
             if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
                 cli.fail(f"evaluate.py: --curves: no metrics.jsonl in {d!r}")
+        cli.new_folder(cfg.out, "evaluate.py")
         os.makedirs(cfg.out, exist_ok=True)
         report.plot_curves(cfg.curves, os.path.join(cfg.out, "curves.png"))
         print(f"wrote {os.path.join(cfg.out, 'curves.png')}")
@@ -236,6 +240,7 @@ def main(argv=None) -> dict | None:
     if not cfg.model:
         cli.fail("evaluate.py: --model: give at least one model (or --curves RUN_DIR ...)")
     cli.check(cfg, RULES, "evaluate.py")
+    cli.new_folder(cfg.out, "evaluate.py")   # a folder of another evaluation keeps its own (compare.py reads it)
     parallel.init()   # under torchrun each process samples a share of the tasks; rank 0 writes the results
     ks = parse_ks(cfg)
     for m in cfg.model:
@@ -301,4 +306,4 @@ def main(argv=None) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "evaluate.py", lambda: "Its --out folder keeps what was written so far; evaluate into a new --out to run again.")

@@ -181,6 +181,9 @@ def setup(cfg: Config):
     with run.user_errors(f"--feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
     policy = run.load_policy()
+    vocabulary = policy.model.get_output_embeddings().weight.shape[0]
+    if cfg.topk > vocabulary:   # known once the model is loaded; nothing is written yet
+        cli.fail(f"fd.py: --topk {cfg.topk}: must be at most the model's vocabulary ({vocabulary} tokens)")
     if self_fd:  # the critic writes within the policy's own attempt budget (not an API critic's 512 tokens)
         source = feedback.load(cfg.feedback, policy=policy, max_tokens=cfg.max_new_tokens, **options)
     return run, policy, source
@@ -196,8 +199,8 @@ def train(cfg: Config):
                  f"held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples)")
     for step, batch, generators in run.steps("FD"):
         # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run)
-        with run.user_errors(f"--feedback {cfg.feedback} (step {step}; --resume {cfg.out} continues from the last "
-                             "save)", feedback.FeedbackError):
+        with run.user_errors(f"--feedback {cfg.feedback} (step {step}; {checkpoint.resume_hint(cfg, 'fd.py')})",
+                             feedback.FeedbackError):
             row = fd_step(cfg, policy, teacher, run.env, source, run.optimizer, batch, generators, student)
         if step % cfg.ema_every == 0 and math.isfinite(row["grad_norm"]):
             ema_update(teacher, student, cfg.alpha)
@@ -213,4 +216,5 @@ def parse_args(argv=None) -> Config:
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    config = parse_args()
+    cli.main(lambda: train(config), "fd.py", lambda: checkpoint.resume_hint(config, "fd.py"))

@@ -253,4 +253,5 @@ def parse_args(argv=None) -> Config:
 
 
 if __name__ == "__main__":
-    train(parse_args())
+    config = parse_args()
+    cli.main(lambda: train(config), "grpo.py", lambda: checkpoint.resume_hint(config, "grpo.py"))

@@ -77,6 +77,8 @@ def load(spec: str = "mini", **options):
         from mathlib.repl import LakeEnv, ReplPool  # the Mathlib checkers load only when named
         return (ReplPool if world == "repl" else LakeEnv)(**{**options, **({"project": where} if where else {})})
     if world == "kimina":
+        if where and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", where):
+            raise ValueError(f"{spec}: the part after kimina: is the server's URL, e.g. kimina:http://127.0.0.1:8000")
         from mathlib.kimina import KiminaClient
         return KiminaClient(**{**options, **({"url": where} if where else {})})
     if world != "mini" or where:
@@ -303,4 +305,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(main, "lean_env.py"))

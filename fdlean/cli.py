@@ -21,6 +21,8 @@ import ast
 import contextlib
 import inspect
 import io
+import math
+import os
 import sys
 import textwrap
 import tokenize
@@ -49,9 +51,36 @@ def user_errors(what: str, *errors):
         fail(f"{what}: {why}")
 
 
+def main(run, script: str, then=lambda: ""):
+    """A script's entry point: run() to its end; Ctrl-C stops it with one line that says how to continue (then())
+    and exit status 130 (the shell's code for an interrupt), not a traceback."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        print(f"\n{script}: interrupted. {then()}".rstrip(), file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def new_folder(out: str, script: str, option: str = "--out", own: tuple = ()):
+    """The one rule for what a script writes: a folder that does not exist yet, or is empty (or, `own`, holds only
+    what this script itself writes there and resumes: paper.py's runs). Never a file, never another script's
+    output or a finished result: one line, exit status 2, before any slow work."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        fail(f"{script}: {option} {out} is a file: give a folder (new or empty)")
+    found = sorted(os.listdir(out)) if os.path.isdir(out) else []
+    if found and not (own and set(found) <= set(own)):
+        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        fail(f"{script}: {option} {out} already holds files ({shown}): choose a new {option}, or delete it "
+             f"(rm -r {out}) to write there again")
+
+
 def check(cfg, rules, script: str):
     """Every setting in range before anything slow starts: "fd.py: --alpha 1.5: must be between 0 and 1".
-    rules: (field, test, what the value must be). A NaN fails every test, as it should."""
+    rules: (field, test, what the value must be). A NaN fails every test, as it should; an infinite number fails
+    here for every setting (`--lr inf` passes "above 0")."""
+    for name, value in vars(cfg).items():
+        if isinstance(value, float) and math.isinf(value):
+            fail(f"{script}: --{flag(name)} {value}: must be a finite number")
     for name, ok, must in rules:
         value = getattr(cfg, name)
         if not ok(value):

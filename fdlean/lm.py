@@ -17,14 +17,19 @@ import contextlib
 import json
 import os
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from fdlean import prompting, sampling
+
+hf_logging.disable_progress_bar()   # "Loading weights", "Writing model shards": a library's bars between ours
 
 
 @dataclass
@@ -97,6 +102,31 @@ def check_name(name: str) -> None:
                             "(which needs network access to huggingface.co)")
 
 
+HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` s (or a model may be in the local hub
+    cache, HF_HUB_OFFLINE=1): without it, transformers retries for about 50 s before failing."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return True
+    host = urllib.parse.urlparse(HUB)
+    try:
+        socket.create_connection((host.hostname, host.port or (443 if host.scheme == "https" else 80)), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def in_hub_cache(name: str) -> bool:
+    """Whether a hub model was downloaded before (its config.json is in the local Hugging Face cache)."""
+    from huggingface_hub import try_to_load_from_cache
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:   # a name the hub library refuses: not cached
+        return False
+
+
 def load(name_or_path: str, device=None, dtype=None, prompt: str = "auto", thinking: bool = True) -> Policy:
     """A local HF-format folder or an HF hub id. Raises ModelNotFound for a name it cannot read (see
     check_name) or a hub id the hub did not give. The `small-prover` preset is a folder small_prover/sft.py builds:
@@ -109,13 +139,16 @@ def load(name_or_path: str, device=None, dtype=None, prompt: str = "auto", think
     name, path = name_or_path, os.path.expanduser(name_or_path)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
+    if not os.path.isdir(path) and not in_hub_cache(name) and not hub_reachable():
+        raise ModelNotFound(f"model {name!r}: not a folder here, and the Hugging Face hub ({HUB}) cannot be reached "
+                            "from this machine; give a local HF-format folder (e.g. runs/fd/final)")
     try:
         tokenizer = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as e:
-        if os.path.isdir(path):  # a broken local folder: its own error, with the traceback
-            raise
-        why = (str(e).strip() or type(e).__name__).splitlines()[0]
+    except Exception as e:   # a folder without weights, a cut safetensors, a hub id the hub did not give
+        why = (str(e).strip() or type(e).__name__).splitlines()[0][:300]
+        if os.path.isdir(path):
+            raise ModelNotFound(f"model {name!r}: that folder's model cannot be read ({type(e).__name__}: {why})") from e
         raise ModelNotFound(f"model {name!r}: no such folder here, and the Hugging Face hub did not give it "
                             f"({why}); give a local HF-format folder (e.g. runs/fd/final)") from e
     if tokenizer.pad_token_id is None:  # left padding for batched sampling needs some pad id

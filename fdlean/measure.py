@@ -47,7 +47,7 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
             prompts = [prompting.encode(policy.tokenizer, t, turns=turns) for t in tasks]
             generator = torch.Generator(device=policy.device).manual_seed(seed + parallel.rank())
             records = []
-            bar = tqdm(total=len(jobs), desc=f"sample {policy.name}", disable=not progress, leave=False)
+            bar = tqdm(total=len(jobs), desc=f"held-out: {policy.name}", disable=not progress, leave=False)
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 attempts = turns_lib.rollout(policy, env, [tasks[i] for i in batch], [prompts[i] for i in batch],
@@ -67,12 +67,12 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     return parallel.gather(records)
 
 
-def heldout(policy, env, tasks, n=8, max_new_tokens=MAX_NEW_TOKENS, turns=1) -> list[float]:
+def heldout(policy, env, tasks, n=8, max_new_tokens=MAX_NEW_TOKENS, turns=1, progress=False) -> list[float]:
     """Per held-out task, the share of its n samples that Lean accepts (its pass@1 estimate), for the
     evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
     with the same random stream, so before and after differ by the model, not by luck, and the
     change can be paired task by task (intervals.paired_change)."""
-    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns)
+    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns, progress=progress)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
 

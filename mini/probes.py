@@ -356,4 +356,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "probes.py")

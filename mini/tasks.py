@@ -302,4 +302,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "tasks.py")

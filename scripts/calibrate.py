@@ -136,4 +136,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "calibrate.py", lambda: "Nothing was written: run it again.")

@@ -60,6 +60,7 @@ RULES = [("n", lambda v: v >= 1, "at least 1"), ("topk", lambda v: v >= 0, "0 or
 def setup(cfg: Config):
     """Everything the user named, checked before the model loads: one line and exit status 2 if wrong."""
     cli.check(cfg, RULES, "explain.py")
+    cli.new_folder(cfg.out, "explain.py")
     if cfg.attempt and cfg.n > 1:
         cli.fail(f"explain.py: --attempt with --n {cfg.n}: a given attempt is one attempt (use --n 1)")
     with cli.user_errors(f"explain.py: --model {cfg.model}", lm.ModelNotFound):
@@ -243,4 +244,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "explain.py", lambda: "Its --out folder may hold part of the output: explain into a new --out.")

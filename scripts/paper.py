@@ -68,6 +68,7 @@ METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
 TEXTBOOK_PATH = os.path.join(HERE, "data", "textbook.jsonl")
 SETS = {"mini": "mini:test", "textbook": f"jsonl:{TEXTBOOK_PATH}", "probes": f"jsonl:{probes.PROBES_PATH}"}
 KS = (1, 2, 4, 8, 16)
+OWN = ("runs", "eval", "results.json", "results.md", "pass_at_k.png", "curves.png")   # what paper.py writes in --out
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -110,15 +111,34 @@ def finished(folder: str, steps: int) -> bool:
     return os.path.isfile(os.path.join(folder, "final", "config.json")) and bool(rows) and rows[-1]["step"] == steps
 
 
+CHILDREN = set()   # the subprocesses running now: Ctrl-C stops them and starts no other
+
+
 def run(script: str, args: list[str], log: str) -> None:
     """One subprocess with one thread; its output goes to `log`. A failure stops paper.py with the log's path."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     os.makedirs(os.path.dirname(log), exist_ok=True)
     with open(log, "w") as f:
-        code = subprocess.call([sys.executable, "-m", script.removesuffix(".py").replace("/", "."), *args], stdout=f,
-                               stderr=subprocess.STDOUT, env=env, cwd=HERE)
+        child = subprocess.Popen([sys.executable, "-m", script.removesuffix(".py").replace("/", "."), *args],
+                                 stdout=f, stderr=subprocess.STDOUT, env=env, cwd=HERE)
+        CHILDREN.add(child)
+        try:
+            code = child.wait()
+        finally:
+            CHILDREN.discard(child)
     if code:
         raise RuntimeError(f"{script} {' '.join(args)} failed (exit {code}): see {log}")
+
+
+def stop_children():
+    """Ctrl-C: the running subprocesses are stopped (they resume from their last save next time)."""
+    for child in list(CHILDREN):
+        child.terminate()
+    for child in list(CHILDREN):
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def train(r: dict) -> str:
@@ -179,7 +199,8 @@ def run_all(cfg: Config, base: str) -> None:
         t0 = time.time()
         return fn(*args), t0
 
-    with ThreadPoolExecutor(cfg.jobs) as pool:
+    pool = ThreadPoolExecutor(cfg.jobs)
+    try:
         pending = {r["name"]: r for r in runs}
         running = {}
         while pending or running:
@@ -195,6 +216,11 @@ def run_all(cfg: Config, base: str) -> None:
         for future in as_completed(futures):
             outcome, t0 = future.result()
             progress(f"evaluate {futures[future]}", outcome, t0)
+    except BaseException:   # Ctrl-C or a failed job: no queued job starts, the running ones stop
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_children()
+        raise
+    pool.shutdown()
 
 
 # ----------------------------------------------------------------------------- the results
@@ -282,15 +308,19 @@ def main(argv=None):
     cfg = cli.parse(Config, argv, prog="paper.py", description=__doc__.split("\n")[0])
     if cfg.quick:
         cfg = Config(**{**asdict(cfg), **QUICK})
-    cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("seeds", "steps", "prompts", "grpo_prompts",
+    cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("steps", "prompts", "grpo_prompts",
                                                                    "eval_n", "probes_n", "jobs", "turns")]
-              + [("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
+              + [("seeds", lambda v: v >= 2, "at least 2 (one seed gives no interval over seeds: it cannot say)"),
+                 ("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
     if cfg.worker:
         name, _, path = cfg.worker.partition("=")
         return evaluate_sets(cfg, name, path)
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:   # before the model, which may have to be built first
         cli.fail(f"paper.py: --methods {' '.join(cfg.methods)}: unknown {', '.join(unknown)} (known: {' '.join(METHODS)})")
+    with cli.user_errors(f"paper.py: --model {cfg.model}", lm.ModelNotFound):
+        lm.check_name(cfg.model)   # before any job: a wrong name is one line, not a failure per queued run
+    cli.new_folder(cfg.out, "paper.py", own=OWN)   # its own folder resumes; anything else is refused
     os.makedirs(cfg.out, exist_ok=True)
     t0 = time.time()
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
@@ -314,4 +344,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "paper.py", lambda: f"`{' '.join(['python -m scripts.paper'] + sys.argv[1:])}` resumes: finished "
+             "runs and evaluations stay, the runs it was training continue from their last save")

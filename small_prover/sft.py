@@ -408,18 +408,25 @@ def parse_args(argv=None) -> Config:
     return cli.parse(Config, argv, prog="sft.py", description=__doc__.split("\n")[0])
 
 
+def check_level_mix(value: str, script: str):
+    """--level-mix: three weights, 0 or more, not all 0 (levels 1, 2, 3 of the training tasks)."""
+    mix = value.split(",")
+    if not (len(mix) == 3 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in mix)
+            and sum(map(float, mix)) > 0):
+        cli.fail(f"{script}: --level-mix {value}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
+
+
 def check(s: Config):
     """Every setting in range, and the files named, before anything slow starts: one line, exit 2."""
     cli.check(s, RULES, "sft.py")
+    if s.out:   # a model folder is written whole: never over a run or another model (the preset's cache: its own)
+        cli.new_folder(s.out, "sft.py")
     if s.d_model % s.n_heads:
         cli.fail(f"sft.py: --n-heads {s.n_heads}: must divide --d-model {s.d_model}")
     kinds = ("plain", "solution", "prefix", "tutor", "keep", "lean")
     if not sum(getattr(s, k) for k in kinds) > 0:
         cli.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
-    mix = s.level_mix.split(",")
-    if not (len(mix) == 3 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in mix)
-            and sum(map(float, mix)) > 0):
-        cli.fail(f"sft.py: --level-mix {s.level_mix}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
+    check_level_mix(s.level_mix, "sft.py")
     if s.jsonl:
         with cli.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
             jsonl_examples(s.jsonl)
@@ -436,4 +443,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "sft.py", lambda: "A preset that was being built is removed and built again on next use; an --out folder may hold part of a model: delete it.")

@@ -171,6 +171,8 @@ RULES += [("second", lambda v: 0 <= v <= 1, "between 0 and 1"), ("lr", lambda v:
 def main(argv=None):
     s = cli.parse(Config, argv, prog="sft_turns.py", description=__doc__.split("\n")[0])
     cli.check(s, RULES, "sft_turns.py")
+    sft.check_level_mix(s.level_mix, "sft_turns.py")
+    cli.new_folder(s.out, "sft_turns.py")
     if s.fresh and s.tries < 2:
         cli.fail(f"sft_turns.py: --fresh needs other tries to learn from: give --tries 2 or more (not {s.tries})")
     if not s.plain + s.revise + s.teacher > 0:
@@ -181,4 +183,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(main, "sft_turns.py", lambda: "Nothing is saved before the end: delete --out if it exists and run it again.")

@@ -63,6 +63,24 @@ CASES = [
     ("small_prover/sft.py", "--n-heads 3", "sft.py: --n-heads 3: must divide --d-model 256"),
     ("small_prover/sft.py", "--level-mix 1,2", "sft.py: --level-mix 1,2: must be three weights"),
     ("small_prover/sft.py", "--model nonexistent_dir --jsonl {tmp}/ok.jsonl", "sft.py: --model nonexistent_dir: model"),
+    # issue 30: every script that writes a folder follows one rule (cli.new_folder), before any slow work
+    ("fd.py", "--out {tmp}/ok.jsonl", "fd.py: --out {tmp}/ok.jsonl is a file"),
+    ("grpo.py", "--out {tmp}/ok.jsonl", "grpo.py: --out {tmp}/ok.jsonl is a file"),
+    ("evaluate.py", "--model small-prover --out {tmp}/ok.jsonl", "evaluate.py: --out {tmp}/ok.jsonl is a file"),
+    ("evaluate.py", "--model small-prover --out {run}", "evaluate.py: --out {run} already holds files"),
+    ("scripts/explain.py", "--out {tmp}/ok.jsonl", "explain.py: --out {tmp}/ok.jsonl is a file"),
+    ("scripts/paper.py", "--out {tmp}/ok.jsonl", "paper.py: --out {tmp}/ok.jsonl is a file"),
+    ("scripts/paper.py", "--out {run}", "paper.py: --out {run} already holds files"),
+    ("scripts/paper.py", "--seeds 1", "paper.py: --seeds 1: must be at least 2"),
+    ("scripts/paper.py", "--model {run}", "paper.py: --model {run}: model"),
+    ("small_prover/sft.py", "--out {run}", "sft.py: --out {run} already holds files"),
+    ("small_prover/sft_turns.py", "--out {run}", "sft_turns.py: --out {run} already holds files"),
+    ("small_prover/sft_turns.py", "--out {tmp}/ok.jsonl", "sft_turns.py: --out {tmp}/ok.jsonl is a file"),
+    ("small_prover/sft_turns.py", "--level-mix 1,2", "sft_turns.py: --level-mix 1,2: must be three weights"),
+    ("fd.py", "--lr inf", "fd.py: --lr inf: must be a finite number"),
+    ("fd.py", "--device tpu", "fd.py: --device tpu: must be empty (the GPU when there is one), cpu, or cuda"),
+    ("grpo.py", "--verifier kimina:notaurl", "grpo.py: --verifier kimina:notaurl: kimina:notaurl: the part after "
+                                             "kimina: is the server's URL"),
 ]
 # one per script, also as a real subprocess (2-3 s each)
 SUBPROCESS = [c for c in CASES if c[:2] in {("fd.py", "--model nonexistent_dir"), ("grpo.py", "--group 1"),
@@ -90,9 +108,12 @@ def files(tmp_path_factory):
 def argv(case, tmp, run):
     script, args, _ = case
     out = args.format(tmp=tmp, run=run).split()
-    if script in ("fd.py", "grpo.py") and "--out" not in out and "--resume" not in out:
+    if script in ("fd.py", "grpo.py", "scripts/paper.py", "small_prover/sft_turns.py") and "--out" not in out \
+            and "--resume" not in out:
         out += ["--out", str(tmp / "out")]  # never the repository's runs/
-    return out + (["--out", str(tmp / "eval")] if script == "evaluate.py" else ["--threads", "1"])
+    if script == "evaluate.py":
+        return out + ([] if "--out" in out else ["--out", str(tmp / "eval")])
+    return out + ([] if script == "scripts/paper.py" else ["--threads", "1"])
 
 
 def clean_env(monkeypatch, tmp):

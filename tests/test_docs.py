@@ -25,7 +25,7 @@ PAGES = ["README.md"] + sorted(os.path.join("docs", f) for f in os.listdir(os.pa
                                if f.endswith(".md"))
 PLACEHOLDERS = {"TINY": "runs/tiny", "FOLDER": "runs/tiny", "M": "runs/M", "SPEC": "ground-truth",
                 "BEFORE": "runs/eval_a", "AFTER": "runs/eval_b", "FILE": "demo.lean", "FILE.lean": "demo.lean"}
-ARTIFACTS = ("runs/", "eval/", "/tmp/")   # what documented commands write, and others read
+ARTIFACTS = ("runs/", "eval/", "tmp/")   # what documented commands write, and others read
 
 
 def documented() -> list[tuple[str, str]]:
@@ -51,7 +51,8 @@ def split(command: str) -> list[list[str]]:
         words = shlex.split(os.path.expandvars(piece))
         while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
             words = words[1:]
-        parts.append([PLACEHOLDERS.get(w, w) for w in words])
+        words = [PLACEHOLDERS.get(w, w) for w in words]
+        parts.append([w.replace("/tmp/", "tmp/") if w.startswith("/tmp/") else w for w in words])   # kept in the sandbox
     return parts
 
 

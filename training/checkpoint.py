@@ -31,18 +31,30 @@ def check_out(cfg, script: str):
     mix its metric lines into the old ones and replace its config and models); --resume needs the
     saved state. An empty or missing folder is a new run's."""
     out = cfg.resume or cfg.out
+    if os.path.exists(out) and not os.path.isdir(out):
+        cli.fail(f"{script}: {'--resume' if cfg.resume else '--out'} {out} is a file: give a run folder")
     found = [f for f in ("config.json", "metrics.jsonl", "state.pt") if os.path.exists(os.path.join(out, f))]
     saved = "state.pt" in found
     if cfg.resume and not saved:
         cli.fail(f"{script}: --resume {out}: no state.pt there (the run stopped before its first save, or this is "
                  f"not a run folder): start again with a new --out, or delete {out}")
-    if cfg.resume or not found:
+    if cfg.resume:
         return
+    if not found:   # not a run: a new run may start in it only if it is empty (the one rule, cli.new_folder)
+        return cli.new_folder(out, script, own=("feedback_cache", "wandb", "wandb_id.txt"))   # a start that failed early
     if saved:
         cli.fail(f"{script}: --out {out} already holds a run ({', '.join(found)}): continue it with "
                  f"`--resume {out}` (and --steps N to extend it), or choose a new --out")
     cli.fail(f"{script}: --out {out} holds a run that never saved its state ({', '.join(found)}): "
              f"delete {out} (rm -r {out}) or choose a new --out")
+
+
+def resume_hint(cfg, script: str) -> str:
+    """How to continue a run that stopped: --resume when it has saved a state, else start again."""
+    out = cfg.resume or cfg.out
+    if os.path.isfile(os.path.join(out, "state.pt")):
+        return f"`python {script} --resume {out}` continues it from its last save"
+    return f"Nothing was saved yet: start it again (delete {out} first: rm -r {out})"
 
 
 # ----------------------------------------------------------------------------- the run folder

@@ -18,6 +18,7 @@ traceback. Under torchrun every process runs all of it; rank 0 alone prints and 
 """
 import math
 import os
+import re
 from dataclasses import asdict
 
 import torch
@@ -50,6 +51,9 @@ RULES = [
     ("save_every", lambda v: v >= 1, "at least 1"),
     ("threads", lambda v: v >= 1, "at least 1"),
     ("prompt", lambda v: v == "auto" or v in prompting.STYLES, "auto or one of " + ", ".join(prompting.STYLES)),
+    ("device", lambda v: v in ("", "cpu") or (re.fullmatch(r"cuda(:\d+)?", v) is not None and torch.cuda.is_available()),
+     "empty (the GPU when there is one), cpu, or cuda / cuda:N on a machine with CUDA"
+     + ("" if torch.cuda.is_available() else " (this one has none)")),
 ]
 
 
@@ -169,7 +173,8 @@ class Run:
         """The policy's pass@1 per held-out task (fdlean/measure.py: the same random stream every time, so two
         evaluations differ by the model and pair task by task)."""
         cfg = self.cfg
-        return measure.heldout(self.policy, self.env, self.heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns)
+        return measure.heldout(self.policy, self.env, self.heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns,
+                               progress=True)   # a bar of its own while the training bar waits
 
     def steps(self, desc: str, attempts_per_statement: int = 1):
         """(step, this process's statements, one generator per attempt) for every step still to run. Every process
