@@ -13,28 +13,55 @@ injected (tests/test_lean_mathlib.py): no Lean + Mathlib on this project's machi
 """
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import os
 import queue
 import re
+import reprlib
+import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
+import urllib3
+from requests.adapters import HTTPAdapter
 
 from fdlean import screen as lean_screen
 from fdlean.lean import Result
 from mathlib.repl import DEFAULT_HEADER, KiminaError, _Backend, build, judge_file
 
+REPLY_BYTES_PER_ITEM = 4 << 20    # default cap on an answer: 4 MiB per item of its batch (Lean's messages, goals)
+ERROR_BODY_BYTES = 64 << 10       # of a refusal's body (4xx, 5xx) we read this much: its first 300 characters show
+_CHUNK = 64 << 10
+
+_brief = reprlib.Repr()           # a bounded repr of whatever the server sent: never huge, never deep
+_brief.maxstring, _brief.maxother, _brief.maxlevel = 200, 200, 3
+
 
 def kimina_verify(post, codes: dict[str, str], timeout: float) -> dict[str, tuple]:
     """Kimina's wire format, the only code that knows it (project-numina/kimina-lean-server, server/routers/
     backward.py, January 2026: /verify is its batch endpoint). post(path, body) -> the parsed JSON answer.
-    Returns {custom_id: (error or None, REPL-format response or None)}; raises on an answer of another shape."""
+    Returns {custom_id: (error or None, REPL-format response or None)} for the ids we asked about; an entry that is
+    not an object with one of our ids is skipped (its item then has no result), an id answered twice gets an error.
+    Raises ValueError on an answer with no "results" list."""
     body = {"codes": [{"custom_id": k, "proof": v} for k, v in codes.items()],
             "timeout": math.ceil(timeout), "infotree_type": None, "disable_cache": False}
-    return {str(r["custom_id"]): (r.get("error"), r.get("response")) for r in post("/verify", body)["results"]}
+    answer = post("/verify", body)
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list):
+        raise ValueError(f"no list of results in {_brief.repr(answer)}")
+    got = {}
+    for r in results:
+        k = r.get("custom_id") if isinstance(r, dict) else None
+        if not isinstance(k, str) or k not in codes:
+            continue
+        # two answers for one proof: neither can be trusted
+        got[k] = ("the server answered this item twice", None) if k in got else (r.get("error"), r.get("response"))
+    return got
 
 
 def kimina_max_repls() -> int:
@@ -44,8 +71,150 @@ def kimina_max_repls() -> int:
     return int(n) if n.isdigit() and int(n) > 0 else max((os.cpu_count() or 1) - 1, 1)
 
 
+def _malformed(resp: dict) -> str | None:
+    """Why a REPL-format answer cannot be judged, or None. judge_file trusts the types the server's models give
+    (messages: [{severity: str, pos / endPos: {line: int, column: int} | null, data: str}], sorries: [...]), so an
+    answer of other types is the server's fault, never a verdict on the proof."""
+    msgs, sorries = resp.get("messages"), resp.get("sorries")
+    if msgs is not None and not isinstance(msgs, list):
+        return f"messages is {_brief.repr(msgs)}"
+    if sorries is not None and not isinstance(sorries, list):
+        return f"sorries is {_brief.repr(sorries)}"
+    for m in msgs or []:
+        if not isinstance(m, dict) or not isinstance(m.get("severity"), str) or not isinstance(m.get("data"), str):
+            return f"a message is {_brief.repr(m)}"
+        for key in ("pos", "endPos"):
+            p = m.get(key)
+            if p is not None and not (isinstance(p, dict) and all(
+                    type(p.get(c, 0)) is int for c in ("line", "column"))):     # type(): True is not a line
+                return f"a message's {key} is {_brief.repr(p)}"
+    return None
+
+
+def _verdict(name: str, span, error, resp) -> Result:
+    """One item's Result from the server's (error, response) for it."""
+    if error is not None and not isinstance(error, str):
+        return Result(False, "crash", [f"crash: the Kimina server's error for this proof is {_brief.repr(error)}"])
+    if error:
+        kind = "timeout" if re.search(r"timed out|timeout", error, re.I) else "crash"
+        hint = (" (the header's import counts against the timeout: pre-warm REPLs with LEAN_SERVER_INIT_REPLS)"
+                if "header" in error and kind == "timeout" else "")
+        return Result(False, kind, [f"{kind}: {error[:2000]}{hint}"])      # a server's error text can be any size
+    if not isinstance(resp, dict):
+        return Result(False, "crash", [f"crash: no response from the server ({_brief.repr(resp)})"])
+    if "message" in resp and "messages" not in resp:       # the REPL's own error answer
+        if not isinstance(resp["message"], str):
+            return Result(False, "crash", [f"crash: the Kimina server's answer is malformed (message is "
+                                           f"{_brief.repr(resp['message'])})"])
+        return Result(False, "error", [f"statement: error: {resp['message']}"])
+    bad = _malformed(resp)
+    if bad:
+        return Result(False, "crash", [f"crash: the Kimina server's answer is malformed ({bad})"])
+    return judge_file(name, resp, span)
+
+
+# ----------------------------------------------------------------------------- one HTTP exchange, with a deadline
 class _Fault(Exception):
-    """args: (kind: "server" (an HTTP 5xx) | "busy" (429 past our retries) | "connection", what happened)."""
+    """args: (kind, what happened). kind: "server" (an HTTP 5xx) | "busy" (429 past our retries) | "connection" |
+    "refused" (another status, once the server has worked) | "late" (past http_timeout) | "big" (past the cap)."""
+
+
+class _Late(Exception):
+    """The exchange's deadline passed: its socket was shut."""
+
+
+_current = threading.local()      # .exchange: the _Exchange this thread is running, for its connection to join
+
+
+class _Exchange:
+    """One HTTP exchange's wall-clock deadline. A per-read timeout alone lets a server that trickles a byte now and
+    then hold a request forever (headers or body), so at the deadline a watchdog shuts the socket of the connection
+    the exchange uses, which ends whatever read, write or TLS handshake is blocked on it."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+        self.conn, self.socks, self.expired, self.done = None, [], False, threading.Event()
+
+    def __enter__(self):
+        _current.exchange = self
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done.set()
+        _current.exchange = None
+
+    def left(self) -> float:
+        return max(0.01, self.deadline - time.monotonic())
+
+    def _watch(self):
+        if self.done.wait(self.left()):
+            return
+        self.expired = True
+        while not self.done.is_set():      # again until it ends: the connection may still be connecting (bounded)
+            for sock in [getattr(self.conn, "sock", None), *self.socks]:
+                if sock is not None:
+                    try:
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)   # the plain socket's: an SSLSocket's own
+                    except OSError:                                      # would drop its SSL object under the reader
+                        pass
+            self.done.wait(0.05)
+
+
+class _Tracked:
+    """A urllib3 connection that tells the thread's _Exchange it is the one in use (connect: a TLS handshake comes
+    before request; request: a kept-alive connection does not connect again), and its socket: a connection that
+    will close after this answer hands the socket to the answer and forgets it (http.client), the body's reads
+    still block on it."""
+
+    def connect(self, *args, **kwargs):
+        self._join()
+        try:
+            return super().connect(*args, **kwargs)
+        finally:
+            self._join()
+
+    def request(self, *args, **kwargs):
+        self._join()
+        return super().request(*args, **kwargs)
+
+    def _join(self):
+        exchange = getattr(_current, "exchange", None)
+        if exchange is not None:
+            exchange.conn = self
+            if getattr(self, "sock", None) is not None:
+                exchange.socks.append(self.sock)
+
+
+_tracked_pools = {}
+
+
+def _tracked(pool_cls):
+    if pool_cls not in _tracked_pools:
+        conn_cls = type(f"Tracked{pool_cls.ConnectionCls.__name__}", (_Tracked, pool_cls.ConnectionCls), {})
+        _tracked_pools[pool_cls] = type(f"Tracked{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": conn_cls})
+    return _tracked_pools[pool_cls]
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter whose connections join the thread's _Exchange (plain and proxied)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self._track(self.poolmanager)
+
+    def proxy_manager_for(self, *args, **kwargs):
+        manager = super().proxy_manager_for(*args, **kwargs)
+        self._track(manager)
+        return manager
+
+    @staticmethod
+    def _track(manager):
+        manager.pool_classes_by_scheme = {k: _tracked(v) for k, v in manager.pool_classes_by_scheme.items()}
+
+
+# what a failed exchange raises (requests' own errors are OSErrors; urllib3's and http.client's may escape it)
+_NETWORK = (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException)
 
 
 class KiminaClient(_Backend):
@@ -60,21 +229,31 @@ class KiminaClient(_Backend):
       429 waits busy_wait (>= 60 s, as long as the server waited) before each of `retries` retries;
     - with a database, a custom_id already stored fails the request (the Proof table's id is unique): ours are
       uuid4s, new for every post.
-    Connection errors are retried with a doubling backoff. A server that never answered, or a 4xx other than 429,
-    raises KiminaError (set-up problems); once it has answered, no failure stops the run: the items are "crash"
-    and counted in verifier_errors. An unreadable answer makes its batch "crash"."""
+    Connection errors are retried with a doubling backoff. Set-up problems raise KiminaError: a server that never
+    answered, or one that refused (a status other than 2xx, 429, 5xx) before it ever gave a readable answer (the URL
+    or key is wrong). Once it has answered, no failure stops the run: the items are "crash", with the reason, and
+    counted in verifier_errors. A hostile or broken server costs results, never the run:
+    - every exchange (connect, headers, body) ends by http_timeout (default timeout x batch_size + 60 s), wall
+      clock, not per read; one past it is not retried (the server had the batch's whole time);
+    - an answer is read streamed and dropped past max_reply_bytes (default REPLY_BYTES_PER_ITEM = 4 MiB x
+      batch_size), a refusal's body past ERROR_BODY_BYTES; we ask for it uncompressed and refuse a compressed one;
+    - an answer of another shape or of other types (JSON, but not Kimina's) is "crash" for the items it spoils:
+      unreadable or no results list, all of them; an item with no result, two results, or fields of the wrong
+      types, that item alone."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", timeout: float = 60.0, api_key: str | None = None,
                  batch_size: int = 8, max_repls: int | None = None, retries: int = 3, backoff: float = 1.0,
                  busy_wait: float = 60.0, http_timeout: float | None = None, header: str = DEFAULT_HEADER,
-                 max_chars: int = lean_screen.MAX_CHARS):
+                 max_chars: int = lean_screen.MAX_CHARS, max_reply_bytes: int | None = None):
         self.url, self.timeout, self.api_key, self.header = url.rstrip("/"), timeout, api_key, header
         self.max_repls = max(1, max_repls or kimina_max_repls())
         self.batch_size = max(1, min(batch_size, self.max_repls))
         self.workers = max(1, self.max_repls // self.batch_size)      # batches in flight: snippets <= max_repls
         self.retries, self.backoff, self.busy_wait, self.max_chars = retries, backoff, busy_wait, max_chars
         self.http_timeout = http_timeout or timeout * self.batch_size + 60
-        self.started = False          # has the server ever answered? (if not, a failure is a set-up problem)
+        self.max_reply_bytes = max_reply_bytes or REPLY_BYTES_PER_ITEM * self.batch_size
+        self.started = False          # has the server ever answered (any status)? if not, no answer is a set-up problem
+        self.worked = False           # has it ever given a readable answer? if not, a refusal is a set-up problem
         self.sessions = queue.Queue()  # idle requests.Sessions (kept-alive connections), one per post in flight
         self.version = f"Kimina Lean Server at {self.url}"
 
@@ -95,65 +274,115 @@ class KiminaClient(_Backend):
             spans.append(span)                       # lines from the file's first: the server adds back its header's
         try:
             got = kimina_verify(self._post, codes, self.timeout)
+        except KiminaError:
+            raise                                    # set-up problems: the run cannot go on
         except _Fault as e:
             if e.args[0] == "server" and len(items) > 1:   # one dead REPL fails them all: find it, one item a post
                 with ThreadPoolExecutor(len(items)) as pool:
                     return [r for rs in pool.map(lambda item: self._batch([item]), items) for r in rs]
             why = {"server": "the Kimina server failed on this proof alone (its Lean REPL died: out of memory?)",
-                   "busy": "the Kimina server had no free REPL", "connection": "the Kimina server stopped answering"}
+                   "busy": "the Kimina server had no free REPL", "connection": "the Kimina server stopped answering",
+                   "refused": "the Kimina server refused the request",
+                   "late": f"the Kimina server gave no complete answer within http_timeout = {self.http_timeout:g} s",
+                   "big": "the Kimina server's answer was too large"}
             return [Result(False, "crash", [f"crash: {why[e.args[0]]} ({e.args[1]})"]) for _ in items]
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except Exception as e:                       # ValueError, RecursionError (deep JSON), ...: its batch's problem
             why = f"crash: the Kimina server's answer is unreadable ({type(e).__name__}: {str(e)[:200]})"
             return [Result(False, "crash", [why]) for _ in items]
+        self.worked = True
         out = []
         for k, (task, _), span in zip(codes, items, spans):
             error, resp = got.get(k, ("the server returned no result for this item", None))
-            if error:
-                kind = "timeout" if re.search(r"timed out|timeout", str(error), re.I) else "crash"
-                hint = (" (the header's import counts against the timeout: pre-warm REPLs with LEAN_SERVER_INIT_REPLS)"
-                        if "header" in str(error) and kind == "timeout" else "")
-                out.append(Result(False, kind, [f"{kind}: {error}{hint}"]))
-            elif not isinstance(resp, dict):
-                out.append(Result(False, "crash", [f"crash: no response from the server ({resp!r:.200})"]))
-            elif "message" in resp and "messages" not in resp:       # the REPL's own error answer
-                out.append(Result(False, "error", [f"statement: error: {resp['message']}"]))
-            else:
-                out.append(judge_file(task.name, resp, span))
+            try:
+                out.append(_verdict(task.name, span, error, resp))
+            except Exception as e:                   # a shape _malformed did not foresee: this item's problem alone
+                out.append(Result(False, "crash", [f"crash: the Kimina server's answer for this proof is unreadable "
+                                                   f"({type(e).__name__}: {str(e)[:200]})"]))
         return out
 
     def _post(self, path: str, body: dict):
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}   # as its require_key reads it
         try:
             session = self.sessions.get_nowait()
         except queue.Empty:
             session = requests.Session()
+            session.mount("http://", _Adapter())
+            session.mount("https://", _Adapter())
         try:
-            return self._send(session, self.url + path, body, headers)
+            return self._send(session, self.url + path, body)
         finally:
             self.sessions.put(session)
 
-    def _send(self, session, url: str, body: dict, headers: dict):
+    def _send(self, session, url: str, body: dict):
         last = ""
         for attempt in range(self.retries + 1):
             try:
-                answer = session.post(url, json=body, headers=headers, timeout=self.http_timeout)
-            except requests.RequestException as e:             # refused, reset, timed out
-                last = f"{type(e).__name__}: {e}"
+                status, data = self._exchange(session, url, body)
+            except _Late as e:
+                if not self.started:
+                    raise KiminaError(f"Kimina server at {self.url} did not answer within http_timeout = "
+                                      f"{self.http_timeout:g} s ({e})") from None
+                raise _Fault("late", str(e)) from None
+            except _NETWORK as e:                               # refused, reset, timed out
+                last = f"{type(e).__name__}: {str(e)[:300]}"
                 if attempt < self.retries:
                     time.sleep(min(30.0, self.backoff * 2 ** attempt))
                 continue
-            self.started, last = True, f"HTTP {answer.status_code}: {answer.text[:300]}"
-            if answer.status_code == 429:                      # it already waited max_wait (60 s) for a REPL
+            last = f"HTTP {status}: {data[:300].decode('utf-8', 'replace')}"
+            if status == 429:                                   # it already waited max_wait (60 s) for a REPL
                 if attempt < self.retries:
                     time.sleep(self.busy_wait)
                 continue
-            if answer.status_code >= 500:
+            if status >= 500:
                 raise _Fault("server", last)
-            if answer.status_code >= 400:
-                raise KiminaError(f"Kimina server at {self.url} rejected the request ({last})")
-            return answer.json()                               # ValueError -> the batch is "crash"
+            if not 200 <= status < 300:                        # 408, 404, a redirect, ...
+                if not self.worked:
+                    raise KiminaError(f"Kimina server at {self.url} rejected the request ({last})")
+                raise _Fault("refused", last)
+            return json.loads(data)                            # ValueError, RecursionError -> the batch is "crash"
         if last.startswith("HTTP 429"):
             raise _Fault("busy", f"{last}, {self.retries + 1} tries")
         if not self.started:
             raise KiminaError(f"Kimina server at {self.url} did not answer after {self.retries + 1} tries ({last})")
         raise _Fault("connection", f"no answer after {self.retries + 1} tries ({last})")
+
+    def _exchange(self, session, url: str, body: dict) -> tuple[int, bytes]:
+        """One POST: (HTTP status, body), the body cut at ERROR_BODY_BYTES unless a 2xx. Raises _Late past
+        http_timeout, _Fault("big") for a 2xx past max_reply_bytes, a _NETWORK error for a failed connection."""
+        headers = {"Accept-Encoding": "identity"}     # a compressed answer's size says nothing of what it unpacks to
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"                  # as its require_key reads it
+        answer = None
+        with _Exchange(self.http_timeout) as exchange:
+            try:
+                answer = session.post(url, json=body, headers=headers, stream=True, allow_redirects=False,
+                                      timeout=(exchange.left(), exchange.left()))
+                if exchange.expired:                     # cut mid-headers, http.client may take what came for all
+                    raise _Late("no answer: its headers were cut")
+                self.started = True
+                ok = 200 <= answer.status_code < 300
+                cap = self.max_reply_bytes if ok else ERROR_BODY_BYTES
+                size, coding = answer.headers.get("Content-Length", ""), answer.headers.get("Content-Encoding", "")
+                if ok and size.strip().isdigit() and int(size) > cap:
+                    raise _Fault("big", f"{int(size)} bytes announced, max_reply_bytes = {cap}")
+                if ok and coding.strip().lower() not in ("", "identity"):
+                    raise _Fault("big", f"compressed ({coding[:50]}) though asked not to be: its size is unknown")
+                data = bytearray()
+                for chunk in answer.iter_content(_CHUNK):
+                    data += chunk
+                    if len(data) > cap:
+                        if ok:
+                            raise _Fault("big", f"over max_reply_bytes = {cap} bytes, reading stopped")
+                        break                            # a refusal: its start says enough
+                    if exchange.expired:
+                        break
+                if exchange.expired:
+                    raise _Late(f"{len(data)} bytes of the answer came")
+                return answer.status_code, bytes(data)
+            except _NETWORK as e:
+                if exchange.expired:                     # the watchdog shut the socket: that is why it failed
+                    raise _Late(f"{'no answer' if answer is None else 'the answer was cut'}: "
+                                f"{type(e).__name__}") from None
+                raise
+            finally:
+                if answer is not None:
+                    answer.close()                       # a part-read answer: its connection is dropped, not reused

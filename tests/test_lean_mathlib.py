@@ -3,13 +3,17 @@ against tests/fake_repl.py, the Kimina client against a local http.server, the l
 `lake` script; and lean_env.load, which chooses among them and the mini world from a spec.
     Run: python -m pytest -q tests/test_lean_mathlib.py"""
 import collections
+import copy
+import gzip
 import http.server
 import json
 import os
+import random
 import socket
 import sys
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -171,9 +175,11 @@ class Kimina(http.server.BaseHTTPRequestHandler):
     for one, else the whole request is 429 "No available REPLs"; the leading import / blank lines run apart and
     their count is added back to every position; a timeout is a per-item error (a slow header import too); a
     REPL that dies ("crash") fails the whole request with 500; with `database` on, a custom_id already stored
-    fails the request with 500 (unique Proof.id). script: per request, "ok" (default) | "500" | "400" | "429" |
-    "garbage" forces the answer. posts: (path, headers, body) of every request; peak: most REPLs busy at once."""
-    script, posts, max_repls, max_wait, work, database = [], [], 64, 1.0, 0.0, False
+    fails the request with 500 (unique Proof.id). script: per request, "ok" (default) | an HTTP status ("500",
+    "400", "429", ...) | "garbage" forces the answer, or a fault: fn(handler, results) answers in its place, given
+    the results the server would have sent (see `reply`, `trickle`, `flood`). posts: (path, headers, body) of
+    every request; peak: most REPLs busy at once."""
+    script, posts, max_repls, max_wait, work, database, sent = [], [], 64, 1.0, 0.0, False, 0
     stored, busy, peak, cond = set(), 0, 0, threading.Condition()
 
     def log_message(self, *a):
@@ -193,7 +199,7 @@ class Kimina(http.server.BaseHTTPRequestHandler):
         action = Kimina.script.pop(0) if Kimina.script else "ok"
         if action == "garbage":
             return self.answer(200, b"<html>not json")
-        if action != "ok":
+        if action not in ("ok",) and not callable(action):
             return self.answer(int(action), {"detail": "No available REPLs" if action == "429" else "boom"})
         results, failures = [None] * len(body["codes"]), []
 
@@ -210,6 +216,8 @@ class Kimina(http.server.BaseHTTPRequestHandler):
         if failures:        # asyncio.gather: the first failure is the request's answer
             status, detail = failures[0].args
             return self.answer(status, detail)
+        if callable(action):
+            return action(self, results)
         self.answer(200, {"results": results})
 
     @staticmethod
@@ -395,6 +403,312 @@ def test_kimina_server_lost_mid_run_does_not_end_it():
     assert all(r.status == "crash" and "stopped answering" in r.messages[0] for r in res)
     assert env.verifier_errors == 2
     env.close()
+
+
+# ----------------------------------------------------------------------------- Kimina: a hostile or broken server
+def reply(fn):
+    """A fault: answers 200 with fn(results) (a deep copy of what the server would have sent, to spoil), JSON-encoded
+    unless bytes."""
+    return lambda handler, results: handler.answer(200, fn(copy.deepcopy(results)))
+
+
+def raw(handler, data: bytes) -> bool:
+    """Writes bytes to the client as they are; False once it has hung up."""
+    try:
+        handler.wfile.write(data)
+        handler.wfile.flush()
+        Kimina.sent += len(data)
+        return True
+    except OSError:
+        return False
+
+
+def trickle(in_headers: bool, every: float = 0.2, most: float = 10.0):
+    """A fault: a server that sends a byte every `every` s (for `most` s at most), in its headers or in its body,
+    so that no single read waits long enough for a per-read timeout."""
+    def fault(handler, results):
+        raw(handler, b"HTTP/1.0 200 OK\r\n" + (b"X-Slow: " if in_headers else b"Content-Length: 1000\r\n\r\n{"))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < most and raw(handler, b"a"):
+            time.sleep(every)
+    return fault
+
+
+def flood(status: int, megabytes: int, chunk=b"a" * (1 << 20)):
+    """A fault: an endless-looking answer, `megabytes` MiB with no Content-Length, streamed as fast as taken."""
+    def fault(handler, results):
+        raw(handler, f"HTTP/1.0 {status} X\r\nContent-Type: application/json\r\n\r\n".encode())
+        raw(handler, b'{"results": [{"custom_id": "x", "error": "')
+        for _ in range(megabytes):
+            if not raw(handler, chunk):
+                return
+    return fault
+
+
+def test_kimina_oddly_typed_answers_cost_only_their_items(server):
+    """Guards: a reply that is JSON but not of Kimina's types (a field of the wrong type, a missing or null one, too
+    few / too many / unknown / repeated results, a top-level array or string, nesting too deep to parse) never
+    raises out of check_many; it makes "crash" (with why) of exactly the items it spoils, counted in
+    verifier_errors, and the other items keep their verdicts."""
+    env = kimina(server, batch_size=3, max_repls=3)
+    items = [(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, STD)]
+    assert [r.status for r in env.check_many(items)] == ["ok", "error", "ok"]
+
+    def first(fn):            # spoils the first item's result only
+        return reply(lambda rs: (fn(rs[0]), {"results": rs})[1])
+
+    def msg0(fn):             # spoils the first message of the first item's result
+        return first(lambda r: fn(r["response"]["messages"][0]))
+
+    one = [  # (fault, what the first item's crash says)
+        (first(lambda r: r["response"].update(messages=5)), "messages is 5"),
+        (first(lambda r: r["response"].update(messages=[7])), "a message is 7"),
+        (first(lambda r: r["response"].update(sorries="none")), "sorries is 'none'"),
+        (msg0(lambda m: m.update(pos=[3, 1])), "pos is [3, 1]"),
+        (msg0(lambda m: m["pos"].update(line="9")), "pos is {"),
+        (msg0(lambda m: m["pos"].update(line=True)), "pos is {"),
+        (msg0(lambda m: m.update(endPos="end")), "endPos is 'end'"),
+        (msg0(lambda m: m.update(severity=None)), "a message is {"),
+        (msg0(lambda m: m.update(data={"text": "x"})), "a message is {"),
+        (first(lambda r: r.pop("response")), "no response from the server (None)"),
+        (first(lambda r: r.update(response=None)), "no response from the server (None)"),
+        (first(lambda r: r.update(response=[1, 2])), "no response from the server ([1, 2])"),
+        (first(lambda r: r.update(response={"message": ["x"]})), "message is ['x']"),
+        (first(lambda r: r.update(error=5)), "error for this proof is 5"),
+        (first(lambda r: r.update(error={"why": "timeout"})), "error for this proof is {"),
+        (first(lambda r: r.update(custom_id="not-ours")), "no result for this item"),
+        (first(lambda r: r.update(custom_id=12)), "no result for this item"),
+        (reply(lambda rs: {"results": rs[1:]}), "no result for this item"),                 # fewer results
+        (reply(lambda rs: {"results": rs + [rs[0]]}), "answered this item twice"),
+    ]
+    for fault, why in one:
+        before = env.verifier_errors
+        Kimina.script = [fault]
+        res = env.check_many(items)
+        assert [r.status for r in res] == ["crash", "error", "ok"], why
+        assert why in res[0].messages[0] and res[1].messages[0].startswith("2:13: error"), (why, res[0].messages)
+        assert env.verifier_errors == before + 1
+    # more results than asked, and entries that are not results at all: ignored
+    Kimina.script = [reply(lambda rs: {"results": [5, None, "x", [], {"custom_id": "other"}] + rs[::-1] + [{}]})]
+    assert [r.status for r in env.check_many(items)] == ["ok", "error", "ok"]
+    every = [  # (fault, what every item's crash says)
+        (reply(lambda rs: {"results": {"a": rs}}), "no list of results"),
+        (reply(lambda rs: {"results": None}), "no list of results"),
+        (reply(lambda rs: rs), "no list of results"),                  # a top-level array
+        (reply(lambda rs: "results"), "no list of results"),           # a top-level string
+        (reply(lambda rs: 3.5), "no list of results"),
+        (reply(lambda rs: b"[" * 200_000 + b"]" * 200_000), "RecursionError"),
+        (reply(lambda rs: b'{"results": [\xff]}'), "unreadable"),
+    ]
+    for fault, why in every:
+        before = env.verifier_errors
+        Kimina.script = [fault]
+        res = env.check_many(items)
+        assert all(r.status == "crash" and why in r.messages[0] for r in res), (why, res[0].messages)
+        assert env.verifier_errors == before + 3
+    assert [r.status for r in env.check_many(items)] == ["ok", "error", "ok"]    # and the run goes on
+
+
+def test_kimina_refusal_after_good_answers_costs_its_batch(server):
+    """Guards: a status the server has no business sending (408, 404, a redirect) once it has given readable
+    answers costs that batch's items ("crash", counted), not the run; before any readable answer the URL or key is
+    wrong, and KiminaError stops the run at once, as before."""
+    env = kimina(server, batch_size=2, max_repls=2)
+    assert env.check(SQ, STD).ok
+    for status in ("408", "404", "302", "418"):
+        Kimina.script = [status]
+        res = env.check_many([(SQ, STD), (SQ, "by\n  nlinarith [wrong]")])
+        assert all(r.status == "crash" and f"refused the request (HTTP {status}: " in r.messages[0] for r in res)
+    assert env.verifier_errors == 8
+    Kimina.script = ["ok", "408"]                               # a later batch of the same call
+    res = env.check_many([(SQ, STD)] * 4)
+    assert sorted(r.status for r in res) == ["crash", "crash", "ok", "ok"] and env.verifier_errors == 10
+    assert env.check(SQ, STD).ok
+    for status in ("404", "408", "401"):                        # first contact: a set-up problem
+        Kimina.script = [status]
+        with pytest.raises(lean_mathlib.KiminaError, match=f"rejected the request \\(HTTP {status}"):
+            kimina(server).check(SQ, STD)
+
+
+def test_kimina_trickling_server_is_cut_at_http_timeout(server):
+    """Guards: every exchange ends by http_timeout, wall clock: a server that trickles a byte every 0.2 s (which
+    no per-read timeout ever trips), in its headers or in its body, costs the batch's items ("crash", counted)
+    about http_timeout after the post, is not retried, and the next post works; one that never got as far as a
+    whole answer's headers on first contact stops the run (KiminaError) just as fast."""
+    env = kimina(server, http_timeout=1.5, retries=3)
+    assert env.check(SQ, STD).ok
+    for in_headers in (True, False):
+        Kimina.script = [trickle(in_headers)]
+        t0 = time.monotonic()
+        res = env.check_many([(SQ, STD), (SQ, STD)])
+        took = time.monotonic() - t0
+        assert took < 4.0, (in_headers, took)
+        assert all(r.status == "crash" and "no complete answer within http_timeout = 1.5 s" in r.messages[0]
+                   for r in res), res[0].messages
+        assert env.check(SQ, STD).ok                            # a new connection: the cut one is not reused
+    assert env.verifier_errors == 4 and len(Kimina.posts) == 5  # not retried
+    Kimina.script = [trickle(True)]
+    t0 = time.monotonic()
+    with pytest.raises(lean_mathlib.KiminaError, match="did not answer within http_timeout = 1.5 s"):
+        kimina(server, http_timeout=1.5).check(SQ, STD)
+    assert time.monotonic() - t0 < 4.0
+
+
+def test_kimina_reply_size_is_capped_while_read(server):
+    """Guards: an answer is dropped once past max_reply_bytes (default 4 MiB per item of the batch) WHILE it is
+    read, so a 64 MiB body (no Content-Length) costs its items ("crash", counted) and little memory, a 5xx's body
+    is read only to ERROR_BODY_BYTES, an answer announced too large is not read at all, and a compressed one
+    (asked for uncompressed: its unpacked size is unknown) is refused."""
+    env = kimina(server, batch_size=1, max_repls=1)
+    assert env.check(SQ, STD).ok
+    Kimina.sent = 0
+    Kimina.script = [flood(200, 64), flood(503, 64)]
+    tracemalloc.start()
+    try:
+        t0 = time.monotonic()
+        over, failed = env.check(SQ, STD), env.check(SQ, STD)
+        took, (_, peak) = time.monotonic() - t0, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, peak                # reading it all: the whole 64 MiB, several times over
+    assert env.max_reply_bytes == lean_kimina.REPLY_BYTES_PER_ITEM == 4 << 20
+    assert over.status == "crash" and f"too large (over max_reply_bytes = {4 << 20} bytes" in over.messages[0]
+    assert failed.status == "crash" and "HTTP 503: {\"results\"" in failed.messages[0]
+    assert Kimina.sent < 64 << 20 and took < 20 and env.verifier_errors == 2
+    assert Kimina.posts[-1][2]["codes"] and Kimina.posts[-1][1]["Accept-Encoding"] == "identity"
+
+    small = kimina(server, max_reply_bytes=50_000)
+    assert small.check(SQ, STD).ok                              # a real answer: well under
+    Kimina.script = [reply(lambda rs: {"results": rs, "padding": "x" * 100_000})]
+    r = small.check(SQ, STD)
+    assert r.status == "crash" and "bytes announced, max_reply_bytes = 50000" in r.messages[0]
+
+    def gzipped(handler, results):
+        data = gzip.compress(json.dumps({"results": results}).encode())
+        raw(handler, b"HTTP/1.0 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    Kimina.script = [gzipped]
+    r = small.check(SQ, STD)
+    assert r.status == "crash" and "compressed (gzip) though asked not to be" in r.messages[0]
+    assert small.verifier_errors == 2 and small.check(SQ, STD).ok
+
+
+def fuzz_value(rng, depth=0):
+    """A random JSON value: any type, nested, now and then a huge string or number."""
+    kind = rng.choice("nbifsSlLdD" if depth < 3 else "nbifs")
+    if kind == "n":
+        return None
+    if kind == "b":
+        return rng.random() < 0.5
+    if kind == "i":
+        return rng.choice([0, -1, 7, 2 ** 70, 10 ** 4000])
+    if kind == "f":
+        return rng.choice([0.5, -1e300, 1e-9])
+    if kind == "s":
+        return rng.choice(["", "error", "timeout", "9", "\u2028\x00\ud7ff", "'x' does not depend on any axioms"])
+    if kind == "S":
+        return rng.choice("ab") * rng.randint(10_000, 2_000_000)
+    if kind in "lL":
+        return [fuzz_value(rng, depth + 1) for _ in range(rng.randint(0, 4))]
+    return {rng.choice(["line", "pos", "data", "messages", "x"]): fuzz_value(rng, depth + 1) for _ in range(3)}
+
+
+def fuzz_reply(rng, results, spoiled):
+    """Spoils Kimina's answer at random: returns (the body to send, JSON or bytes), adding to `spoiled` the index of
+    every item whose result it touched ("all" if the whole answer)."""
+    n = len(results)
+    origin = {id(e): k for k, e in enumerate(results)}          # entry -> its item, whatever its custom_id becomes
+    ids = {e["custom_id"]: k for k, e in enumerate(results)}
+
+    def touch(entry):
+        now = entry.get("custom_id") if isinstance(entry, dict) else None
+        spoiled.update({origin.get(id(entry)), ids.get(now) if isinstance(now, str) else None} - {None})
+    for _ in range(rng.randint(1, 3)):
+        op = rng.choice(["top", "results", "deep", "drop", "dup", "extra", "shuffle", "entry", "field", "resp",
+                         "msg", "msgfield", "pos", "huge"] + ["msgfield", "pos", "field", "resp"])
+        if op in ("top", "results", "deep"):
+            spoiled.add("all")
+            if op == "deep":
+                return b"[" * 100_000 + b"]" * 100_000
+            if op == "top":
+                return fuzz_value(rng)
+            results = fuzz_value(rng)
+            continue
+        if not isinstance(results, list) or not results:
+            continue
+        entry = rng.choice(results)
+        resp = entry.get("response") if isinstance(entry, dict) else None
+        msgs = resp.get("messages") if isinstance(resp, dict) else None
+        msg = msgs[0] if isinstance(msgs, list) and msgs else None
+        if op == "extra":
+            results.insert(rng.randrange(n + 1), fuzz_value(rng))
+            continue
+        if op == "shuffle":
+            rng.shuffle(results)
+            continue
+        touch(entry)
+        if op == "drop":
+            results.remove(entry)
+        elif op == "dup":
+            results.append(copy.deepcopy(entry))
+        elif op == "entry":
+            results[results.index(entry)] = fuzz_value(rng)
+        elif op == "field" and isinstance(entry, dict):
+            key = rng.choice(["custom_id", "error", "response"])
+            if rng.random() < 0.3:
+                entry.pop(key, None)
+            else:
+                entry[key] = fuzz_value(rng)
+        elif op == "resp" and isinstance(resp, dict):
+            key = rng.choice(["messages", "sorries", "message", "env"])
+            if rng.random() < 0.3:
+                resp.pop(key, None)
+            else:
+                resp[key] = fuzz_value(rng)
+        elif op == "msg" and msg is not None:
+            msgs[rng.randrange(len(msgs))] = fuzz_value(rng)
+        elif op == "msgfield" and isinstance(msg, dict):
+            key = rng.choice(["severity", "data", "pos", "endPos"])
+            if rng.random() < 0.3:
+                msg.pop(key, None)
+            else:
+                msg[key] = fuzz_value(rng)
+        elif op == "pos" and isinstance(msg, dict) and isinstance(msg.get("pos"), dict):
+            msg["pos"][rng.choice(["line", "column"])] = fuzz_value(rng)
+        elif op == "huge" and isinstance(msg, dict):
+            msg["data"] = "x" * rng.randint(100_000, 3_000_000)      # within the cap (4 MiB x 4 items)
+    return {"results": results} if rng.random() < 0.95 else {"results": results, "extra": fuzz_value(rng)}
+
+
+def test_kimina_fuzzed_answers_never_raise(server):
+    """Guards, on seeded random spoilings of real answers (types swapped, fields missing or nested, entries
+    dropped / repeated / added, huge strings within the cap, nesting too deep to parse): check_many never raises,
+    returns one Result per item in order, each round ends within seconds, every "crash" is counted in
+    verifier_errors, and an item whose result was not touched keeps its verdict."""
+    rng = random.Random(20260131)
+    env = kimina(server, batch_size=4, max_repls=4, http_timeout=20)
+    items = [(SQ, STD), (SQ, "by\n  nlinarith [wrong]"), (SQ, STD), (SQ, "by exact cheat_axiom")]
+    expected = ["ok", "error", "ok", "error"]
+    assert [r.status for r in env.check_many(items)] == expected
+    kept, crashed, t_all = 0, 0, time.monotonic()
+    for round_ in range(200):
+        spoiled = set()
+        Kimina.script = [lambda handler, results, spoiled=spoiled:
+                         handler.answer(200, fuzz_reply(rng, copy.deepcopy(results), spoiled))]
+        before, t0 = env.verifier_errors, time.monotonic()
+        res = env.check_many(items)
+        assert time.monotonic() - t0 < 10, round_
+        assert len(res) == 4 and all(isinstance(r, lean_env.Result) for r in res)
+        assert all(r.status == "ok" or r.status in ("error", "timeout", "crash") and r.messages for r in res), res
+        assert env.verifier_errors - before == sum(r.status == "crash" for r in res)
+        assert not any("stopped answering" in m for r in res for m in r.messages)   # the fake itself never failed
+        for i, (r, want) in enumerate(zip(res, expected)):
+            if "all" not in spoiled and i not in spoiled:
+                assert r.status == want, (round_, i, spoiled, r)
+                kept += 1
+            crashed += r.status == "crash"
+    assert time.monotonic() - t_all < 120
+    assert kept > 100 and crashed > 100           # the fuzzer both spared and spoiled a good share
+    assert [r.status for r in env.check_many(items)] == expected
 
 
 # ----------------------------------------------------------------------------- lake env lean (fake lake)

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,8 +51,17 @@ def records(path):
             pending = b""
 
 
-def read_runs(out):
-    """[(run folder, run record, config, history rows)] of each offline run under out, in order."""
+def read_runs(out, wait=20.0):
+    """[(run folder, run record, config, history rows)] of each offline run under out, in order. W&B's service writes
+    a run's file after finish() returns (issue 30, row 10: read at once, a file was at times still empty): wait,
+    up to `wait` seconds, until every file ends with its exit record."""
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        paths = glob.glob(os.path.join(out, "wandb", "offline-run-*", "run-*.wandb"))
+        if paths and all((list(records(p)) or [None])[-1] is not None
+                         and list(records(p))[-1].WhichOneof("record_type") == "exit" for p in paths):
+            break
+        time.sleep(0.1)
     runs = []
     for folder in sorted(glob.glob(os.path.join(out, "wandb", "offline-run-*"))):
         [path] = glob.glob(os.path.join(folder, "run-*.wandb"))
