@@ -16,6 +16,7 @@ import importlib
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -554,12 +555,37 @@ def where(error, path):
     return f, f"{os.path.basename(f.filename)} line {f.lineno}, in {f.name}"
 
 
+CASE_SECONDS = 30   # a case's time limit: a function that never returns fails its case, with a message
+
+
+class TooSlow(Exception):
+    pass
+
+
+def within(seconds, case):
+    """case() under a time limit (SIGALRM interrupts Python code, so an endless loop ends in TooSlow)."""
+    def alarm(signum, frame):
+        raise TooSlow
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return case()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def run(ex, impl, path=None) -> int:
     failed = 0
     cases = list(ex.cases(impl))
     for what, case in cases:
         try:
-            note = case()
+            note = within(CASE_SECONDS, case)
+        except TooSlow as e:
+            failed += 1
+            _, at = where(e, path)
+            print(f"FAIL  {what}\n      still running after {CASE_SECONDS} s (a loop that never ends?), at {at}")
+            continue
         except NotImplementedError as e:
             failed += 1
             frame, _ = where(e, path)
@@ -588,6 +614,8 @@ def main(argv=None) -> int:
         for i, ex in enumerate(EXERCISES.values(), 1):
             print(f"{i}. {ex.id:<17} {ex.minutes:>7} (estimate)  {ex.summary}   [{ex.file}]")
         return 0
+    if cfg.id and cfg.id.isdigit() and 1 <= int(cfg.id) <= len(EXERCISES):   # the number --list shows
+        cfg.id = list(EXERCISES)[int(cfg.id) - 1]
     if cfg.id not in EXERCISES:
         cli.fail(f"exercises/check.py: unknown exercise {cfg.id!r}; one of: {', '.join(EXERCISES)} (see --list)")
     ex = EXERCISES[cfg.id]

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -159,3 +160,18 @@ def test_command_line_exit_codes(tmp_path):
     assert p.returncode == 2 and "unknown exercise 'no_such_exercise'" in p.stderr
     p = cli("ema", "--file", str(tmp_path / "missing.py"))
     assert p.returncode == 2 and "no file" in p.stderr
+
+
+def test_a_function_that_never_returns_fails_its_case_with_a_message(capsys, tmp_path, monkeypatch):
+    """Issue 30, row 9: `check.py pass_at_k --file loop.py` whose function never returns hung with no output."""
+    monkeypatch.setattr(check, "CASE_SECONDS", 0.2)
+    mine = write(tmp_path, "def pass_at_k(n, c, k):\n    while True:\n        pass\n")
+    t0 = time.time()
+    rc, out = run(capsys, "pass_at_k", "--file", mine)
+    assert rc == 1 and "still running after 0.2 s (a loop that never ends?)" in out and "mine.py line" in out
+    assert time.time() - t0 < 30
+
+
+def test_an_exercise_by_its_number_in_the_list(capsys):
+    rc, out = run(capsys, "1", "--reference")
+    assert rc == 0 and out.startswith("pass_at_k: the project's own implementation")
