@@ -72,6 +72,8 @@ class Config:
     alpha: float = 0.9            # EMA coefficient of the teacher
     ema_every: int = 5            # optimizer steps between EMA updates
     base_url: str = ""            # for openai:/anthropic: feedback (e.g. a local vLLM server)
+    api_key_env: str = ""         # with --base-url: the environment variable that holds that server's key (a
+                                  # provider's own key goes only to the provider's host)
     save_every: int = 50          # HF checkpoint + training state every N steps (and at the end)
     seed: int = 0                 # seeds the statements drawn, the sampling and torch
     threads: int = 2              # torch CPU threads (Lean runs between, not beside, torch work)
@@ -176,7 +178,7 @@ def setup(cfg: Config):
     the starting model itself, frozen: it is made from the loaded model."""
     run = Run(cfg, "fd.py", RULES)
     options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"),
-                   prompt=cfg.feedback_prompt)
+                   prompt=cfg.feedback_prompt, api_key_env=cfg.api_key_env or None)
     self_fd = cfg.feedback.split(":")[0] == "self"
     with run.user_errors(f"--feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
@@ -196,7 +198,8 @@ def train(cfg: Config):
     teacher = make_teacher(student)
     policy = run.begin(policy, {"student": student, "teacher": teacher})   # --resume, or the held-out pass@1 first
     parallel.say(f"FD: {policy.name} on {policy.device}, feedback {cfg.feedback}, {cfg.prompts} prompts/step, "
-                 f"held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples)")
+                 f"held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples"
+                 + (f", attempts of up to {cfg.turns} turns)" if cfg.turns > 1 else ")"))
     for step, batch, generators in run.steps("FD"):
         # a critic that failed whole batches several steps in a row stops the run (not a silent Lean-FD run)
         with run.user_errors(f"--feedback {cfg.feedback} (step {step}; {checkpoint.resume_hint(cfg, 'fd.py')})",

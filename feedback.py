@@ -21,8 +21,9 @@ Frames (TEMPLATES): Lean FD gives, on failure, Lean's output: in the mini world 
 and cut at Config.lean_chars (its small prover has about 200 tokens for prompt + feedback + proof,
 and its vocabulary is built from these templates), on real Mathlib tasks under the paper's sentence
 "The following is feedback from your unsuccessful earlier attempt:" and kept whole up to
-Config.full_lean_chars (is_mini tells them apart); on success the proof
-(prompting.proof_text: never a chat model's reasoning or prose) under "Example of a correct solution:".
+Config.full_lean_chars (is_mini tells them apart); on success exactly the proof Lean accepted (checked_proof:
+a turns.Attempt's .answer as checked; a raw generation read by prompting.proof_text, never a chat model's
+reasoning or prose) under "Example of a correct solution:".
 Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" frame.
 
 Critique prompts (PROMPTS, our wording of Appendix B's ablation): 1 the bare task, 2 + 1-3 numbered
@@ -31,9 +32,23 @@ tutor naming errors and useful / useless steps, guidance not judgement, tool use
 attempt was cut off. The offline tutor's rules are in mini/tutor.py (it too asks for a shorter proof when
 the attempt was cut off).
 
-LLM critics talk HTTP in fdlean/critics.py. batch() falls back to Lean feedback for a failed call, and raises
-FeedbackError when every call failed in Config.max_failed_batches batches in a row: a broken critic
-stops the run instead of quietly turning it into Lean FD.
+Budget: the teacher's prompt is the student's plus the framed block, and a critique (tutor, LLM, self,
+constant) in it is at most Config.max_feedback_chars characters (default 4,000: the prompt asks for 1-3
+items of 10-50 words, about 1,000 characters, so 4x room): a longer one is cut, its first
+max_feedback_chars - 4 characters kept, then " ...". Lean's output has its own budgets (lean_chars,
+full_lean_chars); a proof (ground truth, the proof Lean accepted) is never cut: half a proof is no
+correct solution, and a proof is bounded by the task file or the generation budget.
+
+LLM critics talk HTTP in fdlean/critics.py: one wall-clock deadline per call (Config.deadline_s: connect,
+headers, body, all tries), replies read streamed up to Config.max_reply_bytes. batch() falls back to Lean
+feedback for a failed call, and raises FeedbackError when every call failed in Config.max_failed_batches
+batches in a row: a broken critic stops the run instead of quietly turning it into Lean FD.
+
+API keys: OPENAI_API_KEY / ANTHROPIC_API_KEY go only to api.openai.com / api.anthropic.com. Another
+base_url (a local vLLM, a proxy) gets a key only when one is named for it: api_key=, or api_key_env=NAME
+(the environment variable holding it, e.g. VLLM_KEY). A key never goes over plain http to
+another machine (FeedbackError at load: use https or localhost), is stripped of surrounding whitespace,
+and is scrubbed from every error message in any form.
 Test: python -m pytest -q tests/test_feedback.py
 """
 import concurrent.futures
@@ -43,6 +58,7 @@ import json
 import os
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 
 from fdlean import lm, prompting, sampling
@@ -58,13 +74,15 @@ class FeedbackError(RuntimeError):
 @dataclass
 class Config:
     prompt: int = 4                  # critique instructions for LLM/self sources: 1 bare .. 4 final
-    timeout_s: float = 60.0          # one HTTP request (connect, and each read)
+    timeout_s: float = 60.0          # one HTTP try: connect, and each read (deadline_s bounds the whole exchange)
     max_attempts: int = 5            # HTTP tries per feedback call (1 + 4 retries)
     backoff_base_s: float = 1.0      # wait before retry i: base * 2**i * jitter in [0.5, 1] ...
     backoff_max_s: float = 30.0      # ... capped here (a server's Retry-After is honoured as given)
-    deadline_s: float = 180.0        # one call, all tries and waits together
+    deadline_s: float = 180.0        # one call, wall clock: connect, headers, body, all tries and waits together
+    max_reply_bytes: int = 1 << 20   # an HTTP reply is read up to this (1 MiB); a bigger one fails, not retried
     pool_size: int = 8               # concurrent calls in batch() for HTTP sources
-    max_tokens: int = 512            # the critic's answer budget
+    max_tokens: int = 512            # the critic's answer budget (a server may ignore it: hence the caps)
+    max_feedback_chars: int = 4000   # a critique in the teacher's prompt (every hint source); longer: cut, " ..."
     reasoning_tokens: int = 8192     # + max_tokens = max_completion_tokens on OpenAI's endpoint, where
                                      # reasoning models (o-series, GPT-5) spend them on hidden reasoning first
     temperature: float | None = None  # None: the API's default (reasoning models reject the field)
@@ -111,6 +129,22 @@ def frame(kind, text):
     return TEMPLATES[kind].format(text=text.strip())
 
 
+def cut(text, limit):
+    """text in at most `limit` characters: a longer one keeps its first limit - 4 and ends in " ..."."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    if limit <= 4:
+        return text[:limit]
+    return text[:limit - 4].rstrip() + " ..."
+
+
+def hint(text, settings):
+    """A critique framed for the teacher, within settings.max_feedback_chars: however long a critic's
+    answer (a server ignoring max_tokens, a long constant), the teacher's prompt grows by at most that."""
+    return frame("hint", cut(text, settings.max_feedback_chars))
+
+
 def attempt_parts(attempt):
     """(text, truncated) from a str or a sampling.Sample / turns.Attempt-like object."""
     if isinstance(attempt, str):
@@ -118,12 +152,26 @@ def attempt_parts(attempt):
     return attempt.text, bool(getattr(attempt, "truncated", False))
 
 
+def checked_proof(task, attempt):
+    """The proof Lean was given. An attempt that carries it (turns.Attempt.answer: the exact text checked)
+    gives it as is: reading it again would take a fenced block or a `<think>` in a comment of an accepted
+    proof for the proof. Only a raw generation (a str, a sampling.Sample) is read the verifier's way
+    (prompting.proof_text: never a chat model's reasoning or prose)."""
+    try:
+        answer = attempt.answer
+    except (AttributeError, IndexError):   # a str or a Sample; an Attempt with no candidate yet
+        answer = None
+    if isinstance(answer, str):
+        return answer
+    return prompting.proof_text(attempt_parts(attempt)[0], task)
+
+
 def lean_feedback(task, attempt, result, settings=None):
     """The paper's "Lean FD": the compiler output on failure (the mini world's cut to its small
     prover's budget; a real task's whole, up to a generous limit), the found proof on success."""
     s = settings or Config()
     if result.ok:   # the proof Lean accepted, not the whole generation (a chat model's reasoning, prose)
-        return frame("solution", prompting.proof_text(attempt_parts(attempt)[0], task))
+        return frame("solution", checked_proof(task, attempt))
     if is_mini(task):
         return frame("lean", lean_output(result, s.lean_chars))
     return PAPER_LEAN.format(text=lean_output(result, s.full_lean_chars).strip())
@@ -217,7 +265,7 @@ class Feedback:
         try:
             if self._write:
                 return self._write(task, attempt, result)
-            return frame("hint", self._critique(task, attempt, result))
+            return hint(self._critique(task, attempt, result), self.settings)   # cached whole, shown within budget
         except Exception:
             self.stats.add(failures=1)
             raise
@@ -302,18 +350,21 @@ def _reference_proof(task):
     return task.solution
 
 
-def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **options):
-    """A feedback source from its spec. options: Config fields. api_key/base_url: HTTP critics.
+def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_key_env=None, **options):
+    """A feedback source from its spec. options: Config fields. api_key/base_url: HTTP critics; api_key_env:
+    the name of the environment variable that holds the key for base_url's server (e.g. "VLLM_KEY").
     policy (or "self:NAME"): the Self-FD critic, deep-copied so that training never changes it."""
     s = Config(**options)
     if s.prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {sorted(PROMPTS)}")
+    if s.max_feedback_chars < 1 or s.max_reply_bytes < 1:
+        raise ValueError("max_feedback_chars and max_reply_bytes must be positive")
     kind, _, arg = spec.partition(":")
     offline = {
-        "tutor": lambda t, a, r: frame("hint", "\n".join(f"{i}. {x}" for i, x in enumerate(_tutor_items(t, a, r), 1))),
+        "tutor": lambda t, a, r: hint("\n".join(f"{i}. {x}" for i, x in enumerate(_tutor_items(t, a, r), 1)), s),
         "lean": lambda t, a, r: lean_feedback(t, a, r, s),
         "ground-truth": lambda t, a, r: frame("solution", _reference_proof(t)),
-        "constant": lambda t, a, r: frame("hint", arg),
+        "constant": lambda t, a, r: hint(arg, s),
         "none": lambda t, a, r: "",   # the control: the teacher's prompt IS the student's
     }
     if kind in offline and (kind == "constant") == bool(arg):
@@ -332,17 +383,54 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, **opt
                          "none, openai:MODEL or anthropic:MODEL")
     if not arg:
         raise ValueError(f"{spec!r}: name the model, e.g. {kind}:MODEL")
-    key = api_key if api_key is not None else os.environ.get(API_KEYS[kind], "")
-    if not key and base_url is None:
+    from fdlean import critics  # the HTTP client loads only when an LLM critic is named
+    url = base_url or critics.APIS[kind][4]
+    raw = _critic_key(kind, url, api_key, api_key_env)
+    key = raw.strip()   # a pasted key's "\n" or "\r": requests would refuse the header and quote the key
+    scrub = critics.scrubber(raw, key)
+    if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
+        raise FeedbackError(f"{kind}: the API key holds whitespace, control or non-ASCII characters inside (a bad "
+                            "paste?): not sent")
+    home = _host(critics.APIS[kind][4])
+    official = _host(url) == home
+    withheld = not key and not official and bool(os.environ.get(API_KEYS[kind], "").strip())
+    if not key and official:
         raise FeedbackError(f"{kind}: no API key: set {API_KEYS[kind]} (or pass api_key=), or name a local "
                             "OpenAI-compatible server with base_url (fd.py: --base-url URL)")
-    from fdlean import critics  # the HTTP client loads only when an LLM critic is named
-    ask = critics.http_critic(kind, arg, s, key, base_url or critics.APIS[kind][4])
+    why = critics.key_transport(url, key)
+    if why:
+        raise FeedbackError(scrub(f"{kind}: {why}"))
+    ask = critics.http_critic(kind, arg, s, key, url)
 
     def asked(prompt, stats):
         try:
             return ask(prompt, stats)
         except critics.CriticError as e:
-            why = str(e)
+            why = scrub(str(e))
+            if withheld and getattr(e, "status", None) in (401, 403):   # say why no key went
+                why += (f" ({API_KEYS[kind]} goes only to {home}: name this server's key with api_key_env=NAME, "
+                        "the environment variable holding it)")
         raise FeedbackError(why)   # outside the except: no chained exception (its request holds the key) comes along
-    return Feedback(spec, s, ask=asked, model_name=arg, remote=True, scrub=critics.scrubber(key))
+    return Feedback(spec, s, ask=asked, model_name=arg, remote=True, scrub=scrub)
+
+
+def _host(url):
+    return (urllib.parse.urlparse(url).hostname or "").lower()
+
+
+def _critic_key(kind, url, api_key, api_key_env):
+    """The key for url's server, unstripped ("" for none). A provider's key from its environment variable
+    goes only to that provider's own host: sent to another base_url (a proxy, a vLLM server of someone else)
+    it would hand the account over. Another server gets the key named for it (api_key=, api_key_env=) or none."""
+    if api_key is not None and api_key_env:
+        raise ValueError("pass api_key or api_key_env, not both")
+    if api_key is not None:
+        return api_key
+    if api_key_env:
+        key = os.environ.get(api_key_env, "")
+        if not key.strip():
+            raise FeedbackError(f"{kind}: api_key_env names {api_key_env}, but that environment variable is not set "
+                                "(or empty)")
+        return key
+    from fdlean import critics
+    return os.environ.get(API_KEYS[kind], "") if _host(url) == _host(critics.APIS[kind][4]) else ""

@@ -2,23 +2,41 @@
 
 Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Appendix B. feedback.py
 builds the critique prompt and frames the answer; here one prompt becomes one answer: `requests` with a
-timeout per request, bounded retries of 429 / 5xx / network faults with jittered backoff and Retry-After,
-one deadline per call; no retry on a client error or an exhausted quota (OpenAI's insufficient_quota,
-Anthropic's spend limit); the key is never printed. OpenAI's own endpoint gets `max_completion_tokens`
-with room for a reasoning model's hidden reasoning (feedback.Config.reasoning_tokens); other servers (vLLM, a
-proxy) get `max_tokens` unless they refuse it the way OpenAI does.
+timeout per read, bounded retries of 429 / 5xx / network faults with jittered backoff and Retry-After,
+and one wall-clock deadline per call (Config.deadline_s: connect, headers, body, every try and wait),
+enforced by a timer that shuts the call's sockets, so a server that trickles a byte a second cannot hold
+a call past it. The reply is read streamed and at most Config.max_reply_bytes of it (a bigger one is an
+error, not retried: a server ignoring max_tokens). No retry on a client error or an exhausted quota
+(OpenAI's insufficient_quota, Anthropic's spend limit); no redirect is followed (the key header would go
+along). The key is never printed: every message is scrubbed of it in any form (raw, repr- or
+JSON-escaped, URL-quoted), and it never travels over plain http to another machine (key_transport).
+OpenAI's own endpoint gets `max_completion_tokens` with room for a reasoning model's hidden reasoning
+(feedback.Config.reasoning_tokens); other servers (vLLM, a proxy) get `max_tokens` unless they refuse it
+the way OpenAI does.
 
     ask = critics.http_critic("openai", "gpt-5", feedback.Config(), key, "https://api.openai.com/v1")
     ask(prompt, feedback.Stats())   # -> the critique text; CriticError when it cannot be had
+Limits: DNS resolution and a TLS handshake are bounded per read (timeout_s), not by the deadline timer
+(urllib3 swaps the socket object during the handshake).
 Test: python -m pytest -q tests/test_feedback.py
 """
 import email.utils
+import http.client
+import ipaddress
+import json
 import random
 import re
+import socket
+import threading
 import time
 import urllib.parse
 
 import requests
+import requests.adapters
+import urllib3.connection
+import urllib3.connectionpool
+import urllib3.exceptions
+import urllib3.poolmanager
 
 
 class CriticError(RuntimeError):
@@ -33,13 +51,142 @@ class HTTPError(CriticError):
         self.status, self.code, self.param = status, code, param
 
 
+# ---- the key: scrubbed from every message, never sent in cleartext off this machine ----------------
+def scrubber(*secrets):
+    """text -> text with each secret replaced by ***, in every form a message may quote it: raw or stripped,
+    escaped by repr (a pasted key's "\\n", as requests quotes a bad header) or JSON, URL-quoted. Case is
+    ignored (a quoted form's hex may come back in lower case); scrubbing a little too much costs nothing."""
+    forms = set()
+    for secret in secrets:
+        for x in {secret or "", (secret or "").strip()} - {""}:
+            forms |= {x, repr(x)[1:-1], repr(x.encode("utf-8", "replace"))[2:-1], json.dumps(x)[1:-1],
+                      json.dumps(x, ensure_ascii=False)[1:-1], urllib.parse.quote(x, safe=""),
+                      urllib.parse.quote(x), urllib.parse.quote_plus(x)}
+    forms.discard("")
+    if not forms:
+        return str
+    pattern = re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)), re.IGNORECASE)
+    return lambda text: pattern.sub("***", str(text))
+
+
+def is_loopback(host):
+    """This machine: localhost, 127.0.0.0/8, ::1. Only here may a key travel over plain http."""
+    host = (host or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def key_transport(url, key):
+    """None when `key` may be sent to `url`, else why not. Plain http to another machine shows the key to
+    every hop on the way, so a key goes over http only to this machine (a local vLLM); keyless is fine."""
+    parts = urllib.parse.urlparse(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"{url!r} is no http(s) URL (e.g. https://host/v1, http://localhost:8000/v1)"
+    if key and parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (f"refusing to send an API key over plain http to {parts.hostname} (anyone on the way could read "
+                f"it): use https://{parts.netloc}{parts.path}, a server on this machine (localhost), or no key")
+    return None
+
+
+# ---- the deadline: a timer that shuts the call's sockets ----------------------------------------------
+_call = threading.local()   # the _Watch of the call running in this thread (a thread runs one call at a time)
+
+
+def _shut(conn):
+    # shutdown, not close: it wakes a recv blocked in the calling thread, and the fd stays the caller's to close
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except (OSError, TypeError, ValueError):   # closed already, or not a socket (yet)
+            pass
+
+
+class _Watch:
+    """One call's deadline. A read timeout bounds each recv, not the exchange: a server that sends a byte
+    every second never trips it. At the deadline this timer shuts every connection the call opened; the
+    blocked read then ends with an error (or an early EOF), and `fired` says why."""
+
+    def __init__(self, seconds):
+        self.fired, self._conns, self._lock = False, [], threading.Lock()
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon, self._timer.name = True, "critic-deadline"
+
+    def __enter__(self):
+        _call.watch = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._timer.cancel()
+        _call.watch = None
+        with self._lock:
+            self._conns.clear()
+
+    def add(self, conn):
+        with self._lock:
+            self._conns.append(conn)
+
+    def _fire(self):
+        with self._lock:
+            self.fired, conns = True, list(self._conns)
+        for conn in conns:
+            _shut(conn)
+
+
+class _Watched:
+    """A urllib3 connection that puts itself under the calling thread's _Watch when it connects."""
+
+    def connect(self):
+        watch = getattr(_call, "watch", None)
+        if watch is not None:
+            watch.add(self)
+        super().connect()
+        if watch is not None and watch.fired:   # the deadline passed while it connected
+            _shut(self)
+
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
+
+
+class _Adapter(requests.adapters.HTTPAdapter):
+    """requests' adapter with watched connections, direct or through an http(s) proxy (SOCKS keeps its own)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _POOLS
+
+    def proxy_manager_for(self, proxy, **kwargs):
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if manager.pool_classes_by_scheme == urllib3.poolmanager.pool_classes_by_scheme:
+            manager.pool_classes_by_scheme = _POOLS
+        return manager
+
 
 # ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------
 QUOTA_CODES = {"insufficient_quota", "enforced_spend_limit_reached"}   # a 429 that waiting does not cure
-
-
-def scrubber(secret):
-    return (lambda text: text.replace(secret, "***")) if secret else str
+# what a fault in the exchange can raise: requests wraps most, the rest come from urllib3 / http.client / the socket
+_NETWORK = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
 
 
 def _retry_after(headers):
@@ -53,14 +200,15 @@ def _retry_after(headers):
             return None
 
 
-def _api_error(response):
-    """(code, param) of an error reply: OpenAI {"error": {"code", "param", "type"}}, Anthropic
+def _api_error(data):
+    """(code, param) of an error reply's body: OpenAI {"error": {"code", "param", "type"}}, Anthropic
     {"error": {"type", "details": {"error_code"}}}; (None, None) for anything else."""
     try:
-        err = response.json()["error"]
+        err = json.loads(data)["error"]
         code = (err.get("details") or {}).get("error_code") or err.get("code") or err.get("type")
-        return (code if isinstance(code, str) else None), err.get("param")
-    except (ValueError, KeyError, TypeError, AttributeError):
+        param = err.get("param")
+        return (code if isinstance(code, str) else None), (param if isinstance(param, str) else None)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
         return None, None
 
 
@@ -71,58 +219,126 @@ def _reason(e):
     return f"{type(e).__name__}: " + re.sub(r"^\w+\(.*?\): ", "", text)
 
 
+def _read(r, cap, watch):
+    """(body, whole): the body streamed, at most `cap` bytes of it (decoded, so a compressed bomb counts
+    what it becomes); whole=False when there was more. Stops at the deadline (the timer's shutdown)."""
+    chunks, n = [], 0
+    for chunk in r.iter_content(64 * 1024):
+        chunks.append(chunk)
+        n += len(chunk)
+        if n > cap:
+            return b"".join(chunks)[:cap], False
+        if watch.fired:
+            break
+    return b"".join(chunks), True
+
+
 def post_json(url, headers, body, s, stats, secret=""):
     """POST JSON and decode the reply. Retries 429, 5xx, timeouts and connection errors, at most
-    s.max_attempts tries within s.deadline_s; then CriticError naming url and the last status. A
-    client error (4xx) or an exhausted quota fails at once: HTTPError with the API's error code.
-    Every message is scrubbed of `secret`, and raised outside any `except`, so no chained exception
-    (whose request holds the key header) travels with it."""
+    s.max_attempts tries, all within s.deadline_s of wall-clock time; then CriticError naming url and the
+    last status. A client error (4xx), a redirect, an exhausted quota or a reply over s.max_reply_bytes
+    fails at once (HTTPError with the API's error code for a refusal). Every message is scrubbed of
+    `secret`, and raised outside any `except`, so no chained exception (whose request holds the key
+    header) travels with it."""
     scrub = scrubber(secret)   # never echo the key
-    start, last = time.monotonic(), "no response"
-    for i in range(s.max_attempts):
-        stats.add(requests=1)
-        left = s.deadline_s - (time.monotonic() - start)
-        try:
-            r = requests.post(url, json=body, headers=headers, timeout=max(0.01, min(s.timeout_s, left)))
-        except requests.RequestException as e:   # refused, reset, timed out
-            r, last = None, scrub(_reason(e))
-        wait = None
-        if r is not None and r.ok:
+    headers = {"Accept-Encoding": "identity", **headers}   # nothing to decompress: the byte cap is the reply's size
+    start, last, i = time.monotonic(), "no response", 0
+    host = urllib.parse.urlparse(url)
+    with _Watch(s.deadline_s) as watch, requests.Session() as session:
+        for prefix in ("http://", "https://"):
+            session.mount(prefix, _Adapter())
+        # no proxy between this machine and a local server over http: the proxy would read the key in the clear
+        session.trust_env = not (host.scheme == "http" and is_loopback(host.hostname))
+        for i in range(s.max_attempts):
+            left = s.deadline_s - (time.monotonic() - start)
+            if watch.fired or left <= 0:
+                last += f" (the {s.deadline_s} s deadline passed)"
+                break
+            stats.add(requests=1)
+            per_read = max(0.01, min(s.timeout_s, left))
+            status = data = None
             try:
-                return r.json()
-            except ValueError:
-                pass
-            raise CriticError(scrub(f"{url}: unparseable response (HTTP {r.status_code}): {r.text[:80]!r}"))
-        if r is not None:
-            last, (code, param) = f"HTTP {r.status_code}", _api_error(r)
-            if r.status_code == 429 and code in QUOTA_CODES:
-                raise HTTPError(scrub(f"{url}: HTTP 429 {code}: the account's quota or credit is used up "
-                                      f"(not retried; add credit or use another key): {r.text[:200]}"), 429, code, param)
-            if r.status_code != 429 and r.status_code < 500:   # a client error does not heal by retrying
-                raise HTTPError(scrub(f"{url}: {last}: {r.text[:300]}"), r.status_code, code, param)
-            wait = _retry_after(r.headers)
-        if i + 1 == s.max_attempts:
-            break
-        if wait is None:
-            wait = min(s.backoff_max_s, s.backoff_base_s * 2 ** i) * random.uniform(0.5, 1.0)
-        if time.monotonic() - start + wait > s.deadline_s:
-            last += f" (waiting {wait:.1f} s more would pass the {s.deadline_s} s deadline)"
-            break
-        stats.add(retries=1)
-        time.sleep(wait)
+                r = session.post(url, json=body, headers=headers, timeout=(per_read, per_read), stream=True,
+                                 allow_redirects=False)
+                try:
+                    status, reply_headers = r.status_code, r.headers
+                    data, whole = _read(r, s.max_reply_bytes, watch)
+                finally:
+                    r.close()
+            except _NETWORK as e:   # refused, reset, timed out, shut at the deadline
+                last = scrub(_reason(e))
+            if watch.fired:   # whatever came back was cut short by the deadline's shutdown
+                last = f"the {s.deadline_s} s deadline (feedback.Config.deadline_s) passed during try {i + 1}"
+                break
+            wait = None
+            if data is not None:
+                snippet = scrub(data.decode("utf-8", "replace"))   # scrubbed whole, then cut: no half key shows
+                if 200 <= status < 300:
+                    if not whole:
+                        raise CriticError(f"{url}: the reply is over {s.max_reply_bytes} bytes (feedback.Config."
+                                          f"max_reply_bytes; not retried): does the server ignore max_tokens? "
+                                          f"It begins {snippet[:80]!r}")
+                    try:
+                        return json.loads(data)
+                    except (ValueError, RecursionError):
+                        pass
+                    raise CriticError(f"{url}: unparseable response (HTTP {status}): {snippet[:80]!r}")
+                if status < 400:   # a redirect: following it would send the key header to wherever it points
+                    where = scrub(reply_headers.get("Location", "?"))
+                    raise HTTPError(f"{url}: HTTP {status}: a redirect to {where[:200]!r}, not followed (the key "
+                                    "would go along): name the final URL as base_url", status)
+                last, (code, param) = f"HTTP {status}", _api_error(data)
+                if status == 429 and code in QUOTA_CODES:
+                    raise HTTPError(f"{url}: HTTP 429 {code}: the account's quota or credit is used up (not retried; "
+                                    f"add credit or use another key): {snippet[:200]}", 429, code, param)
+                if status != 429 and status < 500:   # a client error does not heal by retrying
+                    raise HTTPError(f"{url}: {last}: {snippet[:300]}", status, code, param)
+                wait = _retry_after(reply_headers)
+            if i + 1 == s.max_attempts:
+                break
+            if wait is None:
+                wait = min(s.backoff_max_s, s.backoff_base_s * 2 ** i) * random.uniform(0.5, 1.0)
+            if time.monotonic() - start + wait > s.deadline_s:
+                last += f" (waiting {wait:.1f} s more would pass the {s.deadline_s} s deadline)"
+                break
+            stats.add(retries=1)
+            time.sleep(wait)
     raise CriticError(scrub(f"{url}: gave up after {i + 1} tries; last: {last}"))
 
 
+# ---- replies: any JSON at all may come back; anything but the expected shape is "unparseable" -----
+def _count(usage, name):
+    n = usage.get(name) if isinstance(usage, dict) else None
+    return n if type(n) is int and n >= 0 else 0   # junk (a string, a bool, -1) counts nothing
+
+
+def _show(reply, scrub, n=80):
+    try:
+        text = str(reply)
+    except RecursionError:   # parseable, yet too deeply nested to print
+        text = f"({type(reply).__name__} nested too deep to show)"
+    return scrub(text)[:n]   # scrubbed whole, then cut: no half key shows
+
+
+def _clean(text):
+    # a lone surrogate ("\ud800" is valid JSON) would break the UTF-8 cache file and the tokenizer
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _openai_reply(r):  # -> (text, prompt tokens, completion tokens, cut off at the budget)
-    u, choice = r.get("usage") or {}, r["choices"][0]
-    text = choice["message"].get("content") or ""   # None for a refusal or a reply spent on reasoning
-    return text, u.get("prompt_tokens", 0), u.get("completion_tokens", 0), choice.get("finish_reason") == "length"
+    choice = r["choices"][0]
+    text = choice["message"].get("content")   # None for a refusal or a reply spent on reasoning
+    return text or "", _count(r.get("usage"), "prompt_tokens"), _count(r.get("usage"), "completion_tokens"), \
+        choice.get("finish_reason") == "length"
 
 
 def _anthropic_reply(r):
-    u = r.get("usage") or {}
-    text = "".join(c["text"] for c in r["content"] if c.get("type") == "text")
-    return text, u.get("input_tokens", 0), u.get("output_tokens", 0), r.get("stop_reason") == "max_tokens"
+    blocks = r["content"]
+    if not isinstance(blocks, list):
+        raise TypeError("content is no list of blocks")
+    texts = [c.get("text") for c in blocks if isinstance(c, dict) and c.get("type") == "text"]
+    return "".join(texts), _count(r.get("usage"), "input_tokens"), _count(r.get("usage"), "output_tokens"), \
+        r.get("stop_reason") == "max_tokens"
 
 
 APIS = {  # path, key header, fixed headers, key variable, public endpoint, reply -> (text, in, out, cut)
@@ -145,6 +361,10 @@ def budget(style, base_url, s):
 def http_critic(style, model_name, s, key, base_url):
     path, key_header, fixed, _, _, parse = APIS[style]
     url = base_url.rstrip("/") + path
+    key = (key or "").strip()   # a pasted key's newline would make requests quote (and leak) it in an error
+    why = key_transport(url, key)
+    if why:
+        raise CriticError(why)
     headers = {"Content-Type": "application/json", **fixed, **(key_header(key) if key else {})}
     limit = budget(style, base_url, s)
 
@@ -167,15 +387,13 @@ def http_critic(style, model_name, s, key, base_url):
             reply = post(prompt, stats)
         try:
             text, n_in, n_out, cut = parse(reply)
-        except (KeyError, IndexError, TypeError, AttributeError):
+        except (KeyError, IndexError, TypeError, AttributeError):   # any JSON may come back: a list, a number...
             text = None
-        if text is None:
-            raise CriticError(scrubber(key)(f"{url}: unparseable response: {str(reply)[:80]!r}"))
+        if not isinstance(text, str):   # missing, or a number, a list, an object where the text should be
+            raise CriticError(f"{url}: unparseable response: {_show(reply, scrubber(key))!r}")
         stats.add(prompt_tokens=n_in, completion_tokens=n_out)
         if cut and not text.strip():
             raise CriticError(f"{url}: {model_name} used its whole budget ({limit}) before writing any feedback "
                                 "(a reasoning model reasons first): raise feedback.Config.reasoning_tokens")
-        return text
+        return _clean(text)
     return ask
-
-

@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import pytest
@@ -271,8 +272,9 @@ def reply(style, text, usage=(11, 7)):
 
 
 class Server:
-    """A real HTTP server on 127.0.0.1. respond(i, request) -> (status, headers, body bytes), or None
-    to hang until the test ends. Records every request and the most requests in flight at once."""
+    """A real HTTP server on 127.0.0.1. respond(i, request) -> (status, headers, body bytes), None to hang
+    until the test ends, or a writer(wfile, stop) that puts raw bytes on the wire (a trickle, a reply with
+    no Content-Length). Records every request and the most requests in flight at once."""
 
     def __init__(self, respond):
         self.respond, self.requests, self.in_flight, self.max_in_flight = respond, [], 0, 0
@@ -291,6 +293,9 @@ class Server:
                     out = outer.respond(i, outer.requests[i])
                     if out is None:
                         outer.stop.wait(10)
+                        return
+                    if callable(out):   # raw bytes on the wire, written at its own pace: out(wfile, stop)
+                        out(self.wfile, outer.stop)
                         return
                     status, headers, data = out
                     self.send_response(status)
@@ -649,3 +654,338 @@ def test_self_critiques_of_a_batch_are_sampled_in_one_call(monkeypatch):
 
     monkeypatch.setattr(sampling, "sample", broken)
     assert fb.batch(items) == [feedback.lean_feedback(*item, fb.settings) for item in items]
+
+
+# ---- the deadline, the caps, the key, the accepted proof ------------------------------------------
+def trickle(head, rest, every=0.05):
+    """A raw writer for Server: `head` at once, then `rest` one byte every `every` s, until the client
+    hangs up or the test ends."""
+    def write(wfile, stop):
+        wfile.write(head)
+        for b in rest:
+            if stop.wait(every):
+                return
+            wfile.write(bytes([b]))
+    return write
+
+
+def _no_deadline_timers():
+    for _ in range(100):   # a cancelled timer's thread ends a moment after cancel()
+        if not [t for t in threading.enumerate() if t.name == "critic-deadline"]:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("where", ["body", "headers"])
+def test_a_trickling_server_is_cut_at_the_deadline(serve, where):
+    """Guards item 1, the wall-clock deadline of a critic's HTTP exchange (Config.deadline_s, every try
+    together): a server that sends a byte every 0.05 s never trips the 0.3 s read timeout, so a call used
+    to last as long as the server kept trickling (here ~6 s for the body, ~4 s for the headers; forever for
+    a longer trickle). Now the call ends at the 1 s deadline, headers or body, with a FeedbackError."""
+    body = json.dumps(reply("openai", "1. Do start with Or.elim h1 and check each case.")).encode()
+    if where == "body":
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        rest = body
+    else:
+        head, rest = b"HTTP/1.1 200 OK\r\n", b"X-Slow: " + b"z" * 70 + b"\r\nContent-Length: 2\r\n\r\n{}"
+    srv = serve(lambda i, req: trickle(head, rest))
+    fb = feedback.load("openai:m", api_key=KEY, base_url=srv.url, **{**FAST, "deadline_s": 1.0})
+    t0 = time.monotonic()
+    with pytest.raises(feedback.FeedbackError, match="deadline") as err:
+        fb(T1, "h1", Result(False))
+    assert time.monotonic() - t0 < 1.0 + 0.5, time.monotonic() - t0
+    assert len(srv.requests) == 1 and KEY not in str(err.value) and err.value.__context__ is None
+    assert _no_deadline_timers()   # each call's timer is cancelled when the call ends
+
+
+@pytest.mark.parametrize("framing", ["content-length", "until-close"])
+def test_a_huge_reply_is_refused_while_reading(serve, framing):
+    """Guards item 2, the reply byte cap (Config.max_reply_bytes, 1 MiB): a server that ignores max_tokens
+    and returns 5.4 M characters used to be read whole and all of it became the teacher's feedback. Now
+    reading stops at the cap (whether the server declares a Content-Length or streams until it closes),
+    the call fails without a retry, and batch() falls back to Lean's output."""
+    huge = json.dumps(reply("openai", "1. Do " + "x" * 5_400_000)).encode()
+
+    def respond(i, req):
+        if framing == "content-length":
+            return 200, {"Content-Type": "application/json"}, huge
+
+        def write(wfile, stop):
+            wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n" + huge)
+        return write
+    srv = serve(respond)
+    fb = feedback.load("openai:m", api_key=KEY, base_url=srv.url, **FAST)
+    with pytest.raises(feedback.FeedbackError, match=r"over 1048576 bytes \(feedback.Config.max_reply_bytes") as err:
+        fb(T1, "h1", Result(False))
+    assert len(srv.requests) == 1 and len(str(err.value)) < 1000 and feedback.Config().max_reply_bytes == 1 << 20
+    bad = Result(False, "error", PROJ_ERR)
+    assert fb.batch([(T1, "h1", bad), (T1, "h2", bad)]) == [MINI_LEAN + PROJ_ERR[0]] * 2
+
+
+def test_critique_text_is_cut_to_the_feedback_budget_for_every_source(serve, tmp_path):
+    """Guards item 2, the feedback budget (Config.max_feedback_chars, 4,000 by default): a critique under
+    the byte cap but far beyond 1-3 items (a chatty server, a long constant, a cached answer) used to go
+    whole into the teacher's prompt. Now every hint source cuts it: its first budget - 4 characters, then
+    " ...", so the teacher's prompt is the student's plus "Hint:\\n" plus at most the budget."""
+    long = "1. Do " + " ".join(f"w{i}" for i in range(30_000))   # ~200,000 characters
+    srv = serve(lambda i, req: ok("openai", long))
+    bad = Result(False, "error", PROJ_ERR)
+    fb = feedback.load("openai:m", api_key=KEY, base_url=srv.url, cache_dir=str(tmp_path), **FAST)
+    out = fb(T1, "h1", bad)
+    text = out.removeprefix("Hint:\n")
+    assert out.startswith("Hint:\n") and len(text) <= 4000 and text.endswith(" ...") and long.startswith(text[:-4])
+    assert feedback.Config().max_feedback_chars == 4000
+    assert fb.batch([(T1, "h2", bad), (T1, "h3", bad)]) == [out, out]
+    # a setting; and the cache keeps the whole answer, shown within the budget of the run that reads it
+    small = feedback.load("openai:m", api_key=KEY, base_url=srv.url, cache_dir=str(tmp_path), max_feedback_chars=100,
+                          **FAST)
+    assert small(T1, "h1", bad) == "Hint:\n" + long[:96].rstrip() + " ..." and small.stats["cache_hits"] == 1
+    # the offline hint sources too
+    assert feedback.load("constant:" + long)(T1, "h1", bad) == out
+    tutor = feedback.load("tutor", max_feedback_chars=30)(T1, "⟨h2.1, h1.1⟩", bad)
+    assert tutor.startswith("Hint:\n1. Do build") and tutor.endswith(" ...") and len(tutor) <= len("Hint:\n") + 30
+    assert feedback.load("constant:Be concise.", max_feedback_chars=30)(T1, "h1", bad) == "Hint:\nBe concise."
+    with pytest.raises(ValueError):
+        feedback.load("tutor", max_feedback_chars=0)
+
+
+ODD_KEY = 'sk/SECRET+k="\\=%'   # a key whose repr, JSON and URL forms all differ from the key itself
+
+
+def test_a_pasted_key_is_stripped_and_scrubbed_in_every_form(serve, monkeypatch):
+    """Guards item 3a, the key in error text: a key pasted with a trailing newline used to be sent as is,
+    requests refused the header quoting it repr-escaped ('...\\n'), and the exact-match scrubber let the
+    whole key into the FeedbackError; a key echoed back JSON-escaped, URL-quoted or repr-escaped leaked the
+    same way. Now keys are stripped on load, one with whitespace inside is refused unsent, and every form
+    is scrubbed."""
+    srv = serve(lambda i, req: ok("openai"))
+    for pasted in (KEY + "\n", KEY + "\r\n", " " + KEY + " \t"):
+        fb = feedback.load("openai:m", api_key=pasted, base_url=srv.url, **FAST)
+        assert fb(T1, "h1", Result(False)).startswith("Hint:"), pasted
+    monkeypatch.setenv("CRITIC_KEY", KEY + "\r\n")
+    fb = feedback.load("openai:m", api_key_env="CRITIC_KEY", base_url=srv.url, **FAST)
+    assert fb(T1, "h1", Result(False)).startswith("Hint:")
+    assert [r["headers"]["Authorization"] for r in srv.requests] == [f"Bearer {KEY}"] * 4
+    with pytest.raises(feedback.FeedbackError, match="whitespace") as err:
+        feedback.load("openai:m", api_key="sk-test\nSECRET-1234", base_url=srv.url)
+    assert "SECRET" not in str(err.value)
+
+    def echo(i, req):   # a server (or proxy) quoting the key it got in every way it might
+        k = req["headers"]["x-api-key"]
+        return 401, {}, (f"bad key: json={json.dumps(k)} url={urllib.parse.quote(k, safe='')} "
+                         f"plus={urllib.parse.quote_plus(k)} lower={urllib.parse.quote(k, safe='').lower()} "
+                         f"repr={k!r}").encode()
+    srv2 = serve(echo)
+    fb = feedback.load("anthropic:m", api_key=ODD_KEY, base_url=srv2.url, **FAST)
+    with pytest.raises(feedback.FeedbackError) as err:
+        fb(T1, "h1", Result(False))
+    msg = str(err.value)
+    assert srv2.requests[0]["headers"]["x-api-key"] == ODD_KEY and "HTTP 401" in msg
+    assert "SECRET" not in msg and msg.count("***") == 5, msg
+    scrub = critics.scrubber(ODD_KEY + "\n")
+    assert "SECRET" not in scrub(repr(ODD_KEY + "\n") + json.dumps(ODD_KEY) + urllib.parse.quote(ODD_KEY))
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_providers_key_goes_only_to_its_own_host(serve, monkeypatch, style):
+    """Guards item 3b, where a key goes: OPENAI_API_KEY / ANTHROPIC_API_KEY set together with a base_url of
+    another server used to be sent to that server (in cleartext over http). Now a provider's key goes only
+    to its own host; another server gets a key only when one is named for it (api_key=, api_key_env=),
+    and a key never goes over plain http to another machine (FeedbackError at load, saying what to do)."""
+    header = {"openai": "Authorization", "anthropic": "x-api-key"}[style]
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    srv = serve(lambda i, req: ok(style))
+    assert feedback.load(f"{style}:m", base_url=srv.url, **FAST)(T1, "h1", Result(False)).startswith("Hint:")
+    assert header.lower() not in {k.lower() for k in srv.requests[0]["headers"]}
+    srv401 = serve(lambda i, req: (401, {}, b"a key, please"))   # a server that wants one is told how to name it
+    with pytest.raises(feedback.FeedbackError, match="HTTP 401.*goes only to api.*api_key_env=NAME"):
+        feedback.load(f"{style}:m", base_url=srv401.url, **FAST)(T1, "h1", Result(False))
+    monkeypatch.setenv("VLLM_KEY", "vllm-key-2")   # a key named for this server is sent to it
+    assert feedback.load(f"{style}:m", base_url=srv.url, api_key_env="VLLM_KEY", **FAST)(T1, "h1", Result(False))
+    assert srv.requests[1]["headers"][header].endswith("vllm-key-2") and KEY not in srv.requests[1]["headers"][header]
+    with pytest.raises(feedback.FeedbackError, match="NO_SUCH_KEY.*not set"):
+        feedback.load(f"{style}:m", base_url=srv.url, api_key_env="NO_SUCH_KEY")
+    with pytest.raises(ValueError, match="not both"):
+        feedback.load(f"{style}:m", base_url=srv.url, api_key=KEY, api_key_env="VLLM_KEY")
+    # plain http to another machine: refused with a key, whoever named it; the provider's own host too
+    official = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}[style]
+    for url, named in [("http://critic.example.com/v1", dict(api_key=KEY)),
+                       ("http://critic.example.com/v1", dict(api_key_env="VLLM_KEY")),
+                       (f"http://{official}/v1", {})]:
+        with pytest.raises(feedback.FeedbackError, match="plain http.*use https://") as err:
+            feedback.load(f"{style}:m", base_url=url, **named)
+        assert KEY not in str(err.value) and "vllm-key-2" not in str(err.value)
+    feedback.load(f"{style}:m", base_url="http://critic.example.com/v1")   # the provider's key stays home: no key, fine
+    feedback.load(f"{style}:m", base_url="https://critic.example.com/v1", api_key=KEY)
+    feedback.load(f"{style}:m", base_url="http://localhost:8000/v1", api_key=KEY)   # this machine
+    feedback.load(f"{style}:m", base_url=f"https://{official}/v1")   # the provider's own host gets its key
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_a_redirect_is_not_followed_with_the_key(serve, style):
+    """Guards item 3b against a redirect: requests followed a 307 wherever it pointed and took Anthropic's
+    x-api-key header along (it drops only Authorization); now a redirect is an error and nothing is sent on."""
+    other = serve(lambda i, req: ok(style))
+    srv = serve(lambda i, req: (307, {"Location": other.url + "/elsewhere"}, b""))
+    with pytest.raises(feedback.FeedbackError, match="HTTP 307.*redirect.*not followed") as err:
+        feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, **FAST)(T1, "h1", Result(False))
+    assert other.requests == [] and len(srv.requests) == 1 and KEY not in str(err.value)
+
+
+def test_no_proxy_between_this_machine_and_a_local_server(serve, monkeypatch):
+    """Guards item 3b for a local server over http: with HTTP_PROXY set, requests sent the request, key
+    header and all, in cleartext to the proxy; a loopback URL now goes direct."""
+    local, proxy = serve(lambda i, req: ok("openai")), serve(lambda i, req: ok("openai", "1. Do trust the proxy."))
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, proxy.url.rsplit("/", 1)[0])
+    out = feedback.load("openai:m", api_key=KEY, base_url=local.url, **FAST)(T1, "h1", Result(False))
+    assert proxy.requests == [] and len(local.requests) == 1 and "proxy" not in out
+
+
+def test_lean_fd_shows_exactly_the_proof_lean_accepted():
+    """Guards item 4: Lean FD's "correct solution" is the text Lean checked (an attempt's .answer). It used
+    to be re-extracted from the attempt's text, so a decoy fenced block in the raw text, or a fenced block
+    or `<think>` in a comment of the accepted proof, showed the teacher the decoy, the comment, or nothing."""
+    from fdlean import sampling, turns
+    good, lean = Result(True, "ok"), feedback.load("lean")
+    task = REAL[1]
+    proof = "by\n  -- an earlier try was\n  -- ```lean\n  -- sorry\n  -- ```\n  linarith"
+    like = type("AttemptLike", (), {"text": "```lean\nsorry\n```", "answer": proof, "truncated": False})()
+    assert lean(task, like, good) == "Example of a correct solution: " + proof
+    for accepted in (proof, "by\n  -- <think> first the bound\n  linarith"):
+        attempt = turns.Attempt(candidates=["by simp", accepted], results=[Result(False), good])
+        assert lean(task, attempt, good) == "Example of a correct solution: " + accepted
+        assert feedback.lean_feedback(task, attempt, good) == "Example of a correct solution: " + accepted
+    # a raw generation (a str, a Sample) is still read the verifier's way
+    chat = "<think>pair it</think>\n```lean\n⟨h2 h1.2, h1.1⟩\n```"
+    for raw in (chat, sampling.Sample(ids=[1], text=chat, truncated=False)):
+        assert lean(T1, raw, good) == "Example of a correct solution: ⟨h2 h1.2, h1.1⟩"
+    assert feedback.load("lean")(T1, turns.Attempt(), Result(False, "error", PROJ_ERR)) == MINI_LEAN + PROJ_ERR[0]
+
+
+# ---- fuzz: malformed but parseable critic replies -------------------------------------------------
+_SENTINELS = {'"@@deep@@"': "[" * 100_000 + "]" * 100_000,   # nested past any recursion limit
+              '"@@deepish@@"': "[" * 400 + "1" + "]" * 400,    # parses, deep
+              '"@@bigint@@"': "9" * 5000,                      # more digits than int() takes
+              '"@@nan@@"': "NaN"}
+
+
+def _junk(rng, depth=0):
+    """Any JSON value: null, a bool, a number, a string (empty, odd, huge), a list, an object, a sentinel."""
+    pick = rng.randrange(9 if depth < 3 else 5)
+    if pick == 0:
+        return None
+    if pick == 1:
+        return rng.choice([True, False, 0, -1, 2 ** 70, 1e308, -0.5])
+    if pick == 2:
+        return rng.choice(list(_SENTINELS)).strip('"')
+    if pick in (3, 4):
+        return rng.choice(["", " ", "1. Do x.", "\ud800", "\x00\x01", "é" * 30, "</think>", "y" * 5000,
+                           "z" * 300_000, "1. Do " + "q " * 150_000, "w" * 1_100_000])
+    if pick in (5, 6):
+        return [_junk(rng, depth + 1) for _ in range(rng.randrange(4))]
+    keys = ["text", "type", "content", "message", "choices", "usage", "finish_reason", "stop_reason", "role"]
+    return {rng.choice(keys): _junk(rng, depth + 1) for _ in range(rng.randrange(4))}
+
+
+def _swap(rng, value):
+    """The same content in another type: a string in a list or an object, a number as a string, ..."""
+    if isinstance(value, str):
+        return rng.choice([[value], {"text": value}, len(value), value.encode().hex()[:50], None])
+    if isinstance(value, (bool, int, float)):
+        return rng.choice([str(value), [value], {"value": value}])
+    if isinstance(value, list):
+        return rng.choice([{str(i): v for i, v in enumerate(value)}, json.dumps(value)[:100], value[:1] * 3])
+    if isinstance(value, dict):
+        return rng.choice([list(value.values()), list(value), json.dumps(value)[:100]])
+    return rng.choice(["null", 0, [], {}])
+
+
+def _slots(value, out):
+    """Every (container, key) in a JSON value, for a mutation to pick from."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in list(items):
+        out.append((value, k))
+        _slots(v, out)
+    return out
+
+
+def fuzz_reply(rng, style):
+    """A critic's 200 reply, malformed but parseable (mostly): the style's shape (or the other's), then 1-4
+    mutations: a field dropped, nulled, swapped to another type, replaced by junk; now and then all junk."""
+    shape = style if rng.random() < 0.85 else {"openai": "anthropic", "anthropic": "openai"}[style]
+    r = reply(shape, "1. Do " + "y" * rng.randrange(1, 6000), usage=(rng.randrange(500), rng.randrange(500)))
+    r["choices" if shape == "openai" else "content"].append({"type": "text", "text": "2. Do z."})
+    if shape == "openai":
+        r["choices"][0]["finish_reason"] = rng.choice(["stop", "length", None])
+    else:
+        r["stop_reason"] = rng.choice(["end_turn", "max_tokens"])
+    for _ in range(rng.randrange(1, 5)):
+        slots = _slots(r, [])
+        if not slots:
+            break
+        box, k = rng.choice(slots)
+        op = rng.randrange(4)
+        if op == 0:
+            del box[k]
+        elif op == 1:
+            box[k] = None
+        elif op == 2:
+            box[k] = _swap(rng, box[k])
+        else:
+            box[k] = _junk(rng)
+    if rng.random() < 0.05:
+        r = _junk(rng)
+    text = json.dumps(r, ensure_ascii=rng.random() < 0.5)
+    for sentinel, raw in _SENTINELS.items():
+        text = text.replace(sentinel, raw)
+    return text.encode("utf-8", "surrogatepass")   # a lone surrogate unescaped: bytes that are not UTF-8
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_fuzzed_replies_end_in_a_feedback_error_or_a_capped_hint(serve, tmp_path, style):
+    """Guards item 5, robustness to what a critic sends back: seeded random replies of the OpenAI and
+    Anthropic shapes with fields missing, nulled, of another type, huge, nested past the recursion limit,
+    not UTF-8. Each call ends, within the deadline, in a hint within the feedback budget or in a
+    FeedbackError, never another exception; batch() never raises but the documented "every call failed in
+    N batches in a row" FeedbackError (and otherwise gives a hint or Lean's output per item)."""
+    import random
+    rng = random.Random(f"critic-fuzz-{style}")
+    replies = [fuzz_reply(rng, style) for _ in range(120)]
+
+    def respond(i, req):
+        k = int(req["body"]["messages"][0]["content"].split("Full attempt:\nfz")[1].split("\n")[0])
+        return 200, {"Content-Type": "application/json"}, replies[k % len(replies)]
+    srv = serve(respond)
+    settings, cap = {**FAST, "deadline_s": 3.0}, 4000   # the default caps: 1 MiB of reply, 4,000 characters of hint
+    fb = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, cache_dir=str(tmp_path), **settings)
+    bad = Result(False, "error", PROJ_ERR)
+    outcomes = {"hint": 0, "error": 0}
+    for k in range(len(replies)):
+        t0 = time.monotonic()
+        try:
+            out = fb(T1, f"fz{k}", bad)
+        except feedback.FeedbackError as e:
+            assert KEY not in str(e) and e.__context__ is None
+            outcomes["error"] += 1
+        else:
+            assert out.startswith("Hint:\n") and 0 < len(out) - len("Hint:\n") <= cap, (k, out[:200])
+            outcomes["hint"] += 1
+        assert time.monotonic() - t0 < settings["deadline_s"] + 0.5, k
+    assert min(outcomes.values()) > 5, outcomes   # the fuzz reaches both ends
+    lean = MINI_LEAN + PROJ_ERR[0]
+    stops = 0
+    for start in range(0, len(replies), 6):   # the same replies again, batched
+        items = [(T1, f"fz{k + len(replies)}", bad) for k in range(start, start + 6)]
+        try:
+            texts = fb.batch(items)
+        except feedback.FeedbackError as e:
+            assert "every call failed in" in str(e) and "batches in a row" in str(e), e
+            stops += 1
+            continue
+        assert len(texts) == 6 and all(t == lean or (t.startswith("Hint:\n") and len(t) <= 6 + cap) for t in texts)
+    assert fb.stats["calls"] == 2 * len(replies) and stops <= len(replies) // 6
