@@ -227,6 +227,10 @@ def parse_ks(cfg: Config) -> list[int]:
 
 def main(argv=None) -> dict | None:
     cfg = cli.parse(Config, argv, prog="evaluate.py", description=__doc__.split("\n")[0])
+    if cfg.curves and cfg.model:
+        cli.fail("evaluate.py: --curves plots training runs, --model evaluates models: give one or the other")
+    if cfg.no_message and cfg.turns < 2:
+        cli.fail("evaluate.py: --no-message changes what the small prover reads between turns: give --turns 2 or more")
     if cfg.curves:
         for d in cfg.curves:
             if not os.path.isfile(os.path.join(d, "metrics.jsonl")):

@@ -240,7 +240,8 @@ def train(cfg: Config):
     net = policy.model
     policy = run.begin(policy, {"policy": net} if ref is None else {"policy": net, "reference": ref})
     parallel.say(f"GRPO: {cfg.init_from or cfg.model} on {policy.device}, {cfg.prompts} prompts x G={cfg.group} "
-                 f"per step, held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples)")
+                 f"per step, held-out pass@1 before: {run.before:.3f} ({len(run.heldout)} tasks x {cfg.eval_n} samples"
+                 + (f", attempts of up to {cfg.turns} turns)" if cfg.turns > 1 else ")"))
     for step, batch, generators in run.steps("GRPO", attempts_per_statement=cfg.group):
         row = grpo_step(cfg, policy, ref, run.env, run.optimizer, batch, generators, net)
         run.end_step(step, row, show=("reward", "kl", "entropy"))

@@ -51,12 +51,13 @@ def paired_change(tasks, before: list[float], after: list[float]) -> dict:
     return out
 
 
-def change_report(tasks, before: list[float], after: list[float], n: int) -> str:
+def change_report(tasks, before: list[float], after: list[float], n: int, turns: int = 1) -> str:
     """The before/after lines the training scripts print: overall and per level, with the paired
     standard error of each change (a change beyond two of them is unlikely to be luck)."""
     c = paired_change(tasks, before, after)
     a = c.pop("all")
-    lines = [f"held-out pass@1 ({a['tasks']} tasks x {n} samples): before {a['before']:.3f} -> after {a['after']:.3f}, "
+    what = f"{a['tasks']} tasks x {n} samples" + (f", attempts of up to {turns} turns" if turns > 1 else "")
+    lines = [f"held-out pass@1 ({what}): before {a['before']:.3f} -> after {a['after']:.3f}, "
              f"change {100 * a['change']:+.1f} points (paired standard error {100 * a['se']:.1f})"]
     lines += [f"  level {level} ({g['tasks']} tasks): {g['before']:.3f} -> {g['after']:.3f}, "
               f"{100 * g['change']:+.1f} points (SE {100 * g['se']:.1f})" for level, g in c.items()]

@@ -31,6 +31,9 @@ def read(path: str):
         (path, os.path.join(path, "attempts_1.jsonl"))
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
+    if not path.endswith(".jsonl") and len(results.get("models", [])) > 1:
+        raise ValueError(f"{path} evaluated {len(results['models'])} models: name one, e.g. "
+                         f"{os.path.join(path, 'attempts_2.jsonl')} for the second")
     return results, measure.pass1_per_task(attempts, results["tasks"]["n_tasks"])
 
 

@@ -140,7 +140,8 @@ def table(e: dict, mark: int) -> str:
         flag = f"  <= largest {flag}" if flag else ""
         lines.append(f"{t:>3}  {r['token']:<{width}}  {r['p_student']:7.3f}  {r['p_teacher']:7.3f}  {r['loss']:6.3f}"
                      f"  {r['kl']:6.3f}   {top:<34}{flag}".rstrip())
-    verdict = "accepted" if e["lean"]["ok"] else f"rejected ({e['lean']['status']})"
+    why = next((m for m in e["lean"]["messages"] if m.strip() and "internal exception" not in m), e["lean"]["status"])
+    verdict = "accepted" if e["lean"]["ok"] else f"rejected: {' '.join(why.split())[:160]}"
     return (f"task {e['task']}: {e['statement']}\nattempt: {e['proof']}   Lean: {verdict}\n"
             f"feedback in the teacher's prompt: {e['feedback'] or '(none)'}\n" + "\n".join(lines) +
             f"\nloss (mean of the column) {sum(r['loss'] for r in rows) / len(rows):.4f}; fd_loss.reference_loss on "

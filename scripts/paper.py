@@ -325,9 +325,13 @@ def main(argv=None):
     t0 = time.time()
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
         base = sft.resolve_model(cfg.model)  # built once here, before the subprocesses want it
-    print(f"paper.py: {cfg.seeds} seeds x {len(chosen(cfg))} methods, {cfg.turns} turn(s) per attempt, FD {cfg.steps} steps x {cfg.prompts} attempts, "
-          f"GRPO {grpo_steps(cfg)} steps x {cfg.grpo_prompts} x {cfg.group} attempts; evaluation n = {cfg.eval_n} "
-          f"on {', '.join(SETS)}; {cfg.jobs} jobs; into {cfg.out}", flush=True)
+    grpo = any(m in ("grpo", "fd_grpo") for m in chosen(cfg))
+    print(f"paper.py: {cfg.seeds} seeds x {len(chosen(cfg))} methods ({' '.join(chosen(cfg))}), "
+          f"{'one-shot attempts' if cfg.turns == 1 else f'attempts of up to {cfg.turns} turns'}, FD {cfg.steps} steps x "
+          f"{cfg.prompts} attempts" + (f", GRPO {grpo_steps(cfg)} steps x {cfg.grpo_prompts} x {cfg.group} attempts"
+                                      if grpo else "")
+          + f"; evaluation n = {cfg.eval_n} on {', '.join(SETS)}; {cfg.jobs} job{'s' * (cfg.jobs > 1)}; into {cfg.out}",
+          flush=True)
     run_all(cfg, base)
     res = collect(cfg)
     res["targets"] = targets(res)

@@ -143,8 +143,10 @@ class Run:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         if parallel.is_main():   # --wandb: rank 0 sends every metrics row and the plots (tracking.py)
-            with cli.user_errors("--wandb", tracking.TrackingError):
+            try:
                 self.tracker = tracking.start(cfg.wandb, cfg.out, asdict(cfg), resume=bool(cfg.resume))
+            except tracking.TrackingError as e:   # its message names --wandb PROJECT and what to do
+                cli.fail(f"{self.script}: {e}")
         if cfg.resume:
             state = checkpoint.load_state(cfg.out, nets, self.optimizer, self.scheduler)
             self.start, extra = state["step"], state["extra"]
@@ -235,7 +237,8 @@ class Run:
             parallel.say(f"nothing to do: {cfg.out} already has {self.start} of {cfg.steps} steps")
             return None
         if self.before_tasks:
-            parallel.say(intervals.change_report(self.heldout, self.before_tasks, self.after_tasks, cfg.eval_n))
+            parallel.say(intervals.change_report(self.heldout, self.before_tasks, self.after_tasks, cfg.eval_n,
+                                                 cfg.turns))
             parallel.say(f"model in {cfg.out}/final" + (f". {then}" if then else ""))
         return {"before": self.before, "after": self.after, "before_tasks": self.before_tasks,
                 "after_tasks": self.after_tasks}
