@@ -264,7 +264,9 @@ if __name__ == "__main__":
     import sys
     from types import SimpleNamespace
     if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
-        sys.exit("usage: python -m fdlean.lm FOLDER_OR_HF_ID   (prints a student and a teacher prompt, one greedy sample)")
+        print("usage: python -m fdlean.lm FOLDER_OR_HF_ID   (prints a student and a teacher prompt, one greedy sample)",
+              file=sys.stderr)
+        raise SystemExit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
     torch.set_num_threads(1)
     policy = load(sys.argv[1])
     task = SimpleNamespace(name="mini_demo", header="", level=1, solution="⟨h1.2, h1.1⟩",

@@ -79,6 +79,8 @@ CASES = [
     ("small_prover/sft_turns.py", "--level-mix 1,2", "sft_turns.py: --level-mix 1,2: must be three weights"),
     ("fd.py", "--lr inf", "fd.py: --lr inf: must be a finite number"),
     ("fd.py", "--device tpu", "fd.py: --device tpu: must be empty (the GPU when there is one), cpu, or cuda"),
+    ("fd.py", "--model {tmp}/broken", "fd.py: --model {tmp}/broken --prompt auto: model '{tmp}/broken': that folder's "
+                                      "model cannot be read"),
     ("grpo.py", "--verifier kimina:notaurl", "grpo.py: --verifier kimina:notaurl: kimina:notaurl: the part after "
                                              "kimina: is the server's URL"),
 ]
@@ -100,6 +102,8 @@ def files(tmp_path_factory):
     (run / "config.json").write_text("{}")
     (run / "metrics.jsonl").write_text('{"step": 0}\n')
     (run / "state.pt").write_bytes(b"")
+    (tmp / "broken").mkdir()  # a model folder with a config and no weights
+    (tmp / "broken" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     (tmp / "unsaved").mkdir()  # a run killed before its first save
     (tmp / "unsaved" / "config.json").write_text("{}")
     return tmp, run
