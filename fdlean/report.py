@@ -87,11 +87,14 @@ def plot_curves(run_dirs, path: str, metrics=("loss", "train_acc", "entropy", "h
         ax.set_visible(False)
     for ax, metric in zip(axes.flat, shown):
         for label, rows in runs.items():
+            if metric in ("loss", "kl"):   # FD's loss and KL(teacher || student) are not GRPO's clipped objective and
+                label = f"{label} ({'GRPO' if 'reward' in rows[-1] else 'FD'})"   # KL(policy || reference)
             pts = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
             if pts:         # sparse metrics (held-out pass@1 every few steps) get markers
                 sparse = len(pts) < 0.5 * len(rows)
                 ax.plot(*zip(*pts), marker="o" if sparse else None, ms=3, label=label)
-        ax.set_title(metric)
+        ax.set_title({"loss": "loss (FD: top-K KL loss; GRPO: clipped objective)",
+                      "kl": "kl (FD: teacher || student; GRPO: policy || reference)"}.get(metric, metric), fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
@@ -197,8 +200,9 @@ def plot_paper(res: dict, folder: str) -> None:
             steps = range(1, len(mean) + 1)
             line, = ax.plot(steps, mean, label=method)
             low, high = [m - h for m, h in zip(mean, half)], [m + h for m, h in zip(mean, half)]
+            low = [max(0, v) for v in low]   # neither a rate nor an entropy is negative
             if key == "train_acc":  # a rate stays within [0, 1]
-                low, high = [max(0, v) for v in low], [min(1, v) for v in high]
+                high = [min(1, v) for v in high]
             ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15)
         ax.set_title(f"{key} (moving mean over 10 steps)")
         ax.set_xlabel("step of the run")
