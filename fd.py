@@ -133,8 +133,8 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
         with lm.autocast(policy.device):
             # 4. The teacher pi_mu(. | x, F(y), y_<t) re-scores the student's own tokens: its top K per token.
             with torch.no_grad():
-                t_hidden, _, mask = lm.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids, tok.pad_token_id)
-                mask &= turns.trained_mask([attempts[i] for i in part], mask)   # Lean's messages: never trained on
+                t_hidden, _, mask = lm.attempt_hidden(teacher, [teacher_prompts[i] for i in part], ids, tok.pad_token_id,
+                                                      [attempts[i].trained for i in part])   # tool outputs: no loss
                 if cfg.topk:
                     top_ids, top_logprobs = teacher_topk(t_hidden, lm.head_weight(teacher), cfg.topk, cfg.chunk_size,
                                                          mask=mask)

@@ -151,11 +151,11 @@ def grpo_loss(logp, old_logp, ref_logp, adv, mask, clip_eps=0.2, kl_coef=0.001, 
 # ----------------------------------------------------------------------------------------------
 # 3. One GRPO step
 # ----------------------------------------------------------------------------------------------
-def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False):
-    """log pi(y_t | x, y_<t) of every attempt token (B, L), the entropy of pi there (None unless
-    entropy=True) and the mask of attempt tokens (B, L), for one micro-batch."""
+def attempt_logprobs(net, prompts, attempts, chunk_size, entropy=False, trained=None):
+    """log pi(y_t | x, y_<t) of every attempt token the policy sampled (B, L), the entropy of pi there (None unless
+    entropy=True) and their mask (B, L), for one micro-batch (`trained`: Attempt.trained of each attempt)."""
     with lm.autocast(next(net.parameters()).device):
-        hidden, targets, mask = lm.attempt_hidden(net, prompts, attempts)
+        hidden, targets, mask = lm.attempt_hidden(net, prompts, attempts, trained=trained)
         out = lm.chunked_logprobs(hidden, lm.head_weight(net), targets, mask, chunk_size, entropy)
     logp, ent = out if entropy else (out, None)
     return logp, ent, mask
@@ -181,8 +181,7 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
 
     def score(scorer, m, entropy=False):  # Lean's messages are context: masked out of every sum
         logp, ent, mask = attempt_logprobs(scorer, [prompts[i] for i in m], [rolled[i].ids for i in m], cfg.chunk_size,
-                                           entropy)
-        mask = mask & turns.trained_mask([rolled[i] for i in m], mask)
+                                           entropy, [rolled[i].trained for i in m])
         return logp, (ent * mask if ent is not None else None), mask
 
     with torch.no_grad():

@@ -185,11 +185,13 @@ def head_weight(model):
     return model.get_output_embeddings().weight
 
 
-def attempt_hidden(model, prompt_ids, attempt_ids, pad_id: int = 0):
+def attempt_hidden(model, prompt_ids, attempt_ids, pad_id: int = 0, trained=None):
     """Hidden states that predict each attempt token: (hidden (B, L, H), targets (B, L), mask (B, L)).
     Rows are prompt + attempt, right-padded: causal attention never looks at the padding, so no
     attention mask is needed. Teacher and student prompts differ in length, but both results are
-    aligned on the attempt's tokens, which is what the FD loss compares."""
+    aligned on the attempt's tokens, which is what the FD loss compares. The mask is True on the attempt's
+    tokens; with `trained` (per attempt, a flag per id: Attempt.trained) only on those the policy sampled: a
+    tool result (Lean's message, a tool's output) is context, never in a loss, a KL or an entropy."""
     device = next(model.parameters()).device
     B = len(prompt_ids)
     T = max(len(p) + len(a) for p, a in zip(prompt_ids, attempt_ids))
@@ -202,7 +204,7 @@ def attempt_hidden(model, prompt_ids, attempt_ids, pad_id: int = 0):
         ids[b, : len(p) + len(a)] = torch.tensor(list(p) + list(a), dtype=torch.long)
         where[b, : len(a)] = torch.arange(len(p) - 1, len(p) + len(a) - 1)
         targets[b, : len(a)] = torch.tensor(list(a), dtype=torch.long)
-        mask[b, : len(a)] = True
+        mask[b, : len(a)] = torch.tensor(list(trained[b]), dtype=torch.bool) if trained is not None else True
     hidden = forward_hidden(model, ids.to(device))
     where = where.to(device)[..., None].expand(-1, -1, hidden.shape[-1])
     return hidden.gather(1, where), targets.to(device), mask.to(device)

@@ -85,4 +85,5 @@ def test_a_default_fd_run_imports_only_what_it_runs():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     loaded = set(out.stdout.split())
     assert "fd" in loaded and "fdlean.turns" in loaded
-    assert not loaded & {"mathlib.repl", "mathlib.kimina", "fdlean.critics", "fdlean.tools", "mini.tutor", "requests"}
+    assert not loaded & {"mathlib.repl", "mathlib.kimina", "fdlean.critics", "fdlean.tools", "fdlean.agent",
+                          "mini.tutor", "requests"}

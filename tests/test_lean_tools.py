@@ -14,9 +14,8 @@ import pytest
 from conftest import CHATML
 
 import lean_env
-from fdlean import lean
+from fdlean import agent, lean
 from fdlean import tools as LT
-from fdlean import turns as TURNS
 from lean_env import Result, Task
 from mini import tasks
 
@@ -403,7 +402,7 @@ def test_tool_messages_chatml(tokenizer):
                     {"role": "assistant", "content": '<tool_call>\n{"name": "lean_check_file"}\n</tool_call>'}]
     for template, wrap in [(CHATML_TOOLS, "<tool_response>\n{}\n</tool_response>"), (CHATML, "{}")]:
         tokenizer.chat_template = template
-        text = TURNS.tool_messages(tokenizer, conversation, ["first output", "second"], LT.TOOLS)
+        text = agent.tool_messages(tokenizer, conversation, ["first output", "second"], LT.TOOLS)
         assert text == "".join(f"<|im_start|>tool\n{wrap.format(o)}<|im_end|>\n" for o in ["first output", "second"]) \
             + "<|im_start|>assistant\n"
         before = tokenizer.apply_chat_template(conversation, tools=LT.TOOLS, tokenize=False)
@@ -416,7 +415,7 @@ def test_tool_messages_history_rewriting_template(tokenizer):
     before = tokenizer.apply_chat_template(conversation, tokenize=False)
     after = tokenizer.apply_chat_template(conversation + [{"role": "tool", "content": "A"}], tokenize=False)
     assert not after.startswith(before)             # the template does rewrite the earlier turn
-    text = TURNS.tool_messages(tokenizer, conversation, ["A", "B"], LT.TOOLS)
+    text = agent.tool_messages(tokenizer, conversation, ["A", "B"], LT.TOOLS)
     assert text == "<tool_response>\nA\n</tool_response>\n<tool_response>\nB\n</tool_response>\n<|im_start|>assistant\n"
 
 
@@ -441,7 +440,7 @@ def test_a_scripted_agent_ends_with_an_accepted_file(env, task, tokenizer):
         seen.append(outputs[-1])
         messages.append({"role": "assistant", "content": text})
         prompt = tokenizer.apply_chat_template(messages, tools=LT.TOOLS, tokenize=False)
-        prompt += TURNS.tool_messages(tokenizer, messages, outputs, LT.TOOLS)
+        prompt += agent.tool_messages(tokenizer, messages, outputs, LT.TOOLS)
         messages += [{"role": "tool", "content": o} for o in outputs]
         assert prompt == tokenizer.apply_chat_template(messages, tools=LT.TOOLS, tokenize=False,
                                                        add_generation_prompt=True)
@@ -466,7 +465,7 @@ def test_tool_outputs_are_tokenized_as_text(env, task, tokenizer):
                     {"role": "assistant", "content": '<tool_call>\n{"name": "lean_check_file"}\n</tool_call>'}]
     for template in [CHATML_TOOLS, REWRITES]:                  # the template's difference, and the plain rendering
         tokenizer.chat_template = template
-        ids = tokenizer(TURNS.tool_messages(tokenizer, conversation, outputs, LT.TOOLS),
+        ids = tokenizer(agent.tool_messages(tokenizer, conversation, outputs, LT.TOOLS),
                         add_special_tokens=False)["input_ids"]
         start, end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
         opened = 1 + (2 if template == CHATML_TOOLS else 0)    # the next assistant turn (and each tool turn)

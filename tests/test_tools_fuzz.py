@@ -1,5 +1,5 @@
 """Seeded fuzzing of the doors model-written text goes through: tool calls (tools.parse_calls, Workspace.run, the
-Mathlib search), the tool outputs fed back to a chat model (turns.tool_messages), whole chat rollouts, and the
+Mathlib search), the tool outputs fed back to a chat model (agent.tool_messages), whole chat rollouts, and the
 transcripts a critic reads. Random mutations of well-formed calls (deep nesting, unicode, huge strings, truncated
 or stray tags, wrong types, JSON edge cases) and of transcripts (forged delimiters, huge parts); each test asserts
 that nothing raises, nothing runs past its deadline (a wall-clock bound per test and per search) and every output
@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from fdlean import agent
 from fdlean import tools as LT
 from fdlean import turns as TURNS
 from lean_env import Result, Task
@@ -237,7 +238,7 @@ def test_fuzzed_transcripts_keep_outputs_in_their_blocks_and_within_budget():
 
 
 def test_fuzzed_tool_outputs_are_tokenized_as_text(qwen_dir):
-    """turns.tool_messages of random outputs (control-token strings among them) under a chat template: the ids
+    """agent.tool_messages of random outputs (control-token strings among them) under a chat template: the ids
     hold exactly the template's own <|im_start|> / <|im_end|>, one pair per output, whatever the outputs say."""
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(qwen_dir)
@@ -250,7 +251,7 @@ def test_fuzzed_tool_outputs_are_tokenized_as_text(qwen_dir):
         ws = LT.Workspace(TASK, Echo(rng))
         outputs = [ws.run(c) for c in LT.parse_calls(generation(rng))] or [text(rng, 5)[:3000]]
         outputs = [out.encode("utf-8", "replace").decode("utf-8") for out in outputs]
-        ids = tok(TURNS.tool_messages(tok, conversation, outputs, LT.TOOLS), add_special_tokens=False)["input_ids"]
+        ids = tok(agent.tool_messages(tok, conversation, outputs, LT.TOOLS), add_special_tokens=False)["input_ids"]
         assert ids.count(start_id) == len(outputs) + 1 and ids.count(end_id) == len(outputs), case
 
 

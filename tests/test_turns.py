@@ -96,7 +96,7 @@ def test_the_message_the_small_prover_reads():
 
 
 def test_fd_loss_over_turns_equals_the_reference_on_masked_full_sequences(setting):
-    """fd_step's path (attempt_hidden, teacher top-K, fused loss, mask & trained_mask) against the
+    """fd_step's path (attempt_hidden with the trained flags, teacher top-K, fused loss) against the
     literal formula on the full sequences' logits with Lean's messages masked by hand; and no
     gradient reaches a tool-result position."""
     policy, env, test = setting
@@ -111,8 +111,8 @@ def test_fd_loss_over_turns_equals_the_reference_on_masked_full_sequences(settin
     teacher_prompts = [prompting.encode(tok, t, "Example of a correct solution: " + t.solution) for t in test]
     ids = [a.ids for a in attempts]
     with torch.no_grad():
-        t_hidden, _, mask = lm.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id)
-        mask &= turns.trained_mask(attempts, mask)
+        t_hidden, _, mask = lm.attempt_hidden(teacher, teacher_prompts, ids, tok.pad_token_id,
+                                              [a.trained for a in attempts])
         top_ids, top_lp = teacher_topk(t_hidden, lm.head_weight(teacher), 5, 7, mask=mask)
     s_hidden, _, _ = lm.attempt_hidden(student, prompts, ids, tok.pad_token_id)
     s_hidden.retain_grad()
