@@ -4,8 +4,8 @@ Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Ap
 builds the critique prompt and frames the answer; here one prompt becomes one answer: `requests` with a
 timeout per read, bounded retries of 429 / 5xx / network faults with jittered backoff and Retry-After,
 and one wall-clock deadline per call (Config.deadline_s: connect, headers, body, every try and wait),
-enforced by a timer that shuts the call's sockets, so a server that trickles a byte a second cannot hold
-a call past it. The reply is read streamed and at most Config.max_reply_bytes of it (a bigger one is an
+enforced by fdlean/exchange.py (a watchdog shuts the call's sockets), so a server that trickles a byte a
+second cannot hold a call past it. The reply is read streamed and at most Config.max_reply_bytes of it (a bigger one is an
 error, not retried: a server ignoring max_tokens). No retry on a client error or an exhausted quota
 (OpenAI's insufficient_quota, Anthropic's spend limit); no redirect is followed (the key header would go
 along). The key is never printed: every message is scrubbed of it in any form (raw, repr- or
@@ -16,27 +16,18 @@ the way OpenAI does.
 
     ask = critics.http_critic("openai", "gpt-5", feedback.Config(), key, "https://api.openai.com/v1")
     ask(prompt, feedback.Stats())   # -> the critique text; CriticError when it cannot be had
-Limits: DNS resolution and a TLS handshake are bounded per read (timeout_s), not by the deadline timer
-(urllib3 swaps the socket object during the handshake).
+Limits: DNS resolution is bounded by the system resolver, not by the deadline.
 Test: python -m pytest -q tests/test_feedback.py
 """
 import email.utils
-import http.client
 import ipaddress
 import json
 import random
 import re
-import socket
-import threading
 import time
 import urllib.parse
 
-import requests
-import requests.adapters
-import urllib3.connection
-import urllib3.connectionpool
-import urllib3.exceptions
-import urllib3.poolmanager
+from fdlean import exchange
 
 
 class CriticError(RuntimeError):
@@ -92,101 +83,10 @@ def key_transport(url, key):
     return None
 
 
-# ---- the deadline: a timer that shuts the call's sockets ----------------------------------------------
-_call = threading.local()   # the _Watch of the call running in this thread (a thread runs one call at a time)
-
-
-def _shut(conn):
-    # shutdown, not close: it wakes a recv blocked in the calling thread, and the fd stays the caller's to close
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        try:
-            socket.socket.shutdown(sock, socket.SHUT_RDWR)
-        except (OSError, TypeError, ValueError):   # closed already, or not a socket (yet)
-            pass
-
-
-class _Watch:
-    """One call's deadline. A read timeout bounds each recv, not the exchange: a server that sends a byte
-    every second never trips it. At the deadline this timer shuts every connection the call opened; the
-    blocked read then ends with an error (or an early EOF), and `fired` says why."""
-
-    def __init__(self, seconds):
-        self.fired, self._conns, self._lock = False, [], threading.Lock()
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon, self._timer.name = True, "critic-deadline"
-
-    def __enter__(self):
-        _call.watch = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._timer.cancel()
-        _call.watch = None
-        with self._lock:
-            self._conns.clear()
-
-    def add(self, conn):
-        with self._lock:
-            self._conns.append(conn)
-
-    def _fire(self):
-        with self._lock:
-            self.fired, conns = True, list(self._conns)
-        for conn in conns:
-            _shut(conn)
-
-
-class _Watched:
-    """A urllib3 connection that puts itself under the calling thread's _Watch when it connects."""
-
-    def connect(self):
-        watch = getattr(_call, "watch", None)
-        if watch is not None:
-            watch.add(self)
-        super().connect()
-        if watch is not None and watch.fired:   # the deadline passed while it connected
-            _shut(self)
-
-
-class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
-    pass
-
-
-class _HTTPPool(urllib3.connectionpool.HTTPConnectionPool):
-    ConnectionCls = _HTTPConnection
-
-
-class _HTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
-    ConnectionCls = _HTTPSConnection
-
-
-_POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
-
-
-class _Adapter(requests.adapters.HTTPAdapter):
-    """requests' adapter with watched connections, direct or through an http(s) proxy (SOCKS keeps its own)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy, **kwargs):
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if manager.pool_classes_by_scheme == urllib3.poolmanager.pool_classes_by_scheme:
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
 # ---- HTTP: one POST with timeouts, bounded retries, backoff with jitter, Retry-After --------------
 QUOTA_CODES = {"insufficient_quota", "enforced_spend_limit_reached"}   # a 429 that waiting does not cure
 # what a fault in the exchange can raise: requests wraps most, the rest come from urllib3 / http.client / the socket
-_NETWORK = (requests.RequestException, urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError)
+_NETWORK = exchange.NETWORK + (ValueError,)
 
 
 def _retry_after(headers):
@@ -219,20 +119,6 @@ def _reason(e):
     return f"{type(e).__name__}: " + re.sub(r"^\w+\(.*?\): ", "", text)
 
 
-def _read(r, cap, watch):
-    """(body, whole): the body streamed, at most `cap` bytes of it (decoded, so a compressed bomb counts
-    what it becomes); whole=False when there was more. Stops at the deadline (the timer's shutdown)."""
-    chunks, n = [], 0
-    for chunk in r.iter_content(64 * 1024):
-        chunks.append(chunk)
-        n += len(chunk)
-        if n > cap:
-            return b"".join(chunks)[:cap], False
-        if watch.fired:
-            break
-    return b"".join(chunks), True
-
-
 def post_json(url, headers, body, s, stats, secret=""):
     """POST JSON and decode the reply. Retries 429, 5xx, timeouts and connection errors, at most
     s.max_attempts tries, all within s.deadline_s of wall-clock time; then CriticError naming url and the
@@ -244,14 +130,12 @@ def post_json(url, headers, body, s, stats, secret=""):
     headers = {"Accept-Encoding": "identity", **headers}   # nothing to decompress: the byte cap is the reply's size
     start, last, i = time.monotonic(), "no response", 0
     host = urllib.parse.urlparse(url)
-    with _Watch(s.deadline_s) as watch, requests.Session() as session:
-        for prefix in ("http://", "https://"):
-            session.mount(prefix, _Adapter())
+    with exchange.Deadline(s.deadline_s) as deadline, exchange.session() as session:   # the whole call, every try
         # no proxy between this machine and a local server over http: the proxy would read the key in the clear
         session.trust_env = not (host.scheme == "http" and is_loopback(host.hostname))
         for i in range(s.max_attempts):
             left = s.deadline_s - (time.monotonic() - start)
-            if watch.fired or left <= 0:
+            if deadline.expired or left <= 0:
                 last += f" (the {s.deadline_s} s deadline passed)"
                 break
             stats.add(requests=1)
@@ -262,12 +146,12 @@ def post_json(url, headers, body, s, stats, secret=""):
                                  allow_redirects=False)
                 try:
                     status, reply_headers = r.status_code, r.headers
-                    data, whole = _read(r, s.max_reply_bytes, watch)
+                    data, whole = exchange.read(r, s.max_reply_bytes, deadline)
                 finally:
                     r.close()
             except _NETWORK as e:   # refused, reset, timed out, shut at the deadline
                 last = scrub(_reason(e))
-            if watch.fired:   # whatever came back was cut short by the deadline's shutdown
+            if deadline.expired:   # whatever came back was cut short by the deadline's shutdown
                 last = f"the {s.deadline_s} s deadline (feedback.Config.deadline_s) passed during try {i + 1}"
                 break
             wait = None

@@ -13,30 +13,23 @@ injected (tests/test_lean_mathlib.py): no Lean + Mathlib on this project's machi
 """
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import os
 import queue
 import re
 import reprlib
-import socket
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-
+from fdlean import exchange
 from fdlean import screen as lean_screen
 from fdlean.lean import Result
 from mathlib.repl import DEFAULT_HEADER, KiminaError, _Backend, build, judge_file
 
 REPLY_BYTES_PER_ITEM = 4 << 20    # default cap on an answer: 4 MiB per item of its batch (Lean's messages, goals)
 ERROR_BODY_BYTES = 64 << 10       # of a refusal's body (4xx, 5xx) we read this much: its first 300 characters show
-_CHUNK = 64 << 10
 
 _brief = reprlib.Repr()           # a bounded repr of whatever the server sent: never huge, never deep
 _brief.maxstring, _brief.maxother, _brief.maxlevel = 200, 200, 3
@@ -120,101 +113,7 @@ class _Fault(Exception):
 
 
 class _Late(Exception):
-    """The exchange's deadline passed: its socket was shut."""
-
-
-_current = threading.local()      # .exchange: the _Exchange this thread is running, for its connection to join
-
-
-class _Exchange:
-    """One HTTP exchange's wall-clock deadline. A per-read timeout alone lets a server that trickles a byte now and
-    then hold a request forever (headers or body), so at the deadline a watchdog shuts the socket of the connection
-    the exchange uses, which ends whatever read, write or TLS handshake is blocked on it."""
-
-    def __init__(self, seconds: float):
-        self.deadline = time.monotonic() + seconds
-        self.conn, self.socks, self.expired, self.done = None, [], False, threading.Event()
-
-    def __enter__(self):
-        _current.exchange = self
-        threading.Thread(target=self._watch, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.done.set()
-        _current.exchange = None
-
-    def left(self) -> float:
-        return max(0.01, self.deadline - time.monotonic())
-
-    def _watch(self):
-        if self.done.wait(self.left()):
-            return
-        self.expired = True
-        while not self.done.is_set():      # again until it ends: the connection may still be connecting (bounded)
-            for sock in [getattr(self.conn, "sock", None), *self.socks]:
-                if sock is not None:
-                    try:
-                        socket.socket.shutdown(sock, socket.SHUT_RDWR)   # the plain socket's: an SSLSocket's own
-                    except OSError:                                      # would drop its SSL object under the reader
-                        pass
-            self.done.wait(0.05)
-
-
-class _Tracked:
-    """A urllib3 connection that tells the thread's _Exchange it is the one in use (connect: a TLS handshake comes
-    before request; request: a kept-alive connection does not connect again), and its socket: a connection that
-    will close after this answer hands the socket to the answer and forgets it (http.client), the body's reads
-    still block on it."""
-
-    def connect(self, *args, **kwargs):
-        self._join()
-        try:
-            return super().connect(*args, **kwargs)
-        finally:
-            self._join()
-
-    def request(self, *args, **kwargs):
-        self._join()
-        return super().request(*args, **kwargs)
-
-    def _join(self):
-        exchange = getattr(_current, "exchange", None)
-        if exchange is not None:
-            exchange.conn = self
-            if getattr(self, "sock", None) is not None:
-                exchange.socks.append(self.sock)
-
-
-_tracked_pools = {}
-
-
-def _tracked(pool_cls):
-    if pool_cls not in _tracked_pools:
-        conn_cls = type(f"Tracked{pool_cls.ConnectionCls.__name__}", (_Tracked, pool_cls.ConnectionCls), {})
-        _tracked_pools[pool_cls] = type(f"Tracked{pool_cls.__name__}", (pool_cls,), {"ConnectionCls": conn_cls})
-    return _tracked_pools[pool_cls]
-
-
-class _Adapter(HTTPAdapter):
-    """requests' adapter whose connections join the thread's _Exchange (plain and proxied)."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        self._track(self.poolmanager)
-
-    def proxy_manager_for(self, *args, **kwargs):
-        manager = super().proxy_manager_for(*args, **kwargs)
-        self._track(manager)
-        return manager
-
-    @staticmethod
-    def _track(manager):
-        manager.pool_classes_by_scheme = {k: _tracked(v) for k, v in manager.pool_classes_by_scheme.items()}
-
-
-# what a failed exchange raises (requests' own errors are OSErrors; urllib3's and http.client's may escape it)
-_NETWORK = (OSError, urllib3.exceptions.HTTPError, http.client.HTTPException)
+    """The exchange's deadline passed: its socket was shut (fdlean/exchange.py)."""
 
 
 class KiminaClient(_Backend):
@@ -304,9 +203,7 @@ class KiminaClient(_Backend):
         try:
             session = self.sessions.get_nowait()
         except queue.Empty:
-            session = requests.Session()
-            session.mount("http://", _Adapter())
-            session.mount("https://", _Adapter())
+            session = exchange.session()
         try:
             return self._send(session, self.url + path, body)
         finally:
@@ -322,7 +219,7 @@ class KiminaClient(_Backend):
                     raise KiminaError(f"Kimina server at {self.url} did not answer within http_timeout = "
                                       f"{self.http_timeout:g} s ({e})") from None
                 raise _Fault("late", str(e)) from None
-            except _NETWORK as e:                               # refused, reset, timed out
+            except exchange.NETWORK as e:                               # refused, reset, timed out
                 last = f"{type(e).__name__}: {str(e)[:300]}"
                 if attempt < self.retries:
                     time.sleep(min(30.0, self.backoff * 2 ** attempt))
@@ -347,16 +244,16 @@ class KiminaClient(_Backend):
 
     def _exchange(self, session, url: str, body: dict) -> tuple[int, bytes]:
         """One POST: (HTTP status, body), the body cut at ERROR_BODY_BYTES unless a 2xx. Raises _Late past
-        http_timeout, _Fault("big") for a 2xx past max_reply_bytes, a _NETWORK error for a failed connection."""
+        http_timeout, _Fault("big") for a 2xx past max_reply_bytes, an exchange.NETWORK error for a failed connection."""
         headers = {"Accept-Encoding": "identity"}     # a compressed answer's size says nothing of what it unpacks to
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"                  # as its require_key reads it
         answer = None
-        with _Exchange(self.http_timeout) as exchange:
+        with exchange.Deadline(self.http_timeout) as deadline:
             try:
                 answer = session.post(url, json=body, headers=headers, stream=True, allow_redirects=False,
-                                      timeout=(exchange.left(), exchange.left()))
-                if exchange.expired:                     # cut mid-headers, http.client may take what came for all
+                                      timeout=(deadline.left(), deadline.left()))
+                if deadline.expired:                     # cut mid-headers, http.client may take what came for all
                     raise _Late("no answer: its headers were cut")
                 self.started = True
                 ok = 200 <= answer.status_code < 300
@@ -366,20 +263,14 @@ class KiminaClient(_Backend):
                     raise _Fault("big", f"{int(size)} bytes announced, max_reply_bytes = {cap}")
                 if ok and coding.strip().lower() not in ("", "identity"):
                     raise _Fault("big", f"compressed ({coding[:50]}) though asked not to be: its size is unknown")
-                data = bytearray()
-                for chunk in answer.iter_content(_CHUNK):
-                    data += chunk
-                    if len(data) > cap:
-                        if ok:
-                            raise _Fault("big", f"over max_reply_bytes = {cap} bytes, reading stopped")
-                        break                            # a refusal: its start says enough
-                    if exchange.expired:
-                        break
-                if exchange.expired:
+                data, whole = exchange.read(answer, cap, deadline)
+                if not whole and ok:                     # (a refusal's start says enough)
+                    raise _Fault("big", f"over max_reply_bytes = {cap} bytes, reading stopped")
+                if deadline.expired:
                     raise _Late(f"{len(data)} bytes of the answer came")
                 return answer.status_code, bytes(data)
-            except _NETWORK as e:
-                if exchange.expired:                     # the watchdog shut the socket: that is why it failed
+            except exchange.NETWORK as e:
+                if deadline.expired:                     # the watchdog shut the socket: that is why it failed
                     raise _Late(f"{'no answer' if answer is None else 'the answer was cut'}: "
                                 f"{type(e).__name__}") from None
                 raise
