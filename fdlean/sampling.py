@@ -9,6 +9,10 @@ a KV cache, each distinct prompt prefilled once in groups of similar length, fin
 
     [s] = sample(policy, [prompting.encode(policy.tokenizer, task)], max_new_tokens=64, generator=0)
     s.ids, s.text, s.truncated
+
+A row also ends once its text holds `stop` (a chat model's tool call ends with "</tool_call>": the paper stops
+the generation there, runs the tool and resumes, Section 4.1), and `max_new_tokens` may be one budget per row
+(what is left of an agentic attempt's 8,192 tokens).
 """
 import inspect
 from dataclasses import dataclass
@@ -22,7 +26,7 @@ from transformers import DynamicCache
 class Sample:
     ids: list[int]   # exactly the sampled ids, including the final EOS when one was sampled
     text: str        # decoded ids without EOS / special tokens
-    truncated: bool  # True when the token budget ran out before an EOS
+    truncated: bool  # True when the token budget ran out before an EOS (or the stop text)
     entropy: list[float] = None  # per sampled id: the entropy (nats) of the policy's own distribution
                                  # there (temperature 1, no top-p), read off the logits it sampled from
 
@@ -66,17 +70,50 @@ def next_tokens(logits, temperature, top_p, generator, live, batch_size, pad_id)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)[live]
 
 
-def make_sample(policy, ids: list[int], entropies: list[float] = None) -> Sample:
+def make_sample(policy, ids: list[int], entropies: list[float] = None, stopped: bool = False) -> Sample:
+    """`stopped`: the row ended at the stop text (kept in .text), not at an end token."""
     ended = bool(ids) and ids[-1] in stop_ids(policy)
     text = policy.tokenizer.decode(ids[:-1] if ended else ids, skip_special_tokens=True)
-    return Sample(ids, text, truncated=not ended, entropy=entropies)
+    return Sample(ids, text, truncated=not (ended or stopped), entropy=entropies)
+
+
+def budgets(max_new_tokens, n: int) -> list[int]:
+    """One token budget per row, from one for all or a list of them."""
+    if isinstance(max_new_tokens, int):
+        return [max_new_tokens] * n
+    if len(max_new_tokens) != n or min(max_new_tokens, default=1) < 1:
+        raise ValueError("max_new_tokens: one budget of at least 1 per prompt")
+    return list(max_new_tokens)
+
+
+def window(tokenizer, stop: str) -> int:
+    """How many of a row's last tokens hold the stop text when they end it (a margin for other splits)."""
+    return len(tokenizer(stop, add_special_tokens=False)["input_ids"]) + 2
+
+
+def says_stop(tokenizer, ids: list[int], stop: str | None, width: int) -> bool:
+    """The idea: the row's last `width` tokens, decoded, hold the stop text."""
+    return bool(stop) and stop in tokenizer.decode(ids[-width:])
+
+
+_ENDERS = {}
+
+
+def enders(tokenizer, stop: str) -> list[int]:
+    """The ids whose token holds the stop text's last character: only a row that just drew one of them can
+    have ended its stop text, so the fast loop decodes only those rows (the plain one decodes every row)."""
+    key = (id(tokenizer), stop)
+    if key not in _ENDERS:
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        _ENDERS[key] = [i for i, p in enumerate(pieces) if p and stop[-1] in p]
+    return _ENDERS[key]
 
 
 # ----------------------------------------------------------------------------- the idea
 
 @torch.no_grad()
-def sample_plain(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
-                 top_p: float = 1.0, generator=None) -> list[Sample]:
+def sample_plain(policy, prompts: list[list[int]], max_new_tokens=64, temperature: float = 1.0,
+                 top_p: float = 1.0, generator=None, stop: str | None = None) -> list[Sample]:
     """The reference: no cache, every step runs the whole (left-padded) sequences again."""
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
@@ -85,8 +122,10 @@ def sample_plain(policy, prompts: list[list[int]], max_new_tokens: int = 64, tem
     ids = torch.tensor([[pad] * (T - len(p)) + list(p) for p in prompts], device=device)
     mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
     eos = torch.tensor(stop_ids(policy), device=device)
+    budget, width = budgets(max_new_tokens, B), stop and window(policy.tokenizer, stop)
     out, ent, live = [[] for _ in prompts], [[] for _ in prompts], torch.arange(B, device=device)
-    for _ in range(max_new_tokens):  # `live`: the rows still sampling
+    stopped = [False] * B
+    for _ in range(max(budget)):  # `live`: the rows still sampling
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # positions count real tokens only
         logits = net(input_ids=ids, attention_mask=mask, position_ids=positions).logits[live, -1].float()
         tok = next_tokens(logits, temperature, top_p, generator, live, B, pad)
@@ -96,10 +135,14 @@ def sample_plain(policy, prompts: list[list[int]], max_new_tokens: int = 64, tem
         column = torch.full((B, 1), pad, device=device)
         column[live, 0] = tok
         ids, mask = torch.cat([ids, column], 1), torch.cat([mask, torch.ones_like(column)], 1)
-        live = live[~torch.isin(tok, eos)]
+        for row in live.tolist():
+            stopped[row] = says_stop(policy.tokenizer, out[row], stop, width)
+        going = [not e and not stopped[r] and len(out[r]) < budget[r]
+                 for r, e in zip(live.tolist(), torch.isin(tok, eos).tolist())]
+        live = live[torch.tensor(going, dtype=torch.bool, device=device)]
         if len(live) == 0:
             break
-    return [make_sample(policy, seq, h) for seq, h in zip(out, ent)]
+    return [make_sample(policy, seq, h, st) for seq, h, st in zip(out, ent, stopped)]
 
 
 # ----------------------------------------------------------------------------- the fast version
@@ -149,9 +192,13 @@ def _prefill(model, ids, mask, pos, lengths):
 
 
 @torch.no_grad()
-def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator):
-    model, device = policy.model, policy.device
-    pad_id, eos = policy.tokenizer.pad_token_id, torch.tensor(stop_ids(policy), device=device)
+def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator, stop=None):
+    model, device, tokenizer = policy.model, policy.device, policy.tokenizer
+    pad_id, eos = tokenizer.pad_token_id, torch.tensor(stop_ids(policy), device=device)
+    budget = torch.tensor(budgets(max_new_tokens, len(prompts)), device=device)
+    max_new_tokens = int(budget.max())
+    if stop:   # a row that draws a token holding the stop text's last character is decoded, and ends if it holds it
+        width, ending = window(tokenizer, stop), torch.tensor(enders(tokenizer, stop), dtype=torch.long, device=device)
     # A prompt repeated in the batch (n samples per task, a GRPO group) is prefilled once; its
     # cache rows are then copied, so on short proofs the prefill no longer dominates the time.
     unique = {}
@@ -174,12 +221,18 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
     out = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
     ent = torch.zeros(B, max_new_tokens, device=device)
     n_new = torch.zeros(B, dtype=torch.long, device=device)
+    stopped = torch.zeros(B, dtype=torch.bool, device=device)
     for t in range(max_new_tokens):
         tok = next_tokens(logits, temperature, top_p, generator, live, B, pad_id)
         out[live, t] = tok
         ent[live, t] = entropy(logits)
         n_new[live] += 1
-        going = ~torch.isin(tok, eos)
+        going = ~torch.isin(tok, eos) & (budget[live] > t + 1)
+        if stop:
+            for j in torch.isin(tok, ending).nonzero().flatten().tolist():
+                row = int(live[j])
+                if says_stop(tokenizer, out[row, max(0, t + 1 - width):t + 1].tolist(), stop, width):
+                    going[j], stopped[row] = False, True
         if t == max_new_tokens - 1 or not going.any():
             break
         if not going.all():  # drop finished rows from the batch and the cache: no wasted compute
@@ -189,15 +242,17 @@ def _sample_batch(policy, prompts, max_new_tokens, temperature, top_p, generator
         pos = pos + 1
         logits = model(input_ids=tok[:, None], attention_mask=mask, position_ids=pos, **kv,
                        use_cache=True).logits[:, -1].float()
-    return [make_sample(policy, out[b, :n_new[b]].tolist(), ent[b, :n_new[b]].tolist()) for b in range(B)]
+    return [make_sample(policy, out[b, :n_new[b]].tolist(), ent[b, :n_new[b]].tolist(), bool(stopped[b]))
+            for b in range(B)]
 
 
-def sample(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperature: float = 1.0,
-           top_p: float = 1.0, generator=None, batch_size: int = 256) -> list[Sample]:
+def sample(policy, prompts: list[list[int]], max_new_tokens=64, temperature: float = 1.0,
+           top_p: float = 1.0, generator=None, batch_size: int = 256, stop: str | None = None) -> list[Sample]:
     """Batched sampling with a KV cache; temperature 0 = greedy. `generator`: None (torch's global
     RNG, as HF generate), an int seed, a torch.Generator on the policy's device, or a list of them, one
     per prompt (see next_tokens). Within one batch the rows keep their order, so a batch draws exactly
-    what HF generate draws on it."""
+    what HF generate draws on it. `max_new_tokens`: one budget, or one per prompt; `stop`: a text that ends
+    a row once it has written it (kept in the sample; not truncated)."""
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
     training = policy.model.training
@@ -205,11 +260,12 @@ def sample(policy, prompts: list[list[int]], max_new_tokens: int = 64, temperatu
     order = list(range(len(prompts)))
     if len(prompts) > batch_size:  # batches of similar lengths: less left padding to compute
         order.sort(key=lambda i: len(prompts[i]))
-    samples = [None] * len(prompts)
+    samples, budget = [None] * len(prompts), budgets(max_new_tokens, len(prompts))
     for start in range(0, len(order), batch_size):
         rows = sorted(order[start:start + batch_size])
         rng = [generator[i] for i in rows] if isinstance(generator, (list, tuple)) else generator
-        batch = _sample_batch(policy, [prompts[i] for i in rows], max_new_tokens, temperature, top_p, rng)
+        batch = _sample_batch(policy, [prompts[i] for i in rows], [budget[i] for i in rows], temperature, top_p, rng,
+                              stop)
         for i, s in zip(rows, batch):
             samples[i] = s
     policy.model.train(training)

@@ -98,6 +98,31 @@ def test_fast_sampler_draws_what_the_plain_loop_draws(policy, temperature, top_p
         assert f.entropy == pytest.approx(p.entropy, abs=1e-4) and len(f.entropy) == len(f.ids)
 
 
+def test_a_stop_text_and_budgets_per_row_end_rows_where_the_plain_loop_ends_them(policy):
+    """A row ends once its text holds the stop text (a chat model's `</tool_call>`: the paper stops a generation
+    at a tool call) or its own budget is spent. The fast sampler, which decodes only rows that drew a token holding
+    the stop text's last character, ends the same rows at the same tokens as the plain loop, which decodes every
+    row; a row that stopped is not truncated and stopped at the first place its text held the stop text."""
+    from mini import tasks
+    prompts = [prompting.encode(policy.tokenizer, t) for t in tasks.load("mini", split="test")[:16]]
+    budget = [3 + i % 10 for i in range(len(prompts))]
+    stop = "h1"
+    fast = sampling.sample(policy, prompts, max_new_tokens=budget, generator=5, stop=stop)
+    plain = sampling.sample_plain(policy, prompts, max_new_tokens=budget, generator=5, stop=stop)
+    assert [(s.ids, s.text, s.truncated) for s in fast] == [(s.ids, s.text, s.truncated) for s in plain]
+    tok = policy.tokenizer
+    stopped = [s for s in fast if stop in tok.decode(s.ids)]
+    assert stopped and any(s.truncated for s in fast)          # both ways of ending happen
+    for s, b in zip(fast, budget):
+        assert len(s.ids) <= b
+        if s in stopped:
+            assert not s.truncated and stop not in tok.decode(s.ids[:-1])   # its first occurrence
+    free = sampling.sample(policy, prompts, max_new_tokens=budget, generator=5)
+    assert [s.ids for s in free] != [s.ids for s in fast]      # the stop text changed something
+    with pytest.raises(ValueError, match="one budget"):
+        sampling.sample(policy, prompts, max_new_tokens=[4])
+
+
 def test_one_generator_per_row_makes_a_rows_draws_its_own(policy):
     """A list of generators (the trainers: one per statement): a row samples the same tokens whatever the other
     rows of its batch, so data-parallel processes draw what one process draws; fast and plain samplers agree."""
