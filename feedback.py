@@ -1,9 +1,9 @@
 """F(y): the feedback sources of Feedback Distillation.
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861),
-Section 3 (the teacher is the same model with F(y) in its prompt), Appendix B (the critique prompt
-and its ablation) and the feedback-source ablations (LLM critique, ground truth, Lean output, self,
-constant).
+Section 3 (the teacher is the same model with F(y) in its prompt), Appendix A.3 (the critique prompt),
+Appendix C.3 (its ablation) and the feedback-source ablations (LLM critique, ground truth, Lean output,
+self, constant).
 
 A source is a callable (task, attempt, result) -> str returning the FRAMED block (a short header
 line plus the feedback) that prompting.render puts in the teacher prompt unchanged. `attempt` is
@@ -26,11 +26,14 @@ a turns.Attempt's .answer as checked; a raw generation read by prompting.proof_t
 reasoning or prose) under "Example of a correct solution:".
 Every critique-style source (tutor, LLM, self, constant) shares the "Hint:" frame.
 
-Critique prompts (PROMPTS, our wording of Appendix B's ablation): 1 the bare task, 2 + 1-3 numbered
-items of 10-50 words, 3 + self-contained "Do X" / "Don't do X" orders, 4 the final prompt: an expert
-tutor naming errors and useful / useless steps, guidance not judgement, tool use, concision when the
-attempt was cut off. The offline tutor's rules are in mini/tutor.py (it too asks for a shorter proof when
-the attempt was cut off).
+Critique prompts (PROMPTS: our wording of the final prompt, Appendix A.3, and of its ablation, Appendix
+C.3), each step adding to the one before: 1 an expert Lean tutor asked for feedback on the attempt; 2 + 1-3
+numbered items of 10-50 words, starting with "1.", on the errors and on what was useful or useless, nothing
+else; 3 + each item self-contained, an order ("Do X." / "Don't do X."), impersonal, no judgement; 4 (the
+default) + encourage the tools (the Lean compiler; off the mini world, Mathlib search) and, in every call,
+order more concision if the attempt seems truncated. Config.prompt_file replaces the whole prompt with a
+file's text ({statement}, {attempt}, {lean_output} filled in), for LLM and self critics. The offline
+tutor's rules are in mini/tutor.py (it asks for a shorter proof when the attempt was cut off).
 
 Budget: the teacher's prompt is the student's plus the framed block, and a critique (tutor, LLM, self,
 constant) in it is at most Config.max_feedback_chars characters (default 4,000: the prompt asks for 1-3
@@ -74,6 +77,8 @@ class FeedbackError(RuntimeError):
 @dataclass
 class Config:
     prompt: int = 4                  # critique instructions for LLM/self sources: 1 bare .. 4 final
+    prompt_file: str = ""            # LLM/self sources: a text file that replaces the whole critique prompt, with
+                                     # {statement}, {attempt} (both required) and {lean_output} filled in
     timeout_s: float = 60.0          # one HTTP try: connect, and each read (deadline_s bounds the whole exchange)
     max_attempts: int = 5            # HTTP tries per feedback call (1 + 4 retries)
     backoff_base_s: float = 1.0      # wait before retry i: base * 2**i * jitter in [0.5, 1] ...
@@ -177,39 +182,70 @@ def lean_feedback(task, attempt, result, settings=None):
     return PAPER_LEAN.format(text=lean_output(result, s.full_lean_chars).strip())
 
 
-# ---- critique instructions (Appendix B's ablation, in the paper's order; our wording) -------------
+# ---- critique instructions (the final prompt, Appendix A.3, and its ablation, Appendix C.3; our wording) -
+# Each version adds one step to the one before, in the paper's order: 1 the role and a bare request; 2 the
+# answer's form; 3 self-contained, impersonal orders; 4 the tools and concision (the final prompt).
+_TUTOR = "You are an expert tutor of Lean 4 theorem proving.\n\n"                 # the role, in every version
 _TASK = ("A model tried to prove the Lean 4 theorem below.\n\n"
          "Theorem statement (Lean 4):\n{statement}\n\nFull attempt:\n{attempt}\n\n"
          "Final Lean output:\n{lean}\n\n")
-_WRITE = "Write feedback on the attempt.\n"
-_ITEMS = ("Answer with 1 to 3 numbered items, each 10 to 50 words long, and nothing else: "
-          "no introduction, no summary.\n")
-_ORDERS = ("Make each item a self-contained order for a future solver who will not see this attempt, "
-           "of the form \"Do X.\" or \"Don't do X.\", impersonal: never in the second person.\n")
-_TUTOR = "You are an expert tutor of Lean 4 theorem proving.\n\n"
-_FINAL = ("Name the errors in the attempt, the steps that were useful and the steps that were useless. "
-          "Give guidance for the next attempt, not a judgement of this one, and do not mention the student. "
-          "Encourage checking each step with the Lean compiler{mathlib}. Start your answer with \"1.\".\n")
+_WRITE = "Give feedback on this attempt.\n"                                         # 1: the bare request
+_ITEMS = ("Answer with 1 to 3 numbered items of 10 to 50 words each; the answer starts with \"1.\". "
+          "The items name the errors in the attempt and what in it was useful or useless. Write nothing "
+          "else: no introduction, no summary.\n")                                 # 2: the answer's form
+_ORDERS = ("Make every item self-contained, useful to a reader who has never seen this attempt, and an "
+           "order of the form \"Do X.\" or \"Don't do X.\". Keep the items impersonal: never in the second "
+           "person, never about the student, never a verdict on how well the attempt went.\n")   # 3
+_TOOLS = ("Let the items encourage using the tools: checking each step with the Lean compiler{mathlib}. "
+          "If the attempt seems truncated, order more concision: a shorter proof.\n")   # 4: in every call
 _MATHLIB = " and searching Mathlib for the lemmas a step needs"   # not in the mini world: it has no Mathlib
-_CUT = "The attempt was cut off at the length limit: one item must ask for a shorter, more concise proof.\n"
+_CUT = "(This attempt was cut off at the length limit.)\n"   # version 4, a truncated attempt: a fact, no order
 PROMPTS = {  # version: (role, instructions after the task)
-    1: ("", [_WRITE]),
-    2: ("", [_WRITE, _ITEMS]),
-    3: ("", [_WRITE, _ITEMS, _ORDERS]),
-    4: (_TUTOR, [_WRITE, _ITEMS, _ORDERS, _FINAL]),
+    1: (_TUTOR, [_WRITE]),
+    2: (_TUTOR, [_WRITE, _ITEMS]),
+    3: (_TUTOR, [_WRITE, _ITEMS, _ORDERS]),
+    4: (_TUTOR, [_WRITE, _ITEMS, _ORDERS, _TOOLS]),
 }
+PLACEHOLDERS = ("{statement}", "{attempt}", "{lean_output}")   # a prompt file's; {statement}, {attempt} required
 
 
-def critique_prompt(task, attempt, result, version=4, lean_chars=10_000):
+def critique_prompt(task, attempt, result, version=4, lean_chars=10_000, template=None):
+    """The critic's prompt: the built-in PROMPTS[version] around the task, or `template` (a prompt file's
+    text) with its placeholders filled: {statement} the header and statement, {attempt} the attempt (a
+    multi-turn attempt's whole transcript), {lean_output} Lean's final output. One pass, no str.format: Lean
+    code and prompts hold braces, and a placeholder inside a filled-in value stays as it is."""
     text, truncated = attempt_parts(attempt)
     header = task.header.strip() + "\n" if getattr(task, "header", "") else ""
     lean = "Success: no errors." if result.ok else lean_output(result, lean_chars)
-    role, rules = PROMPTS[version]
-    rules = rules + ([_CUT] if truncated and version == 4 else [])
     # a multi-turn attempt (turns.Attempt): the critic reads all of it, every candidate and Lean's answers
     attempt = getattr(attempt, "transcript", "") or text
+    if template is not None:
+        values = dict(zip(PLACEHOLDERS, (header + task.statement, attempt, lean)))
+        return re.sub("|".join(map(re.escape, PLACEHOLDERS)), lambda m: values[m.group()], template)
+    role, rules = PROMPTS[version]
+    rules = rules + ([_CUT] if truncated and version == 4 else [])
     task_text = _TASK.format(statement=header + task.statement, attempt=attempt, lean=lean)
     return role + task_text + "".join(rules).replace("{mathlib}", "" if is_mini(task) else _MATHLIB)
+
+
+def read_prompt_file(path):
+    """A prompt file's text, read once at load. ValueError, naming the file and the problem, for a file that
+    is missing, unreadable, not UTF-8, empty, or without {statement} or {attempt}."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ValueError(f"prompt file {path}: cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"prompt file {path}: is not UTF-8 text") from None
+    if not text.strip():
+        raise ValueError(f"prompt file {path}: is empty")
+    missing = [p for p in PLACEHOLDERS[:2] if p not in text]
+    if missing:
+        raise ValueError(f"prompt file {path}: has no {' and no '.join(missing)} placeholder (the file replaces "
+                         "the whole critique prompt: {statement}, {attempt} and {lean_output} mark where the "
+                         "statement, the attempt and Lean's output go)")
+    return text
 
 
 def _self_critic(policy, s):
@@ -251,8 +287,9 @@ class Feedback:
     """F as a callable. Offline sources call `write` (it returns the framed block); critics call
     `ask(prompt, stats) -> text`, cached on disk, and the text is framed as a hint."""
 
-    def __init__(self, spec, settings, write=None, ask=None, model_name="", remote=False, scrub=str):
+    def __init__(self, spec, settings, write=None, ask=None, model_name="", remote=False, scrub=str, template=None):
         self.spec, self.settings, self.stats = spec, settings, Stats()
+        self.template = template   # a prompt file's text (Config.prompt_file), read at load; None: PROMPTS
         self._write, self._ask, self._model, self._remote, self._scrub = write, ask, model_name, remote, scrub
         self._asked = {}  # prompt -> critique, answered ahead by one batched call (batch())
         self.failed_batches = 0   # batches in a row in which every call failed
@@ -271,12 +308,16 @@ class Feedback:
             raise
 
     def _prompt(self, task, attempt, result):  # the statement, the attempt and the Lean output
-        return critique_prompt(task, attempt, result, self.settings.prompt, self.settings.full_lean_chars)
+        return critique_prompt(task, attempt, result, self.settings.prompt, self.settings.full_lean_chars,
+                               self.template)
 
     def _critique(self, task, attempt, result):
         s = self.settings
         prompt = self._prompt(task, attempt, result)
-        key = json.dumps([self.spec, self._model, s.prompt, prompt], ensure_ascii=False)
+        # the filled prompt is the request. With a prompt file its whole text goes in too, and the built-in
+        # version (unused then) does not; without one the key is as it always was
+        key = json.dumps([self.spec, self._model, s.prompt, prompt] if self.template is None else
+                         [self.spec, self._model, "prompt_file", prompt, self.template], ensure_ascii=False)
         path = s.cache_dir and os.path.join(s.cache_dir, hashlib.sha256(key.encode()).hexdigest() + ".json")
         try:
             with open(path, encoding="utf-8") as f:
@@ -353,7 +394,8 @@ def _reference_proof(task):
 def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_key_env=None, **options):
     """A feedback source from its spec. options: Config fields. api_key/base_url: HTTP critics; api_key_env:
     the name of the environment variable that holds the key for base_url's server (e.g. "VLLM_KEY").
-    policy (or "self:NAME"): the Self-FD critic, deep-copied so that training never changes it."""
+    policy (or "self:NAME"): the Self-FD critic, deep-copied so that training never changes it.
+    prompt_file (LLM and self critics only): read here, once; ValueError naming the file if it is unusable."""
     s = Config(**options)
     if s.prompt not in PROMPTS:
         raise ValueError(f"prompt must be one of {sorted(PROMPTS)}")
@@ -367,8 +409,12 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_k
         "constant": lambda t, a, r: hint(arg, s),
         "none": lambda t, a, r: "",   # the control: the teacher's prompt IS the student's
     }
+    if kind in offline and s.prompt_file:
+        raise ValueError(f"prompt file {s.prompt_file}: the {kind} source writes no critique prompt, so the file "
+                         "would not be used (a prompt file is for the LLM critics and self)")
     if kind in offline and (kind == "constant") == bool(arg):
         return Feedback(spec, s, write=offline[kind])
+    template = read_prompt_file(s.prompt_file) if s.prompt_file and (kind == "self" or kind in API_KEYS) else None
     if kind == "self":
         if policy is None and not arg:
             raise ValueError("self: the critic is the policy itself: pass policy= (fd.py does), or name a "
@@ -377,7 +423,8 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_k
             policy = lm.load(arg)
         elif copy_policy:   # the paper's self-feedback comes from the INITIAL model, frozen
             policy = copy.deepcopy(policy)
-        return Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg))
+        return Feedback(spec, s, ask=_self_critic(policy, s), model_name=getattr(policy, "name", arg),
+                        template=template)
     if kind not in API_KEYS:
         raise ValueError(f"unknown feedback spec {spec!r}: use tutor, ground-truth, lean, self, constant:TEXT, "
                          "none, openai:MODEL or anthropic:MODEL")
@@ -411,7 +458,7 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_k
                 why += (f" ({API_KEYS[kind]} goes only to {home}: name this server's key with api_key_env=NAME, "
                         "the environment variable holding it)")
         raise FeedbackError(why)   # outside the except: no chained exception (its request holds the key) comes along
-    return Feedback(spec, s, ask=asked, model_name=arg, remote=True, scrub=scrub)
+    return Feedback(spec, s, ask=asked, model_name=arg, remote=True, scrub=scrub, template=template)
 
 
 def _host(url):

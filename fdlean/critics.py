@@ -1,8 +1,9 @@
-"""LLM critics over HTTP: the paper's critic is an API model (Appendix B); this is how one is asked.
+"""LLM critics over HTTP: the paper's critic is an API model (Appendix A.3); this is how one is asked.
 
-Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Appendix B. feedback.py
-builds the critique prompt and frames the answer; here one prompt becomes one answer: `requests` with a
-timeout per read, bounded retries of 429 / 5xx / network faults with jittered backoff and Retry-After,
+Paper: "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Appendix A.3 (the critique
+prompt; its ablation: Appendix C.3). feedback.py builds the critique prompt and frames the answer; here one
+prompt becomes one answer: `requests` with a timeout per read, bounded retries of 429 / 5xx / network
+faults with jittered backoff and Retry-After,
 and one wall-clock deadline per call (Config.deadline_s: connect, headers, body, every try and wait),
 enforced by fdlean/exchange.py (a watchdog shuts the call's sockets), so a server that trickles a byte a
 second cannot hold a call past it. The reply is read streamed and at most Config.max_reply_bytes of it (a bigger one is an

@@ -1,7 +1,7 @@
 """The offline tutor: a rule-based critic that writes what a strong LLM would, for the mini world.
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861),
-Section 3 and Appendix B: the main runs ask Claude for 1 to 3 numbered "Do X" / "Don't do X" items
+Section 3 and Appendix A.3: the main runs ask Claude for 1 to 3 numbered "Do X" / "Don't do X" items
 about the attempt. With no LLM on a laptop, this file writes such items from the reference proof and
 Lean's messages: the reference's first rule ("Do start with Or.elim h1."), where an attempt that
 began right leaves the reference ("Do apply h2 in the first part."), and what Lean objected to

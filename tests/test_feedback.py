@@ -210,35 +210,76 @@ def test_lean_output_is_cut_for_the_mini_world_only():
     assert whole in feedback.critique_prompt(T1, "h1", long) and whole in feedback.critique_prompt(REAL[1], "by", long)
 
 
-def test_prompt_variants_follow_the_papers_ablation():
-    """Appendix B's order: 1 the bare task; 2 + numbered items of 10-50 words, no introduction; 3 + the
-    items as self-contained Do / Don't orders for a future solver; 4 the final prompt."""
-    cut = type("Sample", (), {"text": "⟨h2.1, h1.1", "truncated": True})()
+# What each step of the critique prompt carries (Appendix A.3, ablation Appendix C.3), as our wording says it.
+STEPS = {
+    1: ("You are an expert tutor of Lean 4 theorem proving", "Give feedback on this attempt"),   # role + request
+    2: ("1 to 3 numbered items", "10 to 50 words", 'starts with "1."', "errors in the attempt",
+        "useful or useless", "nothing else", "no introduction, no summary"),                    # the form
+    3: ("self-contained", "never seen this attempt", '"Do X."', "\"Don't do X.\"", "second person",
+        "student", "verdict"),                                                                  # orders
+    4: ("encourage using the tools", "Lean compiler", "seems truncated", "order more concision"),   # tools
+}
+CUT_FACT = "cut off at the length limit"
+
+
+def test_prompt_versions_add_the_papers_steps_in_order():
+    """Version k holds step k's content and every earlier step's, and none of step k + 1's: 1 the expert
+    Lean tutor (in all four) asked for feedback; 2 + 1-3 numbered items of 10-50 words starting with "1.",
+    on errors and useful / useless parts, nothing else; 3 + self-contained, impersonal Do / Don't orders;
+    4 + the tools and, always, concision if the attempt seems truncated."""
     bad = Result(False, "error", PROJ_ERR)
-    prompts = {v: feedback.critique_prompt(T1, cut, bad, v) for v in (1, 2, 3, 4)}
-    assert len(set(prompts.values())) == 4
-    for p in prompts.values():
-        assert T1.statement in p and "⟨h2.1, h1.1" in p and "has function type `q → r`" in p
-        assert "internal exception" not in p and "Write feedback" in p
-    shape = ("numbered", "10 to 50 words", "no introduction")
-    orders = ('"Do X."', "\"Don't do X.\"", "future solver", "second person")
-    final = ("expert tutor", "errors", "useful", "useless", "not a judgement", "do not mention the student",
-             'Start your answer with "1."', "Lean compiler", "cut off", "shorter, more concise")
-    for v, p in prompts.items():
-        assert all((w in p) == (v >= 2) for w in shape), (v, p)
-        assert all((w in p) == (v >= 3) for w in orders), (v, p)
-        assert all((w in p) == (v == 4) for w in final), (v, p)
-    assert prompts[4].startswith("You are an expert tutor") and prompts[3].startswith("A model tried")
-    # each version only adds to the one before it (4 also puts the role first)
-    assert all(prompts[v].startswith(prompts[v - 1].rstrip("\n")) for v in (2, 3))
-    assert prompts[3].rstrip("\n") in prompts[4]
-    # concision is asked for only when the attempt was cut off; Mathlib search only where there is Mathlib
-    assert "cut off" not in feedback.critique_prompt(T1, "⟨h2.1, h1.1⟩", bad, 4)
-    assert "Mathlib" not in prompts[4]
-    assert "searching Mathlib" in feedback.critique_prompt(REAL[1], "by linarith", bad, 4)
-    assert "Mathlib" not in feedback.critique_prompt(REAL[1], "by linarith", bad, 3)
+    for task, attempt in ((T1, "⟨h2.1, h1.1⟩"), (REAL[1], "by\n  linarith")):
+        prompts = {v: feedback.critique_prompt(task, attempt, bad, v) for v in (1, 2, 3, 4)}
+        assert len(set(prompts.values())) == 4
+        for v, p in prompts.items():
+            assert p.startswith("You are an expert tutor of Lean 4 theorem proving.\n\n"), (v, p)   # the role, always
+            assert task.statement in p and attempt in p and "has function type `q → r`" in p
+            assert "internal exception" not in p
+            for step, phrases in STEPS.items():
+                for w in phrases:
+                    assert (w in p) == (step <= v), (v, step, w, p)
+            assert CUT_FACT not in p   # a plain string is never cut off
+        # each version is the one before plus its own step
+        assert all(prompts[v].startswith(prompts[v - 1].rstrip("\n")) for v in (2, 3, 4))
+    # the shared body: statement, full attempt, final Lean output, in that order
+    p = feedback.critique_prompt(T1, "⟨h2.1, h1.1⟩", bad, 4)
+    assert p.index("Theorem statement") < p.index("Full attempt:\n⟨h2.1, h1.1⟩") < p.index("Final Lean output:")
+    assert "Success: no errors." in feedback.critique_prompt(T1, T1.solution, Result(True, "ok"), 1)
+    assert feedback.Config().prompt == 4 and sorted(feedback.PROMPTS) == [1, 2, 3, 4]
     with pytest.raises(ValueError):
         feedback.load("tutor", prompt=5)
+
+
+def test_the_final_prompt_always_orders_concision_and_states_a_cut():
+    """The concision order is in every call of prompt 4, truncated or not (the critic judges from the attempt);
+    an attempt that was in fact cut off adds only a factual line, and versions 1-3 never carry either."""
+    from fdlean import sampling, turns
+    bad = Result(False, "error", ["unexpected end of input; expected ')'"])
+    for truncated in (False, True):
+        sample = sampling.Sample(ids=[1], text="⟨h2 (h1.2", truncated=truncated)
+        attempt = turns.Attempt(candidates=["h5", "⟨h2 (h1.2"], results=[Result(False, "error", UNKNOWN), bad],
+                                truncated=truncated, transcript="h5 ... ⟨h2 (h1.2")
+        for a in (sample, attempt):
+            final = feedback.critique_prompt(T1, a, bad, 4)
+            assert "If the attempt seems truncated, order more concision" in final, final
+            assert (CUT_FACT in final) == truncated, final
+            for v in (1, 2, 3):
+                p = feedback.critique_prompt(T1, a, bad, v)
+                assert "concision" not in p and CUT_FACT not in p, (v, p)
+    assert "h5 ... ⟨h2 (h1.2" in feedback.critique_prompt(T1, attempt, bad, 4)   # a transcript is read whole
+
+
+def test_mathlib_search_is_asked_for_only_outside_the_mini_world():
+    bad = Result(False, "error", PROJ_ERR)
+    for task in _mini_tasks()[:50]:
+        for v in (1, 2, 3, 4):
+            p = feedback.critique_prompt(task, "h1", bad, v)
+            assert "Mathlib" not in p and "{mathlib}" not in p, (task.name, v)
+    for task in REAL:
+        final = feedback.critique_prompt(task, "by linarith", bad, 4)
+        assert "Lean compiler and searching Mathlib for the lemmas a step needs" in final and "{mathlib}" not in final
+        for v in (1, 2, 3):
+            assert "searching Mathlib" not in feedback.critique_prompt(task, "by linarith", bad, v)
 
 
 def test_tutor_asks_for_a_shorter_proof_when_cut_off():
@@ -989,3 +1030,110 @@ def test_fuzzed_replies_end_in_a_feedback_error_or_a_capped_hint(serve, tmp_path
             continue
         assert len(texts) == 6 and all(t == lean or (t.startswith("Hint:\n") and len(t) <= 6 + cap) for t in texts)
     assert fb.stats["calls"] == 2 * len(replies) and stops <= len(replies) // 6
+
+
+# ---- a prompt file (Config.prompt_file, fd.py --feedback-prompt-file) -----------------------------
+BRACES = Task("braces", "theorem braces {x : Nat} (h : x = 1) : x + 0 = 1 :=", header="import Mathlib")
+PROMPT_FILE = ("Critic of {x}: read this.\nSTATEMENT<<{statement}>>\nATTEMPT<<{attempt}>>\nLEAN<<{lean_output}>>\n"
+               "Keep {mathlib}, {{braces}} and {0} as written.\n")
+
+
+def _filled(statement, attempt, lean):
+    return (f"Critic of {{x}}: read this.\nSTATEMENT<<{statement}>>\nATTEMPT<<{attempt}>>\nLEAN<<{lean}>>\n"
+            "Keep {mathlib}, {{braces}} and {0} as written.\n")
+
+
+def test_a_prompt_file_replaces_the_whole_prompt(tmp_path):
+    """The file's text is the prompt: its three placeholders filled in, in one pass, and nothing else touched
+    (no str.format: a statement's {x : Nat}, a file's other braces, a placeholder inside the attempt stay)."""
+    from fdlean import turns
+    attempt = "by\n  simp [h] -- {lean_output} and {statement} stay"
+    bad = Result(False, "error", ["unsolved goals\nx : Nat\n⊢ {x} = 1"])
+    got = feedback.critique_prompt(BRACES, attempt, bad, 4, template=PROMPT_FILE)
+    assert got == _filled("import Mathlib\n" + BRACES.statement, attempt, "unsolved goals\nx : Nat\n⊢ {x} = 1")
+    assert "{x : Nat}" in got and "expert tutor" not in got and "numbered" not in got
+    ok_ = feedback.critique_prompt(T1, T1.solution, Result(True, "ok"), 2, template=PROMPT_FILE)
+    assert ok_ == _filled(T1.statement, T1.solution, "Success: no errors.")   # no header; any version
+    multi = turns.Attempt(candidates=["h5", "h1"], results=[Result(False), Result(False)], transcript="h5 ... h1")
+    assert "ATTEMPT<<h5 ... h1>>" in feedback.critique_prompt(T1, multi, bad, template=PROMPT_FILE)
+    assert feedback.Config().prompt_file == ""
+
+
+@pytest.mark.parametrize("style", STYLES)
+def test_an_http_critic_is_sent_exactly_the_prompt_files_text(serve, tmp_path, style):
+    path = tmp_path / "my_prompt.txt"
+    path.write_text(PROMPT_FILE, encoding="utf-8")
+    srv = serve(lambda i, req: ok(style))
+    fb = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, prompt=2, prompt_file=str(path),
+                       cache_dir=str(tmp_path / "cache"), **FAST)
+    path.write_text("changed {statement} {attempt}", encoding="utf-8")   # read once, at load
+    bad = Result(False, "error", PROJ_ERR)
+    assert fb(BRACES, "by simp", bad) == "Hint:\n1. Do start with Or.elim h1 and check each case with Lean."
+    [req] = srv.requests
+    assert req["body"]["messages"] == [{"role": "user", "content": _filled(
+        "import Mathlib\n" + BRACES.statement, "by simp", "\n".join(PROJ_ERR[:1]))}]
+    [cached] = [json.loads(f.read_text(encoding="utf-8")) for f in (tmp_path / "cache").iterdir()]
+    assert cached["key"][-1] == PROMPT_FILE and cached["key"][-2] == req["body"]["messages"][0]["content"]
+    # the cache: the same file and question are answered from disk; another file's text is another key
+    again = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, prompt_file=str(path),
+                          cache_dir=str(tmp_path / "cache"), **FAST)
+    assert again(BRACES, "by simp", bad).startswith("Hint:") and len(srv.requests) == 2
+    assert srv.requests[1]["body"]["messages"][0]["content"].startswith("changed import Mathlib\n")
+    path.write_text(PROMPT_FILE, encoding="utf-8")
+    same = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, prompt_file=str(path),
+                         cache_dir=str(tmp_path / "cache"), **FAST)
+    assert same(BRACES, "by simp", bad).startswith("Hint:") and len(srv.requests) == 2 and same.stats["cache_hits"] == 1
+    built_in = feedback.load(f"{style}:m", api_key=KEY, base_url=srv.url, cache_dir=str(tmp_path / "cache"), **FAST)
+    built_in(BRACES, "by simp", bad)
+    assert len(srv.requests) == 3 and srv.requests[2]["body"]["messages"][0]["content"].startswith("You are an expert")
+
+
+def test_a_self_critic_reads_the_prompt_file(tmp_path, monkeypatch):
+    path = tmp_path / "p.txt"
+    path.write_text(PROMPT_FILE, encoding="utf-8")
+    from fdlean import lm
+    policy = lm.Policy(*_tiny_lm())
+    seen, real = [], type(policy.tokenizer).__call__
+
+    def recording(self, text, *args, **kwargs):
+        seen.append(text)
+        return real(self, text, *args, **kwargs)
+    monkeypatch.setattr(type(policy.tokenizer), "__call__", recording)
+    fb = feedback.load("self", policy=policy, prompt_file=str(path), max_tokens=2)
+    bad = Result(False, "error", PROJ_ERR)
+    fb.batch([(T1, "h1", bad), (T1, "h2", bad)])
+    assert [t for t in seen if t.startswith("<bos>")] == ["<bos>" + _filled(T1.statement, a, PROJ_ERR[0])
+                                                          for a in ("h1", "h2")]
+
+
+@pytest.mark.parametrize("problem", ["missing", "directory", "empty", "blank", "no-attempt", "no-statement", "not-utf8"])
+def test_an_unusable_prompt_file_is_refused_naming_it(tmp_path, problem):
+    path = tmp_path / f"prompt-{problem}.txt"
+    content = {"empty": "", "blank": " \n\t\n", "no-attempt": "Judge {statement} given {lean_output}.",
+               "no-statement": "Judge {attempt}.", "not-utf8": None, "missing": None, "directory": None}[problem]
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    elif problem == "not-utf8":
+        path.write_bytes(b"{statement} {attempt} \xff\xfe caf\xe9")
+    elif problem == "directory":
+        path.mkdir()
+    why = {"missing": "cannot be read", "directory": "cannot be read", "empty": "empty", "blank": "empty",
+           "no-attempt": "no {attempt} placeholder", "no-statement": "no {statement} placeholder",
+           "not-utf8": "not UTF-8"}[problem]
+    for spec in ("openai:m", "anthropic:m", "self:no-such-model-folder"):
+        with pytest.raises(ValueError) as err:
+            feedback.load(spec, api_key=None if spec.startswith("self") else KEY, base_url="http://127.0.0.1:9/v1",
+                          prompt_file=str(path))
+        assert str(path) in str(err.value) and why in str(err.value), (spec, str(err.value))
+
+
+def test_offline_sources_refuse_a_prompt_file(tmp_path):
+    """tutor, lean, ground-truth, constant and none write no critique prompt: a prompt file with one of them
+    would silently do nothing, so it is refused; without one (fd.py's "") they load as before."""
+    path = tmp_path / "p.txt"
+    path.write_text(PROMPT_FILE, encoding="utf-8")
+    for spec in ("tutor", "lean", "ground-truth", "constant:Be concise.", "none"):
+        with pytest.raises(ValueError, match="writes no critique prompt") as err:
+            feedback.load(spec, prompt_file=str(path))
+        assert str(path) in str(err.value) and spec.split(":")[0] in str(err.value)
+        assert feedback.load(spec, prompt_file="")(T1, "h1", Result(False, "error", PROJ_ERR)) is not None
