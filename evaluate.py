@@ -54,18 +54,27 @@ class Config:
                                     # does not say)
     top_p: float = 1.0              # nucleus sampling mass
     seed: int = 0                   # seed of the sampling generator
-    max_new_tokens: int = 64        # token budget per candidate: twice the longest mini:test reference proof
+    max_new_tokens: int = 64        # tokens sampled per attempt (the mini world: twice the longest mini:test reference
+                                    # proof; --tools: the whole agentic attempt, paper: 8192; --turns: per candidate)
     prompt: str = "auto"            # prompt style: auto (by the model's name) | chat | kimina | deepseek
                                     # | completion | plain (prompting.STYLES)
     thinking: bool = True           # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
-    turns: int = 1                  # candidates per attempt: after a rejected one, Lean's message is appended
-                                    # and the policy writes again (turns.py); 1 = one-shot attempts
+    tools: bool = False             # a chat model's attempt is the paper's agentic one (Section 4.1): three tools,
+                                    # each call stops the generation and its output is appended (agent.py); solved =
+                                    # the last file written compiles and proves it. --paper turns it on (--no-tools)
+    turns: int = 1                  # the small prover's loop: up to N candidates, Lean's message after a rejected
+                                    # one (turns.py); 1 = one-shot attempts
     no_message: bool = False        # --turns: tell the small prover only that Lean rejected a candidate, not
                                     # Lean's message: does it read the message at all?
     batch_size: int = 64            # attempts sampled together
     out: str = "runs/eval"          # folder for results.json, results.md, attempts_*.jsonl and the PNGs
     curves: tuple = ()              # plot the training curves of these run folders (their metrics.jsonl) instead
     verifier: str = "mini"          # mini | repl:PROJECT | lake:PROJECT | kimina:URL
+    paper: bool = False             # the paper's evaluation setting (PAPER below; explicit flags win)
+
+
+# The paper's setting (Section 4.1, Appendix A.1): agentic attempts of at most 8,192 sampled tokens with the tools.
+PAPER = dict(max_new_tokens=8192, tools=True)
 
 
 # ---- pass@k --------------------------------------------------------------------------------------
@@ -152,7 +161,9 @@ def summarize(records, tasks, ks, turns=1) -> dict:
     entropy = token_mean(records)
     words = Counter()
     for r in records:
-        words.update(w for w in re.findall(r"[a-z]+", r["text"].lower()) if w in measure.EPISTEMIC_WORDS)
+        # in what the model generated (its reasoning included), not the answer cut out of it (Appendix C.4)
+        words.update(w for w in re.findall(r"[a-z]+", r.get("generated", r["text"]).lower())
+                     if w in measure.EPISTEMIC_WORDS)
     return {
         "n_tasks": len(evaluated),
         "samples_per_task": n_min,
@@ -226,7 +237,7 @@ def parse_ks(cfg: Config) -> list[int]:
 
 
 def main(argv=None) -> dict | None:
-    cfg = cli.parse(Config, argv, prog="evaluate.py", description=__doc__.split("\n")[0])
+    cfg = cli.parse(Config, argv, prog="evaluate.py", description=__doc__.split("\n")[0], paper=PAPER)
     if cfg.curves and cfg.model:
         cli.fail("evaluate.py: --curves plots training runs, --model evaluates models: give one or the other")
     if cfg.no_message and cfg.turns < 2:
@@ -260,6 +271,7 @@ def main(argv=None) -> dict | None:
     results = {"tasks": {"name": cfg.tasks, "n_tasks": len(tasks), "sha256": tasks_lib.sha256(tasks)},
                "limit": cfg.limit, "n": cfg.n, "k": ks, "temperature": cfg.temperature,
                "top_p": cfg.top_p, "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens, "turns": cfg.turns,
+               "tools": cfg.tools,
                "batch_size": cfg.batch_size,
                "lean_version": env.version, "versions": versions(),
                "command": " ".join(["python evaluate.py"] + list(sys.argv[1:] if argv is None else argv)),
@@ -268,10 +280,13 @@ def main(argv=None) -> dict | None:
         with cli.user_errors(f"evaluate.py: --model {name} --prompt {cfg.prompt}", lm.ModelNotFound, prompting.PromptError):
             policy = lm.load(sft.resolve_model(name), device=parallel.device() or None, prompt=cfg.prompt,
                                 thinking=cfg.thinking)  # the preset: built here on first use
+        problem = prompting.attempt_problem(policy.tokenizer, cfg.tools, cfg.turns)
+        if problem:
+            cli.fail(f"evaluate.py: --model {name}: {problem}")
         records = measure.sample_and_check(policy, env, tasks, n=cfg.n, temperature=cfg.temperature,
                                    top_p=cfg.top_p, seed=cfg.seed, max_new_tokens=cfg.max_new_tokens,
                                    batch_size=cfg.batch_size, progress=True, turns=cfg.turns,
-                                   message=not cfg.no_message)
+                                   message=not cfg.no_message, tools=cfg.tools)
         source = getattr(policy.model, "name_or_path", name)    # the folder behind a preset
         results["models"].append({"model": name, "model_source": source,
                                   **summarize(records, tasks, ks, cfg.turns)})

@@ -1,12 +1,13 @@
 """Feedback Distillation (FD): the student learns to match, token by token, its own distribution
 when shown privileged feedback on its attempt. Paper: Narozniak et al., "Distilling LLM Feedback
-for Lean Theorem Proving", arXiv 2605.30861, Section 3 and Appendix B.
+for Lean Theorem Proving", arXiv 2605.30861, Section 3 (the method), Appendix B (the loss), Appendix A.1 (its
+settings) and Section 4.1 (the agentic attempt: --tools).
 
     python fd.py --model small-prover                   # the mini world on a laptop CPU, a few minutes
     python fd.py --model small-prover --steps 200 --out runs/fd_200 --feedback tutor
     python fd.py --feedback none --out runs/fd_none     # the control: the teacher sees no feedback
     python fd.py --resume runs/fd                        # continue a killed run exactly
-    python fd.py --model Qwen/Qwen3-8B --paper --feedback anthropic:MODEL ...   # a GPU, see README
+    python fd.py --model Qwen/Qwen3-8B --paper --feedback anthropic:MODEL ...   # a GPU, agentic: docs/real-provers.md
 
 One step (`fd_step`): statements x -> the student makes ONE attempt y each -> Lean checks y ->
 feedback F(y) -> the teacher pi_mu(. | x, F(y), y_<t) keeps its top-K tokens at every attempt
@@ -50,13 +51,18 @@ class Config:
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # student sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
-    max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    max_new_tokens: int = 64      # tokens sampled per attempt (--tools: the whole agentic attempt, paper:
+                                  # 8192); the small prover's --turns loop: per candidate
     max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
     prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
                                   # | plain (prompting.STYLES: a prover family's own documented prompt)
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
-    turns: int = 1                # candidates per attempt: after a rejected one the student reads Lean's
-                                  # message and writes again (turns.py); the answer is the last one
+    tools: bool = False           # a chat model's attempt is the paper's agentic one (Section 4.1): it writes,
+                                  # compiles and searches Mathlib with three tools, each call stops the generation
+                                  # and its output is appended (agent.py); the last file written is the answer.
+                                  # --paper turns it on; --no-tools is the paper's no-tools ablation (A.2)
+    turns: int = 1                # the small prover's miniature of the agentic attempt: up to N candidates, each
+                                  # rejected one followed by Lean's message (turns.py); the answer is the last one
     fsdp: bool = False            # under torchrun: shard student and teacher over the processes (FSDP2, shard.py);
                                   # a full copy samples. For models whose training state does not fit one GPU
     micro_batch: int = 0          # attempts per teacher/student forward and backward (0: all of a process's at once);
@@ -64,8 +70,11 @@ class Config:
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
     feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
                                   # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
-    feedback_prompt: int = 4      # the critique instructions of LLM/self critics (Appendix B's ablation): 1 bare,
-                                  # 2 + numbered items, 3 + self-contained Do/Don't orders, 4 the final prompt
+    feedback_prompt: int = 4      # the critique prompt of LLM/self critics, the paper's steps (Appendix A.3, C.3): 1 a
+                                  # tutor's bare request, 2 + 1-3 numbered items, 3 + self-contained Do/Don't orders,
+                                  # 4 + tools and concision: the final prompt
+    feedback_prompt_file: str = ""  # a file whose text replaces that prompt (e.g. the paper's as printed), with
+                                  # {statement}, {attempt} and {lean_output} filled in (docs/feedback.md)
     topk: int = TOPK              # K; 0 = full-vocabulary forward KL
     renorm: bool = False          # renormalise the teacher's top-K probabilities
     tail: bool = False            # add the tail bucket: the teacher's mass outside the top K
@@ -85,8 +94,9 @@ class Config:
     resume: str = ""              # continue the run in this folder exactly where it stopped
 
 
-# The paper's values (Section 4 / Appendix B) for a 9B model on 8 GPUs: `--paper`.
-PAPER = dict(max_prompt=2048, prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192)
+# The paper's values (Appendix A.1, Table 1; the agentic setting of Section 4.1) for a 9B model on 8 GPUs: `--paper`.
+PAPER = dict(max_prompt=2048, prompts=128, lr=1e-5, topk=25, alpha=0.9, ema_every=5, warmup=50, max_new_tokens=8192,
+             tools=True)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,17 +126,18 @@ def fd_step(cfg: Config, policy, teacher, env, source, optimizer, batch, generat
     Returns the figures of the metrics line, over every process's attempts (micro-batches, sums over processes and
     the optimizer step: training/step.py)."""
     step, tok = Step(policy, student), policy.tokenizer
-    # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): up to `turns`
-    #    candidates, each rejected one followed by Lean's message (turns.py; 1 = one shot).
-    # 2. Lean checks every candidate; its verdict on the last (the answer) is the train accuracy.
-    prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in batch]
+    # 1. The student makes ONE attempt y ~ pi_theta(. | x) per statement (on-policy, no grad): --tools, the paper's
+    #    agentic attempt (tool calls stop the generation, their outputs are appended: agent.py); else one shot, or
+    #    the small prover's --turns loop (turns.py).
+    # 2. Lean checks the answer (the last file written; the proof); its verdict is the train accuracy.
+    prompts = [prompting.encode(tok, t, tools=cfg.tools) for t in batch]
     attempts = turns.rollout(policy, env, batch, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature,
-                             cfg.top_p, generators, step.clock)
+                             cfg.top_p, generators, step.clock, tools=cfg.tools)
     # 3. F(y): one feedback text per attempt, on its answer and Lean's verdict on it (a critic reads the whole
     #    attempt); the teacher's prompt is the student's with F(y) in it (prompting.py).
     failures = source.stats["failures"]
     texts = source.batch([(t, a, a.result) for t, a in zip(batch, attempts)])
-    teacher_prompts = [prompting.encode(tok, t, f, cfg.turns) for t, f in zip(batch, texts)]
+    teacher_prompts = [prompting.encode(tok, t, f, cfg.tools) for t, f in zip(batch, texts)]
     step.clock.lap("feedback")
     for part in step.micro_batches(attempts, cfg.micro_batch):   # all at once by default
         ids = [attempts[i].ids for i in part]
@@ -178,10 +189,12 @@ def setup(cfg: Config):
     the starting model itself, frozen: it is made from the loaded model."""
     run = Run(cfg, "fd.py", RULES)
     options = dict(base_url=cfg.base_url or None, cache_dir=os.path.join(cfg.out, "feedback_cache"),
-                   prompt=cfg.feedback_prompt, api_key_env=cfg.api_key_env or None)
+                   prompt=cfg.feedback_prompt, prompt_file=cfg.feedback_prompt_file, api_key_env=cfg.api_key_env or None)
     self_fd = cfg.feedback.split(":")[0] == "self"
     with run.user_errors(f"--feedback {cfg.feedback}", ValueError, feedback.FeedbackError):
         source = None if self_fd else feedback.load(cfg.feedback, **options)
+        if self_fd and cfg.feedback_prompt_file:   # Self-FD's critic needs the model: its prompt file is read now
+            feedback.read_prompt_file(cfg.feedback_prompt_file)
     policy = run.load_policy()
     vocabulary = policy.model.get_output_embeddings().weight.shape[0]
     if cfg.topk > vocabulary:   # known once the model is loaded; nothing is written yet

@@ -56,13 +56,18 @@ class Config:
     warmup: int = 5               # linear warmup steps, then constant (paper: 50)
     temperature: float = 1.0      # sampling (the paper does not say; 1.0 is on-policy)
     top_p: float = 1.0            # nucleus sampling mass (1.0: off)
-    max_new_tokens: int = 64      # token budget per candidate (paper: 8192 for a whole attempt)
+    max_new_tokens: int = 64      # tokens sampled per attempt (--tools: the whole agentic attempt, paper:
+                                  # 8192); the small prover's --turns loop: per candidate
     max_prompt: int = 0           # longer student prompts (tokens) are skipped and counted (0: no limit; paper: 2048)
     prompt: str = "auto"          # prompt style: auto (by the model's name) | chat | kimina | deepseek | completion
                                   # | plain (prompting.STYLES: a prover family's own documented prompt)
     thinking: bool = True         # Qwen3's enable_thinking for every chat prompt (--no-thinking: off)
-    turns: int = 1                # candidates per attempt: after a rejected one the policy reads Lean's
-                                  # message and writes again (turns.py); the reward is on the last one
+    tools: bool = False           # a chat model's attempt is the paper's agentic one (Section 4.1): it writes,
+                                  # compiles and searches Mathlib with three tools, each call stops the generation
+                                  # and its output is appended (agent.py); the last file written is the answer.
+                                  # --paper turns it on; --no-tools is the paper's no-tools ablation (A.2)
+    turns: int = 1                # the small prover's miniature of the agentic attempt: up to N candidates, each
+                                  # rejected one followed by Lean's message (turns.py); the reward is on the last one
     chunk_size: int = 1024        # attempt positions whose logits exist at once in the log-probs
     group: int = 5                # G attempts per statement (paper: 5)
     kl_coef: float = 0.001        # beta (paper: 0.001); 0 = no reference model at all
@@ -83,7 +88,8 @@ class Config:
 
 
 # The paper's GRPO settings (Qwen3.5-9B on 8 x H200): `--paper`.
-PAPER = dict(max_prompt=2048, prompts=128, group=5, lr=1e-7, kl_coef=0.001, warmup=50, max_new_tokens=8192)
+PAPER = dict(max_prompt=2048, prompts=128, group=5, lr=1e-7, kl_coef=0.001, warmup=50, max_new_tokens=8192,
+             tools=True)
 
 ADV_EPS = 1e-4
 
@@ -168,12 +174,12 @@ def grpo_step(cfg: Config, policy, ref, env, optimizer, batch, generators, net=N
     the optimizer step: training/step.py)."""
     step, tok = Step(policy, net), policy.tokenizer
     # 1. G attempts y ~ pi_theta(. | x) per statement, on-policy, no grad; a group's are adjacent. Each
-    #    attempt is up to `turns` candidates, Lean's message after each rejected one (turns.py).
+    #    attempt is the paper's agentic one with --tools (agent.py), else one shot or the small prover's --turns loop.
     jobs = [t for t in batch for _ in range(cfg.group)]
-    prompts = [prompting.encode(tok, t, turns=cfg.turns) for t in jobs]
+    prompts = [prompting.encode(tok, t, tools=cfg.tools) for t in jobs]
     rolled = turns.rollout(policy, env, jobs, prompts, cfg.turns, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
-                           generators, step.clock)
-    # 2. Binary reward: 1 iff Lean accepts the answer (the last candidate) as a proof of the exact statement.
+                           generators, step.clock, tools=cfg.tools)
+    # 2. Binary reward: 1 iff Lean accepts the answer (the last file written; the proof) as a proof of the statement.
     rewards = torch.tensor([float(a.result.ok) for a in rolled]).view(len(batch), cfg.group)
     # 3. Advantages, and the log-probs under pi_ref: fixed for the whole batch, no grad.
     adv = group_advantages(rewards, std_scale=not cfg.no_std).view(-1).to(policy.device)

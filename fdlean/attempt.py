@@ -20,8 +20,6 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from fdlean import lean
-
 
 @dataclass
 class Attempt:
@@ -34,7 +32,7 @@ class Attempt:
     truncated: bool = False                              # the last candidate ran out of tokens
     transcript: str = ""                                 # the whole attempt as text, for a critic to read
     turns: int = 0                                       # the policy's generations (the loop: its candidates)
-    log: list = field(default_factory=list)              # chat model: ("model", generation) and ("tool", output)
+    log: list = field(default_factory=list)              # ("model", generation as written) and ("tool", output)
                                                          # in order, what `transcript` shows
 
     def add(self, ids: list[int], sampled: bool, entropy: list[float] | None = None):
@@ -94,24 +92,18 @@ def _plain(text: str) -> str:
 
 
 def transcript(a: Attempt, budget: int = TRANSCRIPT_CHARS, nonce: str | None = None) -> str:
-    """The whole attempt for a critic to read, at most `budget` characters: a chat model's generations and its
-    tools' outputs in order (`a.log`), else every candidate and what Lean said of it; a one-turn attempt without
-    tools is its answer. Tool outputs and Lean's verdicts sit between delimiter lines holding `nonce` (default: a
-    new random one), named on the first line; the model's text and the outputs cannot hold the delimiter form
-    (see the module docstring). Over budget, the middle is cut (`_fit`)."""
-    if not a.log and a.turns <= 1:
-        return _fit([("", a.answer, "")], budget)
+    """The attempt as generated, for a critic to read, in at most `budget` characters: the policy's generations as
+    written (a reasoning model's thinking included) and the tools' outputs (a chat model's, or Lean's verdict between
+    the small prover's candidates) in order (`a.log`; an attempt without one: its answer). Tool outputs sit between
+    delimiter lines holding `nonce` (default: a new random one), named on the first line; the model's text and the
+    outputs cannot hold the delimiter form (see the module docstring). Over budget, the middle is cut (`_fit`).
+    The final Lean output is not in it: the critic's prompt gives it apart (feedback.critique_prompt)."""
+    log = a.log or [("model", a.answer)]
+    if all(kind == "model" for kind, _ in log):   # no tool output: the generations alone, no delimiters needed
+        return _fit([("", "\n".join(text for _, text in log), "")], budget)
     nonce = nonce or secrets.token_hex(8)
     opened, closed = f"<tool output {nonce}>\n", f"\n</tool output {nonce}>\n"
-    parts = []
-    if a.log:
-        for kind, text in a.log:
-            parts.append(("", _plain(text) + "\n", "") if kind == "model" else (opened, _plain(text), closed))
-    else:
-        for k, (c, r) in enumerate(zip(a.candidates, a.results), 1):
-            said = "accepted" if r.ok else lean.lean_output(r, 2000)
-            parts.append(("", ("\n" if k > 1 else "") + f"Candidate {k}:\n{_plain(c)}\n", ""))
-            parts.append((opened, f"Lean: {_plain(said)}", closed))
+    parts = [("", _plain(text) + "\n", "") if kind == "model" else (opened, _plain(text), closed) for kind, text in log]
     head = _HEAD.format(nonce)
     return head + _fit(parts, budget - len(head))
 

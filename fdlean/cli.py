@@ -121,7 +121,7 @@ def field_help(Config) -> dict:
     return helps
 
 
-def build_parser(Config, prog: str, description: str = "", positional=()) -> Parser:
+def build_parser(Config, prog: str, description: str = "", positional=(), paper: dict | None = None) -> Parser:
     helps = field_help(Config)
     p = Parser(prog=prog, description=description)
     for f in fields(Config):
@@ -130,6 +130,9 @@ def build_parser(Config, prog: str, description: str = "", positional=()) -> Par
         name = "--" + flag(f.name)
         if f.name in positional:  # e.g. `python lean_env.py FILE`
             p.add_argument(f.name, nargs="?", default=None, help=text)
+        elif isinstance(default, bool) and not default and (paper or {}).get(f.name):  # --paper turns it on: --no-tools
+            p.add_argument(name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{text} (default: off; --paper: on)")
         elif isinstance(default, bool) and not default:  # a switch: --paper
             p.add_argument(name, action="store_const", const=True, default=None, help=f"{text} (default: off)")
         elif isinstance(default, bool):  # on by default: --no-bf16 turns it off
@@ -168,7 +171,7 @@ def parse(Config, argv=None, prog: str = "", description: str = "", paper: dict 
     paper: the paper's values, applied by `--paper` under the flags given explicitly.
     read_run(folder) -> dict: with `--resume FOLDER`, the run's own settings are read back from it (`resumed`).
     positional: fields given without a flag (`FILE`)."""
-    p = build_parser(Config, prog, description, positional)
+    p = build_parser(Config, prog, description, positional, paper)
     given = {k: v for k, v in vars(p.parse_args(argv)).items() if v is not None}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     if read_run is not None and given.get("resume"):

@@ -27,13 +27,15 @@ EPISTEMIC_WORDS = ("wait", "hmm", "perhaps", "maybe", "actually", "alternatively
 @torch.no_grad()
 def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0,
                      max_new_tokens=MAX_NEW_TOKENS, batch_size=BATCH_SIZE,
-                     progress=False, turns=1, message=True) -> list[dict]:
-    """Sample n attempts per task (each up to `turns` candidates, turns.rollout) and check them with Lean.
+                     progress=False, turns=1, message=True, tools=False) -> list[dict]:
+    """Sample n attempts per task (turns.rollout: one shot, the small prover's `turns` loop, or with `tools` a chat
+    model's agentic attempt) and check them with Lean.
 
     Returns one record per attempt, task-major: {task (index into tasks), ok, status (Lean's verdict
     on the answer, the last candidate), text (that answer, as given to Lean), n_tokens (ids the
     policy sampled, every turn's end token included), entropy (mean over those tokens, nats),
-    truncated, turns (candidates written)}. One torch.Generator seeded with `seed` drives every
+    truncated, turns (generations), generated (what the policy wrote, every generation as written: the
+    epistemic words are counted there, a reasoning model's "wait" included)}. One torch.Generator seeded with `seed` drives every
     batch, so (seed, batch_size) fix the samples. Under torchrun each process samples a contiguous share
     of the tasks (its generator seeded seed + rank) and every process gets all the records back. The
     policy is put back in the train/eval mode it was in."""
@@ -44,14 +46,15 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     try:
         with lm.autocast(policy.device):   # bf16 matmuls on a GPU, as in training
             jobs = [i for i in mine for _ in range(n)]
-            prompts = [prompting.encode(policy.tokenizer, t, turns=turns) for t in tasks]
+            prompts = [prompting.encode(policy.tokenizer, t, tools=tools) for t in tasks]
             generator = torch.Generator(device=policy.device).manual_seed(seed + parallel.rank())
             records = []
             bar = tqdm(total=len(jobs), desc=f"held-out: {policy.name}", disable=not progress, leave=False)
             for start in range(0, len(jobs), batch_size):
                 batch = jobs[start:start + batch_size]
                 attempts = turns_lib.rollout(policy, env, [tasks[i] for i in batch], [prompts[i] for i in batch],
-                                             turns, max_new_tokens, temperature, top_p, generator, message=message)
+                                             turns, max_new_tokens, temperature, top_p, generator, message=message,
+                                             tools=tools)
                 for i, a in zip(batch, attempts):
                     entropy = [h for h, own in zip(a.entropy, a.trained) if own]
                     records.append(dict(task=i, ok=bool(a.result.ok), status=a.result.status, text=a.answer,
@@ -59,7 +62,8 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
                                         entropy=sum(entropy) / len(entropy) if entropy else float("nan"),
                                         candidates_ok=[bool(r.ok) for r in a.results[:a.turns]],
                                         first=a.candidates[0] if a.candidates else "",
-                                        repeats=[c == p for p, c in zip(a.candidates, a.candidates[1:a.turns])]))
+                                        repeats=[c == p for p, c in zip(a.candidates, a.candidates[1:a.turns])],
+                                        generated="\n".join(t for kind, t in a.log if kind == "model") or a.answer))
                 bar.update(len(batch))
             bar.close()
     finally:
@@ -67,12 +71,14 @@ def sample_and_check(policy, env, tasks, n=1, temperature=1.0, top_p=1.0, seed=0
     return parallel.gather(records)
 
 
-def heldout(policy, env, tasks, n=8, max_new_tokens=MAX_NEW_TOKENS, turns=1, progress=False) -> list[float]:
+def heldout(policy, env, tasks, n=8, max_new_tokens=MAX_NEW_TOKENS, turns=1, progress=False,
+            tools=False) -> list[float]:
     """Per held-out task, the share of its n samples that Lean accepts (its pass@1 estimate), for the
     evaluations in fd.py and grpo.py. Temperature 1 and a fixed seed: every call during a run draws
     with the same random stream, so before and after differ by the model, not by luck, and the
     change can be paired task by task (intervals.paired_change)."""
-    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns, progress=progress)
+    records = sample_and_check(policy, env, tasks, n=n, max_new_tokens=max_new_tokens, turns=turns, progress=progress,
+                               tools=tools)
     return [sum(r["ok"] for r in records[i * n:(i + 1) * n]) / n for i in range(len(tasks))]
 
 

@@ -7,7 +7,7 @@ student's sampled ids y are appended unchanged to either prompt and re-scored to
 
     ids = prompting.encode(tokenizer, task)                 # the student's prompt: x
     ids = prompting.encode(tokenizer, task, feedback)       # the teacher's: x, F(y) (feedback framed by feedback.py)
-    ids = prompting.encode(tokenizer, task, turns=3)        # a chat model that will call the paper's tools: declared
+    ids = prompting.encode(tokenizer, task, tools=True)     # a chat model that will call the paper's tools: declared
     prompting.proof_text(sample, task)                      # the proof a model's output offers Lean
 """
 import re
@@ -157,17 +157,30 @@ def render(tokenizer, task, feedback: str | None = None, tools=None) -> str:
     return (tokenizer.bos_token or "") + header + head + hint + " :="
 
 
-def uses_tools(tokenizer, turns: int) -> bool:
-    """A chat model with more than one turn calls the paper's tools; the small prover is checked by the loop."""
-    return turns > 1 and bool(getattr(tokenizer, "chat_template", None))
+def attempt_problem(tokenizer, tools: bool, turns: int) -> str | None:
+    """What is wrong with this way of attempting for this model, or None. The paper's agentic attempt (--tools)
+    needs a chat model, whose template declares the tools; its length is its token budget, not a count of turns.
+    --turns N is the small prover's miniature of it: Lean's message between candidates."""
+    chat = bool(getattr(tokenizer, "chat_template", None))
+    if tools and not chat:
+        return ("--tools: this model has no chat template to declare the tools in (the paper's agentic attempt is a "
+                "chat model's); the small prover's miniature of it is --turns N")
+    if tools and turns > 1:
+        return ("--turns: with --tools an attempt goes on, tool call after tool call, until the model answers or "
+                "--max-new-tokens are spent; --turns N is the small prover's loop")
+    if chat and turns > 1:
+        return ("--turns: a chat model's multi-step attempt is the paper's agentic one: give --tools instead "
+                "(--turns N is the small prover's loop)")
+    return None
 
 
-def encode(tokenizer, task, feedback: str | None = None, turns: int = 1) -> list[int]:
-    """The prompt's ids: `render`, with the paper's tools declared when the attempt will call them (turns.py)."""
-    tools = None
-    if uses_tools(tokenizer, turns):
+def encode(tokenizer, task, feedback: str | None = None, tools: bool = False) -> list[int]:
+    """The prompt's ids: `render`, with the paper's tools declared when the attempt will call them (agent.py)."""
+    if tools:
         from fdlean.tools import TOOLS  # the chat tools load only where an attempt uses them
         tools = TOOLS
+    else:
+        tools = None
     # add_special_tokens=False: BOS / chat tokens are already part of the rendered text
     return tokenizer(render(tokenizer, task, feedback, tools), add_special_tokens=False)["input_ids"]
 

@@ -1,20 +1,20 @@
 """The tool side of the agentic attempt: a chat model writes, compiles and searches, then answers with its file.
 
-Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 3 and
-Appendix A.2. In ONE generation a chat model may call three tools: `lean_write_file` (write the Lean file: the
+Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861), Section 4.1 and
+Appendix A.2. In ONE attempt a chat model may call three tools: `lean_write_file` (write the Lean file: the
 theorem as given, then a proof), `lean_check_file` (compile it: errors, warnings or success) and `rg_in_mathlib`
 (regex search in Mathlib's sources). At a tool call the generation stops, the tools' outputs are appended in the
 chat template's tool role, and the generation resumes. The last file written is the answer.
 
-    from fdlean import tools, turns
+    from fdlean import agent, tools
     ws = tools.Workspace(task, lean_env.load("mini"), mathlib_dir="~/mathlib4")
     prompt = tokenizer.apply_chat_template(messages, tools=tools.TOOLS, tokenize=False, add_generation_prompt=True)
-    text = generate(prompt)                                   # stops at a tool call or at the end of the turn
+    text = generate(prompt, stop=tools.CALL_END)              # stops at a tool call or at the end of the turn
     calls = tools.parse_calls(text, ws.max_calls)             # [Call(name, arguments, error)], [] when none
     outputs = [ws.run(c) for c in calls]                      # one output text per call, never raises
     messages.append({"role": "assistant", "content": text})
     prompt = tokenizer.apply_chat_template(messages, tools=tools.TOOLS, tokenize=False)        # the turn, closed
-    prompt += turns.tool_messages(tokenizer, messages, outputs, tools.TOOLS)                 # ... and generate again
+    prompt += agent.tool_messages(tokenizer, messages, outputs, tools.TOOLS)                 # ... and generate again
     ws.answer, ws.result                                      # the last written file's proof, the last check's Result
 
 Calls are in Qwen3 / Qwen2.5 (Hermes) format, the one their chat templates teach:
@@ -65,6 +65,7 @@ TOOLS = [
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
 JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list}
 ACCEPTED = "no errors: the proof is accepted"
+CALL_END = "</tool_call>"  # a call's last text: the generation stops there (agent.py), the call runs
 
 
 # ---- the limits on what one model-written call may cost (Workspace's defaults)
@@ -181,12 +182,12 @@ def _calls(text: str, max_calls: int | None) -> list[Call]:
             calls.append(Call("", None, f"{rest} more tool call{'s' * (rest > 1)} not run: at most {max_calls} "
                                         "per generation"))
             break
-        end = text.find("</tool_call>", start)
+        end = text.find(CALL_END, start)
         if end < 0:                        # the generation stopped inside a call: the length limit, or a bad stop
             calls.append(Call("", None, "unclosed <tool_call> tag: end each call with </tool_call>"))
             break
         calls.append(_read_call(text[start + len("<tool_call>"):end].strip()))
-        at = end + len("</tool_call>")
+        at = end + len(CALL_END)
     return calls
 
 

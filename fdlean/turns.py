@@ -82,7 +82,7 @@ def tool_ids(tokenizer, result, message: bool = True) -> list[int]:
 
 def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: int = 64, temperature: float = 1.0,
             top_p: float = 1.0, generator=None, clock=None, message: bool = True,
-            limits: dict | None = None) -> list[Attempt]:
+            limits: dict | None = None, tools: bool = False) -> list[Attempt]:
     """One attempt per task (repeat a task for several), all advanced together turn by turn: each turn
     samples a candidate for every attempt still going (one batched sampling.sample over the prompts
     plus what came before), Lean checks them in one batch, and the rejected ones get Lean's message.
@@ -90,18 +90,18 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
     students' prompt ids (default prompting.encode of each task). `generator` (seed, torch.Generator,
     or a list of them, one per attempt) fixes every turn's samples. `message=False`: the small prover
     is told only that Lean rejected a candidate, not why (what the message adds). `clock`: a
-    checkpoint.Stopwatch, lapped at "sample" and "lean" (accumulated over the turns). `limits`: a chat
-    model's tools.Workspace settings (e.g. {"max_calls": 4}; rollout_tools). An attempt our own code fails
-    on (its text, its verdict) ends there; the others go on. Each attempt's `transcript` is set (at most
-    TRANSCRIPT_CHARS characters)."""
+    checkpoint.Stopwatch, lapped at "sample" and "lean" (accumulated over the turns). `tools`: a chat model's
+    agentic attempt instead (agent.py: `turns` is then 1, `max_new_tokens` the whole attempt's budget, `limits` its
+    tools.Workspace settings, e.g. {"max_calls": 4}). An attempt our own code fails on (its text, its verdict) ends
+    there; the others go on. Each attempt's `transcript` is set (at most TRANSCRIPT_CHARS characters)."""
     tok = policy.tokenizer
-    prompts = prompts if prompts is not None else [prompting.encode(tok, t, turns=turns) for t in tasks]
+    prompts = prompts if prompts is not None else [prompting.encode(tok, t, tools=tools) for t in tasks]
     if isinstance(generator, int):
         generator = torch.Generator(policy.device).manual_seed(generator)
-    if prompting.uses_tools(tok, turns):
+    if tools:
         from fdlean import agent  # a chat model's loop (and its tools) loads only where one calls tools
-        return agent.rollout_tools(policy, env, tasks, prompts, turns, max_new_tokens, temperature, top_p, generator, clock,
-                             **(limits or {}))
+        return agent.rollout_tools(policy, env, tasks, prompts, max_new_tokens, temperature, top_p, generator, clock,
+                                   **(limits or {}))
     attempts = [Attempt() for _ in tasks]
     going = list(range(len(tasks)))
     for turn in range(turns):
@@ -121,13 +121,15 @@ def rollout(policy, env, tasks, prompts=None, turns: int = 1, max_new_tokens: in
             a.candidates.append(c)
             a.results.append(r)
             a.truncated = s.truncated
+            a.log.append(("model", s.text))   # what the critic reads: the generation as written
             if r.ok or turn == turns - 1:
                 continue
             try:
-                tool = tool_ids(tok, r, message)
+                tool, said = tool_ids(tok, r, message), "Lean: " + lean.lean_output(r, 2000)
             except Exception:   # a verdict our code cannot render (e.g. a remote checker's odd message): it ends
                 continue
             if go_on(policy, prompts[i], a, tool, max_new_tokens):
+                a.log.append(("tool", said))   # for the critic: Lean's whole verdict, not the compact line
                 still.append(i)
         going = still
         if not going:

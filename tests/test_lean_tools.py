@@ -416,7 +416,8 @@ def test_tool_messages_history_rewriting_template(tokenizer):
     after = tokenizer.apply_chat_template(conversation + [{"role": "tool", "content": "A"}], tokenize=False)
     assert not after.startswith(before)             # the template does rewrite the earlier turn
     text = agent.tool_messages(tokenizer, conversation, ["A", "B"], LT.TOOLS)
-    assert text == "<tool_response>\nA\n</tool_response>\n<tool_response>\nB\n</tool_response>\n<|im_start|>assistant\n"
+    assert text == "<|im_start|>tool\nA<|im_end|>\n<|im_start|>tool\nB<|im_end|>\n<|im_start|>assistant\n"   # its own
+    assert agent.turn_end(tokenizer, conversation, LT.TOOLS) == "<|im_end|>\n"   # the end the model did not write
 
 
 def test_a_scripted_agent_ends_with_an_accepted_file(env, task, tokenizer):

@@ -278,7 +278,8 @@ def test_fuzzed_chat_rollouts_never_raise(qwen_dir, monkeypatch):
     monkeypatch.setattr(TURNS.sampling, "sample", scripted)
     start, ran = time.monotonic(), 0
     for case in range(6):
-        attempts = TURNS.rollout(policy, Echo(rng), [TASK] * 4, turns=3, max_new_tokens=16, generator=0)
+        attempts = TURNS.rollout(policy, Echo(rng), [TASK] * 4, max_new_tokens=10 ** 6, generator=0, tools=True,
+                                 limits={"max_generations": 3})
         assert len(attempts) == 4, case
         for a in attempts:
             ran += a.turns > 1

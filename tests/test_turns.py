@@ -12,7 +12,7 @@ import evaluate
 import fd
 import lean_env
 from fd_loss import fused_loss, reference_loss, teacher_topk
-from fdlean import lm, prompting, sampling, turns
+from fdlean import agent, lm, prompting, sampling, turns
 from mini import tasks
 from training import checkpoint
 
@@ -226,10 +226,11 @@ CHATML_TOOLS = ("{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|
 
 
 def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, monkeypatch):
-    """Scripted generations of a chat model: a wrong file checked, a malformed call, the right file
-    checked, then a turn without calls (done). The tools run, their outputs go in the template's tool
-    role as context, the answer is the last file, and the attempt is one sequence: the template's own
-    rendering of the whole conversation."""
+    """Scripted generations of a chat model, each stopped at its tool call as the sampler stops it (the paper: a
+    tool call stops the generation): a wrong file, its check, a malformed call, the right file, its check, then a
+    turn without calls (done). The tools run, their outputs go in the template's tool role as context (the end of
+    the assistant's turn after a call too: it was not sampled), the answer is the last file, and the attempt is
+    one sequence: the template's own rendering of the whole conversation."""
     import json as json_lib
 
     from fdlean import tools as lean_tools
@@ -240,27 +241,34 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
     task = tasks.load("mini", split="test")[0]
     wrong = "h9"
     call = lambda name, args: f"<tool_call>\n{json_lib.dumps({'name': name, 'arguments': args})}\n</tool_call>"
-    script = [call("lean_write_file", {"content": f"{task.statement} {wrong}"}) + call("lean_check_file", {}),
+    script = [call("lean_write_file", {"content": f"{task.statement} {wrong}"}), call("lean_check_file", {}),
               "<tool_call>\n{not json\n</tool_call>",
-              call("lean_write_file", {"content": f"{task.statement}\n  {task.solution}"}) + call("lean_check_file", {}),
+              call("lean_write_file", {"content": f"{task.statement}\n  {task.solution}"}), call("lean_check_file", {}),
               "The file compiles."]
-    made = []
+    made, budgets = [], []
 
-    def scripted(policy, prompts, *args, **kwargs):
+    def scripted(policy, prompts, max_new_tokens, *args, stop=None, **kwargs):
         text = script[len(made)]
         made.append(prompts)
-        return [sampling.make_sample(policy, tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id],
-                                     [0.5] * (len(tok(text)["input_ids"]) + 1)) for _ in prompts]
+        budgets.append(max_new_tokens)
+        assert stop == lean_tools.CALL_END
+        called = text.endswith(stop)          # stopped at its call: no end token sampled
+        ids = tok(text, add_special_tokens=False)["input_ids"] + ([] if called else [tok.eos_token_id])
+        return [sampling.make_sample(policy, ids, [0.5] * len(ids), stopped=called) for _ in prompts]
 
     monkeypatch.setattr(turns.sampling, "sample", scripted)
-    prompt = prompting.encode(tok, task, turns=6)
+    prompt = prompting.encode(tok, task, tools=True)
     assert "lean_write_file" in tok.decode(prompt) and "lean_write_file" not in tok.decode(prompting.encode(tok, task))
-    [a] = turns.rollout(policy, env, [task], turns=6, max_new_tokens=200, generator=0)
-    assert a.turns == 4                                         # the fourth generation called no tool: done
+    [a] = turns.rollout(policy, env, [task], max_new_tokens=2000, generator=0, tools=True)
+    assert a.turns == 6                                         # the sixth generation called no tool: done
     assert a.candidates == [wrong, task.solution] and [r.ok for r in a.results] == [False, True]
     assert a.answer == task.solution and a.result.ok
+    last = len(tok(script[-1], add_special_tokens=False)["input_ids"]) + 1
+    assert budgets[0] == [2000] and budgets[-1] == [2000 - (a.n_sampled - last)]   # one budget for the whole
+    assert all(b[0] > c[0] for b, c in zip(budgets, budgets[1:]))                   # attempt, spent as it goes
     tools_text = tok.decode([i for i, own in zip(a.ids, a.trained) if not own])
     assert tools_text.count("<|im_start|>tool") == 5 and "error:" in tools_text and lean_tools.ACCEPTED in tools_text
+    assert tools_text.count("<|im_end|>") == 5 + 5 and a.sampled_ids.count(tok.eos_token_id) == 1
     # one sequence: what the template renders for the whole conversation
     talk = prompting.chat_messages(task, tools=lean_tools.TOOLS)
     for k, text in enumerate(script):
@@ -270,13 +278,18 @@ def test_a_chat_model_calls_the_tools_and_answers_with_its_last_file(qwen_dir, m
             len(lean_tools.parse_calls(t)) for t in script[:k]) + j].split("<|im_end|>")[0]} for j in range(len(calls))]
     rendered = tok.apply_chat_template(talk, tools=lean_tools.TOOLS, tokenize=False)
     assert rendered.rstrip("\n") == tok.decode(prompt + a.ids)
-    assert len(made) == 4 and all(len(p) == 1 for p in made)
+    assert len(made) == 6 and all(len(p) == 1 for p in made)
+    # no file written: no answer, whatever the last generation says (the paper: solved = a file that compiles)
+    made.clear()
+    script[:] = [f"{task.solution}"]
+    [b] = turns.rollout(policy, env, [task], max_new_tokens=2000, generator=0, tools=True)
+    assert b.answer == "" and not b.result.ok and b.result.messages == [agent.NO_FILE]
 
 
-def test_fd_with_turns_on_a_chat_model(qwen_dir, tmp_path):
+def test_fd_with_tools_on_a_chat_model(qwen_dir, tmp_path):
     """The chat path through fd.py: prompts that declare the tools (student and teacher alike), one step."""
     fd.train(fd.Config(model=qwen_dir, out=str(tmp_path / "run"), steps=1, prompts=2, eval_limit=2, eval_n=1,
-                       eval_every=0, max_new_tokens=8, threads=1, turns=2, feedback="ground-truth"))
+                       eval_every=0, max_new_tokens=8, threads=1, tools=True, feedback="ground-truth"))
     row = checkpoint.read_metrics(str(tmp_path / "run"))[1]
     assert 1 <= row["turns"] <= 2 and row["attempt_len"] >= 1
 
@@ -378,13 +391,13 @@ class Rejects:
         return [Result(False, "error", [f"1:0: error: Unknown identifier `{proof}`"]) for _, proof in items]
 
 
-def scripted_rollout(policy, env, scripts, monkeypatch, turns_=6, **kw):
+def scripted_rollout(policy, env, scripts, monkeypatch, **kw):
     """turns.rollout of a chat model whose generations are scripts[attempt][k] (its k-th generation). The
     generator is the list of attempt numbers, so that each turn's rows (rows_of) name their attempts."""
     from lean_env import Task
     tok, made = policy.tokenizer, [0] * len(scripts)
 
-    def scripted(policy, prompts, max_new_tokens, temperature, top_p, rows):
+    def scripted(policy, prompts, max_new_tokens, temperature, top_p, rows, stop=None):
         out = []
         for i in rows:
             text = scripts[i][made[i]]
@@ -394,8 +407,8 @@ def scripted_rollout(policy, env, scripts, monkeypatch, turns_=6, **kw):
         return out
     monkeypatch.setattr(turns.sampling, "sample", scripted)
     task = Task("t", "theorem t (p : Prop) (h : p) : p :=")
-    return turns.rollout(policy, env, [task] * len(scripts), turns=turns_, max_new_tokens=64,
-                         generator=list(range(len(scripts))), **kw)
+    return turns.rollout(policy, env, [task] * len(scripts), max_new_tokens=10 ** 7,
+                         generator=list(range(len(scripts))), tools=True, **kw)
 
 
 def tool_call(name, **arguments):
@@ -524,12 +537,10 @@ def test_a_transcript_is_bounded_and_keeps_its_end(chat, monkeypatch):
     assert "step 0 xxx" in t and t.endswith("the end: h4 it is\n")
     assert all(block in [text for kind, text in a.log if kind == "tool"] for block in turns.tool_blocks(t))
     # the small prover's transcript: every candidate with Lean's verdict in a block, bounded alike
-    from lean_env import Result
-    b = turns.Attempt(turns=3, candidates=["h1", "h2" * 30_000, "h3"],
-                      results=[Result(False, "error", ["1:0: error: Unknown identifier `h1`"]),
-                               Result(False, "error", ["x" * 50_000]), Result(True, "ok", [])])
+    b = turns.Attempt(turns=3, log=[("model", "h1"), ("tool", "Lean: 1:0: error: Unknown identifier `h1`"),
+                                    ("model", "h2" * 30_000), ("tool", "Lean: " + "x" * 50_000), ("model", "h3")])
     t = turns.transcript(b, nonce="n0")
     assert len(t) <= turns.TRANSCRIPT_CHARS and "characters cut ...]" in t
-    assert t.endswith("Candidate 3:\nh3\n<tool output n0>\nLean: accepted\n</tool output n0>\n")
+    assert t.endswith("</tool output n0>\nh3\n")
     blocks = turns.tool_blocks(t)
-    assert blocks[0] == "Lean: 1:0: error: Unknown identifier `h1`" and blocks[-1] == "Lean: accepted"
+    assert blocks[0] == "Lean: 1:0: error: Unknown identifier `h1`" and set(blocks[-1]) == {"x"}   # its end kept

@@ -120,6 +120,9 @@ class Run:
             self.path = sft.resolve_model(self.model)
             policy = lm.load(self.path, device=parallel.device(cfg.device) or None, dtype=dtype, prompt=cfg.prompt,
                              thinking=cfg.thinking)
+        problem = prompting.attempt_problem(policy.tokenizer, cfg.tools, cfg.turns)
+        if problem:   # known once the tokenizer is loaded; nothing is written yet
+            cli.fail(f"{self.script}: {problem}")
         if policy.device.type == "cuda":
             policy.model.gradient_checkpointing_enable()
         policy.model.train()
@@ -165,7 +168,7 @@ class Run:
                 self.write({"step": 0, "heldout_pass1": self.before})
         if policy.model is not trained:   # sharded: the sampling copy takes the resumed weights
             shard.refresh(policy.model, trained)
-        length = lambda t: len(prompting.encode(policy.tokenizer, t, turns=cfg.turns))
+        length = lambda t: len(prompting.encode(policy.tokenizer, t, tools=cfg.tools))
         self.statements = Statements(tasks.stream(cfg.tasks, cfg.seed), length, cfg.max_prompt,
                                      skip=self.start * cfg.prompts)  # statements already used
         parallel.say(memory_estimate(cfg, trained, frozen=list(nets)[1:]))
@@ -176,7 +179,7 @@ class Run:
         evaluations differ by the model and pair task by task)."""
         cfg = self.cfg
         return measure.heldout(self.policy, self.env, self.heldout, cfg.eval_n, cfg.max_new_tokens, cfg.turns,
-                               progress=True)   # a bar of its own while the training bar waits
+                               progress=True, tools=cfg.tools)   # a bar of its own while the training bar waits
 
     def steps(self, desc: str, attempts_per_statement: int = 1):
         """(step, this process's statements, one generator per attempt) for every step still to run. Every process
