@@ -64,6 +64,7 @@ class Config:
 QUICK = dict(seeds=2, steps=30, eval_n=8, probes_n=4, eval_limit=150)  # --quick
 FEEDBACK = {"fd": "ground-truth", "control": "none", "tutor": "tutor", "lean": "lean", "self": "self",
             "constant": "constant:Be concise."}  # method -> fd.py --feedback
+FROZEN = {"constant"}   # run with a frozen teacher (--alpha 1), as the paper runs constant feedback (Section 5.3)
 METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
 TEXTBOOK_PATH = os.path.join(HERE, "data", "textbook.jsonl")
 SETS = {"mini": "mini:test", "textbook": f"jsonl:{TEXTBOOK_PATH}", "probes": f"jsonl:{probes.PROBES_PATH}"}
@@ -91,7 +92,7 @@ def jobs(cfg: Config, base: str) -> list[dict]:
         for method, spec in [(m, FEEDBACK[m]) for m in methods if m in FEEDBACK]:
             runs.append(dict(name=f"{method}_s{seed}", steps=cfg.steps, after=None, script="fd.py", args=[
                 "--model", base, "--feedback", spec, "--seed", str(seed), "--steps", str(cfg.steps),
-                "--prompts", str(cfg.prompts), *common]))
+                "--prompts", str(cfg.prompts), *common, *(["--alpha", "1"] if method in FROZEN else [])]))
         grpo = ["--seed", str(seed), "--steps", str(grpo_steps(cfg)), "--prompts", str(cfg.grpo_prompts),
                 "--group", str(cfg.group), *common]
         if "grpo" in methods:

@@ -87,6 +87,8 @@ def world(tmp_path, monkeypatch):
                     "proof": ["subst h; rfl"]}], f)
     with open("demo.lean", "w") as f:
         f.write("prelude\n")
+    with open("my_prompt.txt", "w") as f:   # a critique prompt of one's own (docs/feedback.md)
+        f.write("Theorem: {statement}\nAttempt: {attempt}\nLean: {lean_output}\nAdvise.\n")
     import shutil
     shutil.copy(os.path.join(ROOT, "exercises", "e1_pass_at_k.py"), "my.py")
     from mathlib import kimina, repl

@@ -19,6 +19,10 @@ def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):
     assert runs["fd_grpo_s1"]["after"] == "fd_s1" and runs["fd_s1"]["after"] is None
     assert runs["control_s0"]["args"][runs["control_s0"]["args"].index("--feedback") + 1] == "none"
     assert "--init-from" in runs["fd_grpo_s0"]["args"] and runs["grpo_s0"]["steps"] == 40
+    # constant feedback trains against a frozen teacher, as the paper runs it (Section 5.3); the others move it
+    alpha = lambda r: r["args"][r["args"].index("--alpha") + 1] if "--alpha" in r["args"] else None
+    assert alpha(runs["constant_s0"]) == alpha(runs["constant_s1"]) == "1"
+    assert alpha(runs["fd_s0"]) is alpha(runs["tutor_s1"]) is None
     folder = tmp_path / "runs" / "fd_s0"
     assert not paper.finished(str(folder), 100)
     (folder / "final").mkdir(parents=True)
