@@ -469,6 +469,6 @@ def test_tool_outputs_are_tokenized_as_text(env, task, tokenizer):
         ids = tokenizer(agent.tool_messages(tokenizer, conversation, outputs, LT.TOOLS),
                         add_special_tokens=False)["input_ids"]
         start, end = tokenizer.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>"])
-        opened = 1 + (2 if template == CHATML_TOOLS else 0)    # the next assistant turn (and each tool turn)
-        assert ids.count(start) == opened and ids.count(end) == opened - 1, template
+        # each template renders its own two tool turns and opens the next assistant turn: 3 opened, 2 closed
+        assert ids.count(start) == 3 and ids.count(end) == 2, template
         assert "h2»" in tokenizer.decode(ids)
