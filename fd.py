@@ -68,7 +68,7 @@ class Config:
     micro_batch: int = 0          # attempts per teacher/student forward and backward (0: all of a process's at once);
                                   # the gradient is the whole step's either way
     chunk_size: int = CHUNK_SIZE  # attempt positions whose logits exist at once in the loss
-    feedback: str = "ground-truth"  # F(y): ground-truth | tutor | lean | self | constant:TEXT | none
+    feedback: str = "ground-truth"  # F(y): ground-truth | tutor[:1-4] | lean | self | constant:TEXT | none
                                   # | openai:MODEL | anthropic:MODEL (README: which teaches the small prover best)
     feedback_prompt: int = 4      # the critique prompt of LLM/self critics, the paper's steps (Appendix A.3, C.3): 1 a
                                   # tutor's bare request, 2 + 1-3 numbered items, 3 + self-contained Do/Don't orders,

@@ -377,12 +377,27 @@ class Feedback:
         return texts
 
 
-def _tutor_items(task, attempt, result):
+TUTOR_LEVELS = (1, 2, 3, 4)   # tutor:N, the paper's prompt steps written offline (mini/tutor.py); tutor = tutor:4
+
+
+def tutor_level(spec):
+    """The N of "tutor:N" (4 for "tutor"); ValueError naming the spec otherwise."""
+    if spec == "tutor":
+        return 4
+    arg = spec.partition(":")[2]
+    if arg not in {str(n) for n in TUTOR_LEVELS}:
+        raise ValueError(f"feedback tutor:{arg}: the tutor's level is 1, 2, 3 or 4 (the paper's prompt steps)")
+    return int(arg)
+
+
+def _tutor(task, attempt, result, level, settings):
     from mini import tutor  # the mini world's offline critic loads only when named
     try:
-        return tutor.items(task, *attempt_parts(attempt), result)
+        found = tutor.advice(task, *attempt_parts(attempt), result, level=level,
+                             candidates=getattr(attempt, "candidates", ()))
     except ValueError as e:   # a task without a reference proof
         raise FeedbackError(str(e)) from None
+    return hint(found[0] if level == 1 else "\n".join(f"{i}. {x}" for i, x in enumerate(found, 1)), settings)
 
 
 def _reference_proof(task):
@@ -402,8 +417,9 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_k
     if s.max_feedback_chars < 1 or s.max_reply_bytes < 1:
         raise ValueError("max_feedback_chars and max_reply_bytes must be positive")
     kind, _, arg = spec.partition(":")
+    level = tutor_level(spec) if kind == "tutor" else None
     offline = {
-        "tutor": lambda t, a, r: hint("\n".join(f"{i}. {x}" for i, x in enumerate(_tutor_items(t, a, r), 1)), s),
+        "tutor": lambda t, a, r: _tutor(t, a, r, level, s),
         "lean": lambda t, a, r: lean_feedback(t, a, r, s),
         "ground-truth": lambda t, a, r: frame("solution", _reference_proof(t)),
         "constant": lambda t, a, r: hint(arg, s),
@@ -412,7 +428,7 @@ def load(spec, api_key=None, base_url=None, policy=None, copy_policy=True, api_k
     if kind in offline and s.prompt_file:
         raise ValueError(f"prompt file {s.prompt_file}: the {kind} source writes no critique prompt, so the file "
                          "would not be used (a prompt file is for the LLM critics and self)")
-    if kind in offline and (kind == "constant") == bool(arg):
+    if kind in offline and ((kind == "constant") == bool(arg) or kind == "tutor"):
         return Feedback(spec, s, write=offline[kind])
     template = read_prompt_file(s.prompt_file) if s.prompt_file and (kind == "self" or kind in API_KEYS) else None
     if kind == "self":

@@ -204,25 +204,166 @@ def error_item(attempt, result):
 
 
 def items(task, text, truncated, result):
-    """1 to 3 items: the reference's first rule, where the attempt leaves the reference, what Lean
-    objected to; "Do write a shorter proof." replaces the last one when the attempt was cut off.
-    text: the attempt's proof text; truncated: it was cut off at the token limit."""
+    """Level 2 of advice(): 1 to 3 items about this attempt, in its own names: the reference's first rule,
+    where the attempt leaves the reference, what Lean objected to. text: the attempt's proof text."""
+    return advice(task, text, truncated, result, level=2)
+
+
+# ---- rules over shapes (levels 3 and 4) -----------------------------------------------------------
+# The paper's prompts (3) and (4) ask for orders useful to someone who never saw the attempt. Here an order
+# states a rule over the statement's shapes (And A B, Iff A B, A → B, Or A B, Exists, Not A) with A, B
+# for its parts: the same sentence for every statement of that shape, never a hypothesis name, never a proof.
+SHAPE = {
+    "use": "Do use the hypothesis that states the goal.",
+    "and": "Do get A from And A B by .1 and B by .2.",
+    "iff": "Do get B from Iff A B and A by .mp, and A from B by .mpr.",
+    "imp": "Do apply a hypothesis A → B to a proof of A to get B.",
+    "not": "Do apply a hypothesis Not A to a proof of A to get False.",
+    "all": "Do apply a hypothesis ∀ x, P x to a term a to get P a.",
+    "pair": "Do prove And A B by ⟨_, _⟩ from a proof of A and a proof of B.",
+    "iff_pair": "Do prove Iff A B by ⟨_, _⟩ or Iff.intro from A → B and B → A.",
+    "witness": "Do prove Exists by ⟨_, _⟩ from a witness and a proof for it.",
+    "or_intro": "Do prove Or A B by Or.inl from A or by Or.inr from B.",
+    "or_elim": "Do use Or A B by Or.elim with one fun for each case.",
+    "exists_elim": "Do use Exists by Exists.elim with a fun of the witness and its proof.",
+    "fun": "Do prove A → B or Not A by fun, then prove the rest from A.",
+    "absurd": "Do prove any goal by absurd from a proof of A and a proof of Not A.",
+    "false": "Do prove any goal by False.elim from a proof of False.",
+}
+_CONSTANTS = {"Or.inl": "or_intro", "Or.inr": "or_intro", "Or.elim": "or_elim", "Iff.intro": "iff_pair",
+              "Exists.elim": "exists_elim", "absurd": "absurd", "False.elim": "false"}
+
+
+def hypotheses(statement):
+    """{name: type} of the binders `(h1 h2 : T)` before the statement's last top-level colon."""
+    out, depth, start = {}, 0, None
+    for i, c in enumerate(statement):
+        if c == "(":
+            depth += 1
+            start = i + 1 if depth == 1 else start
+        elif c == ")":
+            depth -= 1
+            if depth == 0 and start is not None and ":" in statement[start:i]:
+                names, _, kind = statement[start:i].partition(":")
+                out.update({n: kind.strip() for n in names.split()})
+    return out
+
+
+def _type_rule(kind):
+    """The rule that uses a hypothesis of this type by application."""
+    kind = kind.strip()
+    while kind.startswith("(") and kind.endswith(")"):
+        kind = kind[1:-1].strip()
+    if kind.startswith("Not "):
+        return "not"
+    if kind.startswith("∀"):
+        return "all"
+    return "imp"
+
+
+def _name_rules(name, hyps, applied):
+    base, *fields = name.split(".")
+    if name in _CONSTANTS:
+        return [_CONSTANTS[name]]
+    found = ["iff" if f in ("mp", "mpr") else "and" for f in fields if f in ("1", "2", "mp", "mpr")]
+    if applied and not fields and base in hyps:
+        found.append(_type_rule(hyps[base]))
+    elif applied and fields:
+        found.append("imp")
+    return found
+
+
+def shape_rules(node, goal, hyps):
+    """The SHAPE keys a proof term uses, outermost first, each once."""
+    found, terms = [], {n for n, kind in hyps.items() if kind in ("α", "Type")}   # names of terms, not proofs
+
+    def walk(node, goal=None, applied=False):
+        kind = node[0]
+        if kind == "name":
+            found.extend(_name_rules(node[1], hyps, applied))
+        elif kind == "proj":
+            found.append("iff" if node[2] in ("mp", "mpr") else "and")
+            walk(node[1])
+        elif kind == "fun":
+            found.append("fun")
+            walk(node[2])
+        elif kind == "pair":
+            first = node[1][0]
+            witness = first[0] == "name" and first[1] in terms or goal == "Exists"
+            found.append("witness" if witness else "iff_pair" if goal == "Iff" else "pair")
+            for x in node[1]:
+                walk(x)
+        else:   # app
+            if node[1] == ("name", "Exists.elim") and len(node[2]) > 1 and node[2][1][0] == "fun":
+                terms.add(node[2][1][1][0])   # Exists.elim h (fun x hx => ...): x is the witness
+            walk(node[1], applied=True)
+            for x in node[2]:
+                walk(x)
+
+    walk(node, goal)
+    if node[0] == "name" and not found:   # the whole proof is one hypothesis
+        found.append("use")
+    return list(dict.fromkeys(found))
+
+
+_GENERAL = [  # (pattern of an instance item, the same mistake as a self-contained order)
+    (r"is not a hypothesis", "Don't use a name that is not a hypothesis of the statement."),
+    (r"is not an iff", "Don't take .mp or .mpr of a hypothesis that is not Iff A B."),
+    (r"is not a conjunction|has no field", "Don't take .1 or .2 of a hypothesis that is not And A B."),
+    (r"goal is not an implication", "Don't start with fun when the goal is not A → B or Not A."),
+    (r"needs one more argument", "Don't stop before an implication has its argument."),
+    (r"build a pair for .*Or\.inl", "Don't build a pair for Or A B: use Or.inl or Or.inr."),
+    (r"build a pair|leave out a part", "Don't build a pair unless the goal is And A B, Iff A B or Exists."),
+    (r"not an implication", "Don't apply a hypothesis that is not A → B, Not A or ∀."),
+    (r"bracket", "Don't leave a bracket open: close every ( and ⟨."),
+    (r"empty", "Don't leave the proof empty."),
+    (r"", "Don't use a proof whose type is not the goal."),
+]
+
+
+def general(item):
+    """An instance item of error_item() as the rule it breaks, with no names of this attempt."""
+    return next(order for pattern, order in _GENERAL if re.search(pattern, item))
+
+
+def advice(task, text, truncated, result, level=4, candidates=()):
+    """The tutor's feedback on one attempt at the paper's four prompt levels (Appendix A.3, C.3), as items
+    (level 1: one unnumbered remark). 1: a bare remark on what went wrong, in the attempt's names. 2: 1-3
+    items about this attempt: the reference's first rule, where the attempt leaves the reference, what Lean
+    objected to. 3: 1-3 self-contained orders over the statement's shapes (SHAPE: the reference's rules,
+    outermost first, and the rule Lean's complaint breaks): no hypothesis names, no proof. 4: as 3, plus
+    "be concise" when the attempt was cut off and "read Lean's message" when a multi-turn attempt repeated a
+    rejected candidate. Never the proof at any level. text: the proof text; candidates: a multi-turn
+    attempt's candidates, in order."""
+    if level not in (1, 2, 3, 4):
+        raise ValueError(f"tutor level must be 1, 2, 3 or 4, not {level!r}")
     if result.ok:
-        return ["Do keep the same proof."]
+        return ["The attempt is right."] if level == 1 else ["Do keep the same proof."]
     if not (task.solution or "").strip():
         raise ValueError(f"tutor: task {task.name} has no reference solution")
+    error = error_item(text, result)
+    if level == 1:
+        why = error.split(": ", 1)[1] if error and ": " in error else None
+        return [f"The attempt fails: {why}" if why else "The attempt does not prove the goal."]
     goal = goal_head(task.statement)
     try:
         ref = parse_term(task.solution)
-    except ValueError:             # not a mini-world term (e.g. a tactic proof): its first word
-        ref, items = None, [f"Do start with {task.solution.split()[0]}."]
-    else:
-        items = [f"Do {rule(ref, goal)}."]
-    try:
-        att = parse_term(text)
-        if ref is not None and rule(att, goal) == rule(ref, goal):
-            items.append(first_difference(ref, att))
-    except ValueError:
-        pass
-    items = [x for x in items + [error_item(text, result)] if x]
-    return items[:2] + ["Do write a shorter proof."] if truncated else items[:3]
+    except ValueError:             # not a mini-world term (e.g. a tactic proof)
+        ref = None
+    if level == 2:
+        found = [f"Do {rule(ref, goal)}." if ref else f"Do start with {task.solution.split()[0]}."]
+        try:
+            att = parse_term(text)
+            if ref is not None and rule(att, goal) == rule(ref, goal):
+                found.append(first_difference(ref, att))
+        except ValueError:
+            pass
+        return [x for x in found + [error] if x][:3]
+    rules = [SHAPE[k] for k in shape_rules(ref, goal, hypotheses(task.statement))] if ref else []
+    rules = rules or ["Do prove the goal from the hypotheses of the statement."]
+    extra = [general(error)] if error else []
+    if level == 4 and truncated:
+        extra.append("Do write a shorter proof.")
+    if level == 4 and text in list(candidates)[:-1]:
+        extra.append("Don't repeat a rejected proof: read Lean's message first.")
+    return rules[:max(1, 3 - len(extra))] + extra[:2]     # at least the first rule, at most 3 items

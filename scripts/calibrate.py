@@ -7,8 +7,9 @@ clearly more: that gap is what FD distills into the student (arXiv 2605.30861, S
     python -m scripts.calibrate --model runs/fd/final --eval-limit 120
 
 Student: pass@1 (temperature 1) and pass@n on the mini test split. Teacher: pass@1 with each feedback
-source computed on the student's FIRST attempt at the task (exactly what FD's teacher reads). Per
-level; printed as a table and written to calibration.json in the model's folder.
+source computed on the student's FIRST attempt at the task (exactly what FD's teacher reads): ground truth,
+the tutor at each of its four levels (tutor:1 .. tutor:4) and Lean's output. Per level; printed as a
+table and written to calibration.json in the model's folder.
 
 At turn 2 of a multi-turn attempt (turns.py; `--turns 2`): on the tasks whose first attempt failed,
 the context is that attempt and Lean's message on it. There the student writes a second candidate,
@@ -73,7 +74,7 @@ def calibrate(path: str, cfg: Config) -> dict:
     samples, results = attempts([None] * len(test), n)
     columns = {"student pass@1": pass_at(results, 1, n), f"student pass@{n}": pass_at(results, n, n)}
     first = [(samples[i * n], results[i * n]) for i in range(len(test))]
-    for source in ("ground-truth", "tutor", "lean"):
+    for source in ("ground-truth", *(f"tutor:{n}" for n in feedback.TUTOR_LEVELS), "lean"):
         fb = feedback.load(source)
         texts = [fb(t, a, r) for t, (a, r) in zip(test, first)]
         columns[f"{source} pass@1"] = pass_at(attempts(texts, cfg.eval_n_feedback)[1], 1, cfg.eval_n_feedback)

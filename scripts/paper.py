@@ -3,8 +3,8 @@
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving", arXiv 2605.30861: FD keeps
 the policy's entropy and scales better with k than GRPO (its Figures 2-3), FD learns from feedback
 alone and the feedback source matters, GRPO started from FD beats both. Here, per seed: FD (reference
-proof as feedback), its control (a teacher that sees no feedback), the feedback ablation (tutor, Lean
-output, self, constant), GRPO, and FD -> GRPO; the starting model once. Matched cost: GRPO samples as
+proof as feedback), its control (a teacher that sees no feedback), the feedback ablation (the tutor at
+its four levels, the paper's prompt steps of Appendix C.3; Lean output, self, constant), GRPO, and FD -> GRPO; the starting model once. Matched cost: GRPO samples as
 many attempts as FD (its steps are FD's x prompts / (grpo_prompts x group)); FD -> GRPO costs both.
 Every model is then evaluated with n samples per task on three sets: mini:test, hand-written textbook
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
@@ -56,14 +56,16 @@ class Config:
                                   # so 300 is 150 / 100 / 50 of levels 1 / 2 / 3; the spread over seeds dominates)
     jobs: int = 2                 # subprocesses at once, one thread each
     turns: int = 1                # candidates per attempt in every run and evaluation (turns.py; 1: one shot)
-    methods: tuple = ()           # only these methods (default: all of fd control tutor lean self constant grpo
-                                  # fd_grpo), e.g. --methods fd control
+    methods: tuple = ()           # only these methods (default: all of fd control tutor1 tutor2 tutor3 tutor4 lean
+                                  # self constant grpo fd_grpo), e.g. --methods fd control
+    tasks: str = "mini:1,2"       # every run's training statements: levels 1 and 2, so that no run trades level 2
+                                  # for shorter level-1 answers (trained on mini:1 alone, every model gave level 2 up)
     worker: str = ""              # internal: NAME=PATH, evaluate that model on every set in this process
 
 
 QUICK = dict(seeds=2, steps=30, eval_n=8, probes_n=4, eval_limit=150)  # --quick
-FEEDBACK = {"fd": "ground-truth", "control": "none", "tutor": "tutor", "lean": "lean", "self": "self",
-            "constant": "constant:Be concise."}  # method -> fd.py --feedback
+FEEDBACK = {"fd": "ground-truth", "control": "none", **{f"tutor{n}": f"tutor:{n}" for n in (1, 2, 3, 4)},
+            "lean": "lean", "self": "self", "constant": "constant:Be concise."}  # method -> fd.py --feedback
 FROZEN = {"constant"}   # run with a frozen teacher (--alpha 1), as the paper runs constant feedback (Section 5.3)
 METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
 TEXTBOOK_PATH = os.path.join(HERE, "data", "textbook.jsonl")
@@ -87,7 +89,7 @@ def chosen(cfg: Config) -> list[str]:
 def jobs(cfg: Config, base: str) -> list[dict]:
     """Every training run (name, command, steps, what it needs first) and every evaluation."""
     runs, out, methods = [], os.path.join(cfg.out, "runs"), chosen(cfg)
-    common = ["--eval-limit", "60", "--eval-n", "1", "--eval-every", "0", "--threads", "1", "--turns", str(cfg.turns)]
+    common = ["--tasks", cfg.tasks, "--eval-limit", "60", "--eval-n", "1", "--eval-every", "0", "--threads", "1", "--turns", str(cfg.turns)]
     for seed in range(cfg.seeds):
         for method, spec in [(m, FEEDBACK[m]) for m in methods if m in FEEDBACK]:
             runs.append(dict(name=f"{method}_s{seed}", steps=cfg.steps, after=None, script="fd.py", args=[
@@ -272,7 +274,7 @@ def collect(cfg: Config) -> dict:
             diffs = [sum(a) / len(a) - sum(b) / len(b) for a, b in zip(pass1[method, which], theirs)]
             mean, se = intervals.mean_se(diffs)
             out["differences"][f"{method} - {against}"][which] = dict(mean=mean, se=se, ci95=intervals.interval95(diffs)[1])
-    for method in [m for m in ("fd", "control", "grpo", "fd_grpo") if m in names]:
+    for method in [m for m in ("fd", "control", "tutor1", "tutor2", "tutor3", "tutor4", "grpo", "fd_grpo") if m in names]:
         out["curves"][method] = {}
         for key in ("train_acc", "entropy"):
             series = []
@@ -299,6 +301,20 @@ def targets(res: dict) -> list[tuple[str, bool]]:
         top = str(max(KS[:len(m["fd"]["mini"]["pass_at_k"])]))
         checks.append((f"FD's pass@{top} >= GRPO's (mini:test)",
                        m["fd"]["mini"]["pass_at_k"][top][0] >= m["grpo"]["mini"]["pass_at_k"][top][0]))
+    d = res["differences"]
+    for tutor in [t for t in ("tutor3", "tutor4") if f"{t} - control" in d]:
+        checks += [(f"critique as rules ({tutor}) beats the control by more than two standard errors on {which}",
+                    d[f"{tutor} - control"][which]["mean"] > 2 * d[f"{tutor} - control"][which]["se"])
+                   for which in SETS]
+        if "fd - control" in d:
+            checks += [(f"{tutor} carries over at least as well as ground truth ({which})",
+                        d[f"{tutor} - control"][which]["mean"] >= d["fd - control"][which]["mean"]) for which in
+                       ("textbook", "probes")]
+    for method in [x for x in ("fd", "tutor3", "tutor4") if x in m]:
+        base, got = m["base"]["mini"]["per_level"].get("2"), m[method]["mini"]["per_level"].get("2")
+        if base and got:
+            checks.append((f"{method} keeps level 2 (mini:test pass@1 {got[0]:.3f} vs the start's {base[0]:.3f})",
+                           got[0] >= base[0]))
     if "fd_grpo" in m:
         best = max(m, key=lambda k: m[k]["mini"]["pass_at_k"]["1"][0])
         checks.append((f"FD -> GRPO has the best pass@1 (mini:test; best: {best})", best == "fd_grpo"))

@@ -42,7 +42,7 @@ from lean_env import Task
 from mini import tasks
 
 PRESET = "small-prover"  # the model name that means "this file's recipe, built on first use"
-RECIPE_VERSION = 5  # bump when the data or training code changes what the build produces
+RECIPE_VERSION = 6  # bump when the data or training code changes what the build produces
 
 
 @dataclass
@@ -67,7 +67,9 @@ class Config:
     plain: float = 0.35           # statement -> proof (the student's prompt)
     solution: float = 0.3         # ground-truth feedback: the full reference proof
     prefix: float = 0.05          # a hint naming the first half of the reference proof
-    tutor: float = 0.24           # the tutor's hints on a corrupted attempt
+    tutor: float = 0.24           # the tutor's advice on a corrupted attempt, at a level drawn from tutor_levels
+    tutor_levels: str = "0.1,0.3,0.3,0.3"  # weights of the tutor's levels 1-4 (feedback.py: tutor:N): the teacher
+                                  # reads every level, rules over shapes (3, 4) as well as instance hints (2)
     keep: float = 0.03            # the tutor's verdict on a correct attempt ("Do keep the same proof.")
     lean: float = 0.03            # the Lean output of a corrupted attempt (sparingly: a larger share hurt)
     level_mix: str = "0.6,0.3,0.1"  # training weights of levels 1, 2, 3 (tasks.Generation.mix)
@@ -140,7 +142,9 @@ def mini_examples(s: Config):
     pairs = [(train[i], wrong[i]) for i in checked]
     results = dict(zip(checked, lean_env.load("mini").check_many(pairs) if pairs else []))  # no Lean if none
     no_messages = SimpleNamespace(ok=False, status="error", messages=[])
-    sources = {k: feedback.load(k) for k in ("ground-truth", "tutor", "lean")}
+    sources = {k: feedback.load(k) for k in ("ground-truth", "lean")}
+    tutors = [feedback.load(f"tutor:{n}") for n in feedback.TUTOR_LEVELS]
+    levels = rng.choices(tutors, [float(w) for w in s.tutor_levels.split(",")], k=len(train))
     examples = []
     for i, (task, kind) in enumerate(zip(train, picks)):
         fb = None
@@ -149,10 +153,12 @@ def mini_examples(s: Config):
         elif kind == "prefix":
             words = re.findall(WORD, task.solution)
             fb = feedback.frame("hint", "1. Do start with " + " ".join(words[: max(1, len(words) // 2)]) + ".")
-        elif kind in ("tutor", "lean"):
+        elif kind == "tutor":
+            fb = levels[i](task, wrong[i], results.get(i, no_messages))
+        elif kind == "lean":
             fb = sources[kind](task, wrong[i], results.get(i, no_messages))
         elif kind == "keep":  # FD's teacher also reads the tutor's verdict on the student's successes
-            fb = sources["tutor"](task, task.solution, SimpleNamespace(ok=True, status="ok", messages=[]))
+            fb = levels[i](task, task.solution, SimpleNamespace(ok=True, status="ok", messages=[]))
         examples.append((task, fb, task.solution))
     return examples
 
@@ -427,6 +433,10 @@ def check(s: Config):
     if not sum(getattr(s, k) for k in kinds) > 0:
         cli.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
     check_level_mix(s.level_mix, "sft.py")
+    weights = s.tutor_levels.split(",")
+    if not (len(weights) == 4 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in weights)
+            and sum(map(float, weights)) > 0):
+        cli.fail(f"sft.py: --tutor-levels {s.tutor_levels}: must be four weights 0 or more (levels 1-4), e.g. 0.1,0.3,0.3,0.3")
     if s.jsonl:
         with cli.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
             jsonl_examples(s.jsonl)

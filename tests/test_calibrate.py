@@ -20,7 +20,8 @@ def test_calibration_table_in_the_model_folder(tiny_prover, tmp_path, capsys):
     assert report["test_tasks"] == 6 and report["eval_n"] == 2 and report["model"] == str(path)
     table = report["pass_percent"]
     assert set(table) == {"1", "2", "3", "all"} and table["all"]["tasks"] == 6  # the test split interleaves levels
-    columns = {"student pass@1", "student pass@2", "ground-truth pass@1", "tutor pass@1", "lean pass@1"}
+    columns = {"student pass@1", "student pass@2", "ground-truth pass@1", "lean pass@1"} | {
+        f"tutor:{n} pass@1" for n in (1, 2, 3, 4)}
     assert all(set(row) == columns | {"tasks"} for row in table.values())
     assert all(0 <= row[c] <= 100 for row in table.values() for c in columns)
     assert table["all"]["student pass@1"] <= table["all"]["student pass@2"]

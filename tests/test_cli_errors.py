@@ -40,6 +40,7 @@ CASES = [
     ("fd.py", "--feedback openai:gpt-x", "fd.py: --feedback openai:gpt-x: openai: no API key: set OPENAI_API_KEY"),
     ("fd.py", "--feedback anthropic:claude-x", "no API key: set ANTHROPIC_API_KEY"),
     ("fd.py", "--feedback bogus", "fd.py: --feedback bogus: unknown feedback spec 'bogus': use tutor"),
+    ("fd.py", "--feedback tutor:5", "fd.py: --feedback tutor:5: feedback tutor:5: the tutor's level is 1, 2, 3 or 4"),
     ("fd.py", "--verifier bogus", "fd.py: --verifier bogus: unknown verifier"),
     ("fd.py", "--lean {tmp}/no-lean", "fd.py: --verifier mini --lean {tmp}/no-lean: no Lean executable"),
     ("grpo.py", "--group 1", "grpo.py: --group 1: must be at least 2"),

@@ -80,19 +80,21 @@ PAIR_OR = ["Invalid `⟨...⟩` notation: The expected type `Or q p` has more th
     (T6, "h2 h1", [], ["Do start with absurd h1."]),
 ])
 def test_tutor_items(task, attempt, messages, items):
-    fb = feedback.load("tutor")
+    fb = feedback.load("tutor:2")
     expected = "Hint:\n" + "\n".join(f"{i}. {x}" for i, x in enumerate(items, 1))
     assert fb(task, attempt, Result(False, "error", messages)) == expected
     assert fb(task, attempt, Result(False, "error", messages)) == expected   # deterministic
 
 
 def test_tutor_success_truncation_and_no_solution():
-    fb = feedback.load("tutor")
+    fb = feedback.load("tutor:2")
     assert fb(T1, "⟨h2 h1.2, h1.1⟩", Result(True, "ok")) == "Hint:\n1. Do keep the same proof."
     cut = type("Sample", (), {"text": "⟨h2 (h1.2", "truncated": True})()
     text = fb(T1, cut, Result(False, "error", ["unexpected end of input; expected ')'"]))
-    assert text.splitlines()[1:] == ["1. Do build the pair ⟨_, _⟩.",
-                                     "2. Don't leave a bracket open: close every ( and ⟨.", "3. Do write a shorter proof."]
+    assert text.splitlines()[1:] == ["1. Do build the pair ⟨_, _⟩.", "2. Don't leave a bracket open: close every ( and ⟨."]
+    assert feedback.load("tutor")(T1, cut, Result(False, "error", ["unexpected end of input"])).splitlines()[1:] == [
+        "1. Do prove And A B by ⟨_, _⟩ from a proof of A and a proof of B.",    # level 4 (the default) asks for concision
+        "2. Don't leave a bracket open: close every ( and ⟨.", "3. Do write a shorter proof."]
     with pytest.raises(feedback.FeedbackError):
         fb(Task("x", T1.statement), "h1", Result(False))
     assert fb.stats["failures"] == 1 and fb.stats["calls"] == 3
@@ -107,7 +109,7 @@ def _mini_tasks():
 
 
 def test_tutor_hints_reuse_the_proof_and_do_not_reveal_it():
-    fb = feedback.load("tutor")
+    fb = feedback.load("tutor:2")
     for t in _mini_tasks():
         text = fb(t, "h1", Result(False, "error", []))
         header, *items = text.split("\n")
@@ -126,7 +128,7 @@ def test_tutor_on_real_lean():
              (T1, "⟨h5, h1.1⟩", "Don't use h5: h5 is not a hypothesis here."),
              (T3, "h1.1", "Don't stop at h1.1: it needs one more argument.")]
     results = env.check_many([(t, a) for t, a, _ in cases])
-    fb = feedback.load("tutor")
+    fb = feedback.load("tutor:2")
     for (t, a, item), r in zip(cases, results):
         assert not r.ok and item in fb(t, a, r), (a, r.messages, fb(t, a, r))
     good = env.check(T1, T1.solution)
@@ -302,6 +304,65 @@ def test_tutor_asks_for_a_shorter_proof_for_a_tactic_reference():
     cut = sampling.Sample(ids=[1], text="by\n  have h : p := hp\n  exact ⟨h,", truncated=True)
     assert feedback.load("tutor")(task, cut, Result(False, "error", ["unexpected end of input"])).endswith(
         "Do write a shorter proof.")
+
+
+def test_tutor_levels_follow_the_papers_prompt_steps():
+    """tutor:1 a bare remark; 2 numbered items in this attempt's names; 3 and 4 rules over shapes."""
+    from mini import tutor
+    bad = Result(False, "error", ["Invalid projection: Expected a value whose type is a structure\n  h2\nhas type q → r"])
+    one, two, three = (feedback.load(f"tutor:{n}")(T1, "⟨h2.1, h1.1⟩", bad) for n in (1, 2, 3))
+    assert one == "Hint:\nThe attempt fails: h2 is not a conjunction."          # one remark, unnumbered
+    assert two.splitlines()[1:] == ["1. Do build the pair ⟨_, _⟩.", "2. Do apply h2 in the first part.",
+                                    "3. Don't use h2.1: h2 is not a conjunction."]
+    assert three.splitlines()[1:] == ["1. " + tutor.SHAPE["pair"], "2. " + tutor.SHAPE["imp"],
+                                      "3. Don't take .1 or .2 of a hypothesis that is not And A B."]
+    assert feedback.load("tutor:4")(T1, "⟨h2.1, h1.1⟩", bad) == three == feedback.load("tutor")(T1, "⟨h2.1, h1.1⟩", bad)
+    assert feedback.load("tutor:1")(T1, "h5", Result(False, "error", [])) == "Hint:\nThe attempt does not prove the goal."
+    assert feedback.load("tutor:1")(T1, T1.solution, Result(True, "ok")) == "Hint:\nThe attempt is right."
+    for spec in ("tutor:0", "tutor:5", "tutor:x", "tutor:"):
+        with pytest.raises(ValueError, match="level is 1, 2, 3 or 4"):
+            feedback.load(spec)
+
+
+@pytest.mark.parametrize("solution, keys", [
+    ("(h2 h1).1", ["and", "imp"]), ("h1.mpr h2", ["iff", "imp"]), ("h1", ["use"]), ("h1 h2", ["not"]),
+    ("Or.elim h1 (fun a => Or.inr a) (fun b => Or.inl b)", ["or_elim", "fun", "or_intro"]),
+    ("⟨a, h1⟩", ["witness"]), ("absurd h2 h1", ["absurd"]), ("Exists.elim h3 (fun x hx => ⟨x, hx.2⟩)",
+                                                            ["exists_elim", "fun", "witness", "and"]),
+])
+def test_tutor_shape_rules(solution, keys):
+    from mini import tutor
+    hyps = {"h1": "Not p", "h2": "p", "a": "α", "h3": "Exists (fun x => And (P x) (Q x))"}
+    assert tutor.shape_rules(tutor.parse_term(solution), None, hyps) == keys
+
+
+def test_tutor_rule_advice_names_no_hypothesis_and_reveals_no_proof():
+    """Levels 3 and 4 are self-contained orders (the paper's prompts 3 and 4): every item is one of the
+    tutor's fixed sentences over shapes, so two statements of the same shape get the same advice, whatever
+    their names; never a name of the statement, never the proof."""
+    from mini import tutor
+    orders = set(tutor.SHAPE.values()) | {order for _, order in tutor._GENERAL} | {
+        "Do prove the goal from the hypotheses of the statement.", "Do write a shorter proof."}
+    messages = [[], UNKNOWN, SORT_ERR, ["unexpected end of input"], ["Function expected"]]
+    for i, t in enumerate(_mini_tasks()):
+        for level in (3, 4):
+            items = feedback.load(f"tutor:{level}")(t, "h1.1 h2", Result(False, "error", messages[i % 5]))
+            header, *items = items.split("\n")
+            assert header == "Hint:" and 1 <= len(items) <= 3
+            assert {x[3:] for x in items} <= orders, items
+    renamed = Task("r", T1.statement.replace("h1", "hx").replace("h2", "hy"), solution="⟨hy hx.2, hx.1⟩")
+    assert feedback.load("tutor:3")(renamed, "hx", Result(False)) == feedback.load("tutor:3")(T1, "h1", Result(False))
+
+
+def test_tutor_level_4_asks_to_read_lean_when_a_rejected_candidate_comes_back():
+    from fdlean import turns
+    rejected = Result(False, "error", UNKNOWN)
+    again = turns.Attempt(candidates=["h5", "h1.1", "h5"], results=[rejected] * 3, transcript="h5 h1.1 h5")
+    fresh = turns.Attempt(candidates=["h5", "h1.1"], results=[rejected] * 2, transcript="h5 h1.1")
+    read = "Don't repeat a rejected proof: read Lean's message first."
+    assert feedback.load("tutor:4")(T1, again, rejected).endswith(read)
+    assert read not in feedback.load("tutor:4")(T1, fresh, rejected)
+    assert read not in feedback.load("tutor:3")(T1, again, rejected)
 
 
 # ---- HTTP sources against real servers --------------------------------------------------------------
@@ -785,7 +846,7 @@ def test_critique_text_is_cut_to_the_feedback_budget_for_every_source(serve, tmp
     # the offline hint sources too
     assert feedback.load("constant:" + long)(T1, "h1", bad) == out
     tutor = feedback.load("tutor", max_feedback_chars=30)(T1, "⟨h2.1, h1.1⟩", bad)
-    assert tutor.startswith("Hint:\n1. Do build") and tutor.endswith(" ...") and len(tutor) <= len("Hint:\n") + 30
+    assert tutor.startswith("Hint:\n1. Do prove") and tutor.endswith(" ...") and len(tutor) <= len("Hint:\n") + 30
     assert feedback.load("constant:Be concise.", max_feedback_chars=30)(T1, "h1", bad) == "Hint:\nBe concise."
     with pytest.raises(ValueError):
         feedback.load("tutor", max_feedback_chars=0)

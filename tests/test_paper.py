@@ -22,7 +22,11 @@ def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):
     # constant feedback trains against a frozen teacher, as the paper runs it (Section 5.3); the others move it
     alpha = lambda r: r["args"][r["args"].index("--alpha") + 1] if "--alpha" in r["args"] else None
     assert alpha(runs["constant_s0"]) == alpha(runs["constant_s1"]) == "1"
-    assert alpha(runs["fd_s0"]) is alpha(runs["tutor_s1"]) is None
+    assert alpha(runs["fd_s0"]) is alpha(runs["tutor4_s1"]) is None
+    # the tutor's four levels are four methods; every run trains on levels 1 and 2
+    assert [runs[f"tutor{n}_s0"]["args"][runs[f"tutor{n}_s0"]["args"].index("--feedback") + 1] for n in (1, 2, 3, 4)] \
+        == ["tutor:1", "tutor:2", "tutor:3", "tutor:4"]
+    assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1,2" for r in runs.values())
     folder = tmp_path / "runs" / "fd_s0"
     assert not paper.finished(str(folder), 100)
     (folder / "final").mkdir(parents=True)
@@ -48,7 +52,8 @@ def test_a_subset_of_methods_over_multi_turn_attempts(tmp_path, monkeypatch):
     assert set(res["methods"]) == {"base", "fd", "control"} and list(res["differences"]) == ["fd - control"]
     res["targets"], res["minutes"] = paper.targets(res), 0.1
     assert [text for text, _ in res["targets"]] == [f"FD beats its control by more than two standard errors (over "
-                                                    f"seeds) on {w}" for w in ("mini", "textbook")]
+                                                    f"seeds) on {w}" for w in ("mini", "textbook")] + [
+        "fd keeps level 2 (mini:test pass@1 0.500 vs the start's 0.125)"]
     paper.report.write_paper_markdown(res, str(tmp_path / "results.md"))
     assert "up to 3 candidates" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
@@ -69,10 +74,10 @@ def fake_tree(out, cfg, sets, quality, methods=paper.METHODS):
                     for j in range(n):
                         f.write(json.dumps({"task": i, "ok": j < right}) + "\n")
             p = right / n
-            summary = {"pass_at_k": {"1": p, "2": p}, "per_level": {"1": {"1": p, "2": p}},
+            summary = {"pass_at_k": {"1": p, "2": p}, "per_level": {lv: {"1": p, "2": p} for lv in ("1", "2")},
                        "entropy": 1 - quality(method, seed), "mean_attempt_tokens": 5.0, "n_distinct_identifiers": 3}
             (folder / "results.json").write_text(json.dumps({"models": [summary]}))
-        if method in ("fd", "control", "grpo", "fd_grpo"):
+        if method in ("fd", "control", "tutor1", "tutor2", "tutor3", "tutor4", "grpo", "fd_grpo"):
             run = out / "runs" / name
             run.mkdir(parents=True)
             (run / "metrics.jsonl").write_text("".join(
@@ -101,6 +106,10 @@ def test_results_from_a_tree(tmp_path, monkeypatch):
     assert checks["FD beats its control by more than two standard errors (over seeds) on mini"]
     assert checks["FD -> GRPO has the best pass@1 (mini:test; best: fd_grpo)"]
     assert not checks["FD's entropy stays above GRPO's (mini:test)"]   # made up: entropy falls with quality
+    assert not checks["critique as rules (tutor3) beats the control by more than two standard errors on probes"]
+    assert not checks["tutor4 carries over at least as well as ground truth (textbook)"]    # 0 vs fd's +0.25
+    assert checks["fd keeps level 2 (mini:test pass@1 0.542 vs the start's 0.250)"]
+    assert len(res["curves"]["tutor2"]["train_acc"]) == 12
     paper.report.write_paper_markdown(res, str(tmp_path / "results.md"))
     text = (tmp_path / "results.md").read_text()
     assert "**does not hold**: FD's entropy stays above GRPO's" in text and "| fd - control |" in text
