@@ -143,3 +143,16 @@ def test_what_save_state_writes_loads_as_data(tmp_path):
                           {"skipped": 0, "before": 0.5, "before_tasks": [0.0, 1.0], "lemmas": ["Or.inl"]})
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert state["step"] == 2 and state["extra"]["lemmas"] == ["Or.inl"] and "teacher" in state["nets"]
+
+
+def test_resume_hint_says_resume_only_when_a_state_was_saved(tmp_path):
+    """A run stopped before its first save has nothing to resume: the hint says to start again, naming the
+    folder to delete (fd.py refuses an --out that holds a run); after a save it gives the --resume command."""
+    out = tmp_path / "run"
+    out.mkdir()
+    cfg = SimpleNamespace(resume="", out=str(out))
+    assert checkpoint.resume_hint(cfg, "fd.py") == f"Nothing was saved yet: start it again (delete {out} first: rm -r {out})"
+    (out / "state.pt").write_bytes(b"")
+    assert checkpoint.resume_hint(cfg, "grpo.py") == f"`python grpo.py --resume {out}` continues it from its last save"
+    assert checkpoint.resume_hint(SimpleNamespace(resume=str(out), out="elsewhere"), "fd.py").endswith(
+        f"--resume {out}` continues it from its last save")

@@ -246,3 +246,13 @@ def test_after_rejection_measures_a_fresh_try_against_the_rejected_candidate():
     assert got["fresh_repeats"] == pytest.approx(1 / 3)          # "h2" and "h2 " are the same candidate
     assert got["fresh_other_ok"] == pytest.approx(1 / 2)         # h1 (passes) and h3 (fails)
     assert got["fresh_try_ok"] == pytest.approx(1 / 3)
+
+
+def test_the_default_ks_stop_at_n_and_an_asked_k_above_n_is_refused(capsys):
+    """Not given, --k is the paper's points that --n allows; given, a k above --n is one line and exit 2."""
+    assert evaluate.parse_ks(evaluate.Config(n=4)) == [1, 2, 4]
+    assert evaluate.parse_ks(evaluate.Config(n=1)) == [1]
+    assert evaluate.parse_ks(evaluate.Config(n=8, k="8,2,2")) == [2, 8]
+    with pytest.raises(SystemExit) as exit:
+        evaluate.parse_ks(evaluate.Config(n=4, k="1,8"))
+    assert exit.value.code == 2 and "k=8 is larger than --n 4" in capsys.readouterr().err
