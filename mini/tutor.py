@@ -1,87 +1,27 @@
 """The offline tutor: a rule-based critic that writes what a strong LLM would, for the mini world.
 
 Paper: Narozniak et al., "Distilling LLM Feedback for Lean Theorem Proving" (arXiv 2605.30861),
-Section 3 and Appendix A.3: the main runs ask Claude for 1 to 3 numbered "Do X" / "Don't do X" items
-about the attempt. With no LLM on a laptop, this file writes such items from the reference proof and
-Lean's messages: the reference's first rule ("Do start with Or.elim h1."), where an attempt that
-began right leaves the reference ("Do apply h2 in the first part."), and what Lean objected to
-("Don't use h1.1: h1 is not a conjunction."), never the whole proof. feedback.load("tutor") frames
-the items for the teacher's prompt.
+Section 3, Appendix A.3 and C.3: the main runs ask Claude for 1 to 3 numbered "Do X" / "Don't do X"
+items about the attempt, and the prompt ablation builds that prompt in four steps. With no LLM on a
+laptop, this file writes each step's answer from the reference proof and Lean's messages (advice,
+`level`): 1 a bare remark ("The attempt fails: h1 is not a conjunction."); 2 items in this attempt's
+names: the reference's first rule ("Do start with Or.elim h1."), where an attempt that began right
+leaves the reference ("Do apply h2 in the first part."), what Lean objected to; 3 self-contained
+orders, rules over the statement's propositions (mini/rules.py); 4 the same, plus concision and
+"read Lean's message" where they apply. Never the whole proof. feedback.load("tutor:N") frames them.
 
     from mini import tutor
-    tutor.items(task, "⟨h2.1, h1.1⟩", truncated=False, result=lean_result)
+    tutor.advice(task, "⟨h2.1, h1.1⟩", truncated=False, result=lean_result, level=2)
     # -> ["Do build the pair ⟨_, _⟩.", "Do apply h2 in the first part.", "Don't use h2.1: ..."]
 """
 import re
 
-# ---- proof terms ----------------------------------------------------------------------------------
-# Terms parse into tuples: ("name", s) | ("proj", term, field) | ("app", head, args) | ("pair", items)
-# | ("fun", binders, body). Hints reuse the proof's own identifiers (the tiny
-# model's tokenizer is word-level) and name the FIRST RULE of the reference proof: measured as the
-# best feedback for a tiny model. Deterministic, pure Python.
-_TOKEN = re.compile(r"=>|⟨|⟩|\(|\)|,|:|[^\s()⟨⟩,:]+")
-_STOP = (None, ")", "⟩", ",", ":", "=>")
-
-
-def parse_term(text):
-    toks, pos = _TOKEN.findall(text), 0
-
-    def peek():
-        return toks[pos] if pos < len(toks) else None
-
-    def take(expected=None):
-        nonlocal pos
-        if pos >= len(toks) or (expected and toks[pos] != expected):
-            raise ValueError(f"expected {expected or 'more'} at token {pos} of {text!r}")
-        pos += 1
-        return toks[pos - 1]
-
-    def term():
-        if peek() in ("fun", "λ"):
-            take()
-            names = []
-            while peek() != "=>":
-                names.append(take())
-            take()
-            names = [n for n in names if n not in "()"]   # drop a binder's type: `(x : α)`
-            return ("fun", names[:names.index(":")] if ":" in names else names, term())
-        head, args = atom(), []
-        while peek() not in _STOP:
-            args.append(term() if peek() in ("fun", "λ") else atom())
-        return ("app", head, args) if args else head
-
-    def atom():
-        t = take()
-        if t == "(":
-            node = term()
-            take(")")
-        elif t == "⟨":
-            node = ("pair", [term()])
-            while peek() == ",":
-                take()
-                node[1].append(term())
-            take("⟩")
-        elif t in _STOP:
-            raise ValueError(f"unexpected {t!r} in {text!r}")
-        else:
-            node = ("name", t)
-        if (peek() or "").startswith("."):   # (h2 h1).1: h1.2 itself is one name token
-            node = ("proj", node, take()[1:])
-        return node
-
-    node = term()
-    if peek() is not None:
-        raise ValueError(f"trailing {peek()!r} in {text!r}")
-    return node
+from mini.rules import conclusion, general, orders, parse_term
 
 
 def goal_head(statement):
     """The first word of the conclusion of `theorem n (binders) : GOAL :=`, e.g. "Iff"."""
-    s, depth, colon = statement.rstrip().removesuffix(":="), 0, -1
-    for i, c in enumerate(s):
-        depth += (c in "([{⟨") - (c in ")]}⟩")
-        colon = i if c == ":" and depth == 0 else colon
-    return (s[colon + 1:].split() or [None])[0]
+    return (conclusion(statement).split() or [None])[0]
 
 
 def _show(node):
@@ -209,123 +149,6 @@ def items(task, text, truncated, result):
     return advice(task, text, truncated, result, level=2)
 
 
-# ---- rules over shapes (levels 3 and 4) -----------------------------------------------------------
-# The paper's prompts (3) and (4) ask for orders useful to someone who never saw the attempt. Here an order
-# states a rule over the statement's shapes (And A B, Iff A B, A → B, Or A B, Exists, Not A) with A, B
-# for its parts: the same sentence for every statement of that shape, never a hypothesis name, never a proof.
-SHAPE = {
-    "use": "Do use the hypothesis that states the goal.",
-    "and": "Do get A from And A B by .1 and B by .2.",
-    "iff": "Do get B from Iff A B and A by .mp, and A from B by .mpr.",
-    "imp": "Do apply a hypothesis A → B to a proof of A to get B.",
-    "not": "Do apply a hypothesis Not A to a proof of A to get False.",
-    "all": "Do apply a hypothesis ∀ x, P x to a term a to get P a.",
-    "pair": "Do prove And A B by ⟨_, _⟩ from a proof of A and a proof of B.",
-    "iff_pair": "Do prove Iff A B by ⟨_, _⟩ or Iff.intro from A → B and B → A.",
-    "witness": "Do prove Exists by ⟨_, _⟩ from a witness and a proof for it.",
-    "or_intro": "Do prove Or A B by Or.inl from A or by Or.inr from B.",
-    "or_elim": "Do use Or A B by Or.elim with one fun for each case.",
-    "exists_elim": "Do use Exists by Exists.elim with a fun of the witness and its proof.",
-    "fun": "Do prove A → B or Not A by fun, then prove the rest from A.",
-    "absurd": "Do prove any goal by absurd from a proof of A and a proof of Not A.",
-    "false": "Do prove any goal by False.elim from a proof of False.",
-}
-_CONSTANTS = {"Or.inl": "or_intro", "Or.inr": "or_intro", "Or.elim": "or_elim", "Iff.intro": "iff_pair",
-              "Exists.elim": "exists_elim", "absurd": "absurd", "False.elim": "false"}
-
-
-def hypotheses(statement):
-    """{name: type} of the binders `(h1 h2 : T)` before the statement's last top-level colon."""
-    out, depth, start = {}, 0, None
-    for i, c in enumerate(statement):
-        if c == "(":
-            depth += 1
-            start = i + 1 if depth == 1 else start
-        elif c == ")":
-            depth -= 1
-            if depth == 0 and start is not None and ":" in statement[start:i]:
-                names, _, kind = statement[start:i].partition(":")
-                out.update({n: kind.strip() for n in names.split()})
-    return out
-
-
-def _type_rule(kind):
-    """The rule that uses a hypothesis of this type by application."""
-    kind = kind.strip()
-    while kind.startswith("(") and kind.endswith(")"):
-        kind = kind[1:-1].strip()
-    if kind.startswith("Not "):
-        return "not"
-    if kind.startswith("∀"):
-        return "all"
-    return "imp"
-
-
-def _name_rules(name, hyps, applied):
-    base, *fields = name.split(".")
-    if name in _CONSTANTS:
-        return [_CONSTANTS[name]]
-    found = ["iff" if f in ("mp", "mpr") else "and" for f in fields if f in ("1", "2", "mp", "mpr")]
-    if applied and not fields and base in hyps:
-        found.append(_type_rule(hyps[base]))
-    elif applied and fields:
-        found.append("imp")
-    return found
-
-
-def shape_rules(node, goal, hyps):
-    """The SHAPE keys a proof term uses, outermost first, each once."""
-    found, terms = [], {n for n, kind in hyps.items() if kind in ("α", "Type")}   # names of terms, not proofs
-
-    def walk(node, goal=None, applied=False):
-        kind = node[0]
-        if kind == "name":
-            found.extend(_name_rules(node[1], hyps, applied))
-        elif kind == "proj":
-            found.append("iff" if node[2] in ("mp", "mpr") else "and")
-            walk(node[1])
-        elif kind == "fun":
-            found.append("fun")
-            walk(node[2])
-        elif kind == "pair":
-            first = node[1][0]
-            witness = first[0] == "name" and first[1] in terms or goal == "Exists"
-            found.append("witness" if witness else "iff_pair" if goal == "Iff" else "pair")
-            for x in node[1]:
-                walk(x)
-        else:   # app
-            if node[1] == ("name", "Exists.elim") and len(node[2]) > 1 and node[2][1][0] == "fun":
-                terms.add(node[2][1][1][0])   # Exists.elim h (fun x hx => ...): x is the witness
-            walk(node[1], applied=True)
-            for x in node[2]:
-                walk(x)
-
-    walk(node, goal)
-    if node[0] == "name" and not found:   # the whole proof is one hypothesis
-        found.append("use")
-    return list(dict.fromkeys(found))
-
-
-_GENERAL = [  # (pattern of an instance item, the same mistake as a self-contained order)
-    (r"is not a hypothesis", "Don't use a name that is not a hypothesis of the statement."),
-    (r"is not an iff", "Don't take .mp or .mpr of a hypothesis that is not Iff A B."),
-    (r"is not a conjunction|has no field", "Don't take .1 or .2 of a hypothesis that is not And A B."),
-    (r"goal is not an implication", "Don't start with fun when the goal is not A → B or Not A."),
-    (r"needs one more argument", "Don't stop before an implication has its argument."),
-    (r"build a pair for .*Or\.inl", "Don't build a pair for Or A B: use Or.inl or Or.inr."),
-    (r"build a pair|leave out a part", "Don't build a pair unless the goal is And A B, Iff A B or Exists."),
-    (r"not an implication", "Don't apply a hypothesis that is not A → B, Not A or ∀."),
-    (r"bracket", "Don't leave a bracket open: close every ( and ⟨."),
-    (r"empty", "Don't leave the proof empty."),
-    (r"", "Don't use a proof whose type is not the goal."),
-]
-
-
-def general(item):
-    """An instance item of error_item() as the rule it breaks, with no names of this attempt."""
-    return next(order for pattern, order in _GENERAL if re.search(pattern, item))
-
-
 def advice(task, text, truncated, result, level=4, candidates=()):
     """The tutor's feedback on one attempt at the paper's four prompt levels (Appendix A.3, C.3), as items
     (level 1: one unnumbered remark). 1: a bare remark on what went wrong, in the attempt's names. 2: 1-3
@@ -359,7 +182,10 @@ def advice(task, text, truncated, result, level=4, candidates=()):
         except ValueError:
             pass
         return [x for x in found + [error] if x][:3]
-    rules = [SHAPE[k] for k in shape_rules(ref, goal, hypotheses(task.statement))] if ref else []
+    try:
+        rules = orders(task.statement, task.solution)
+    except ValueError:   # not a mini-world term (e.g. a tactic proof)
+        rules = []
     rules = rules or ["Do prove the goal from the hypotheses of the statement."]
     extra = [general(error)] if error else []
     if level == 4 and truncated:

@@ -93,7 +93,7 @@ def test_tutor_success_truncation_and_no_solution():
     text = fb(T1, cut, Result(False, "error", ["unexpected end of input; expected ')'"]))
     assert text.splitlines()[1:] == ["1. Do build the pair ⟨_, _⟩.", "2. Don't leave a bracket open: close every ( and ⟨."]
     assert feedback.load("tutor")(T1, cut, Result(False, "error", ["unexpected end of input"])).splitlines()[1:] == [
-        "1. Do prove And A B by ⟨_, _⟩ from a proof of A and a proof of B.",    # level 4 (the default) asks for concision
+        "1. Do prove And r p by ⟨_, _⟩ from a proof of r and a proof of p.",    # level 4 (the default) asks for concision
         "2. Don't leave a bracket open: close every ( and ⟨.", "3. Do write a shorter proof."]
     with pytest.raises(feedback.FeedbackError):
         fb(Task("x", T1.statement), "h1", Result(False))
@@ -308,13 +308,13 @@ def test_tutor_asks_for_a_shorter_proof_for_a_tactic_reference():
 
 def test_tutor_levels_follow_the_papers_prompt_steps():
     """tutor:1 a bare remark; 2 numbered items in this attempt's names; 3 and 4 rules over shapes."""
-    from mini import tutor
     bad = Result(False, "error", ["Invalid projection: Expected a value whose type is a structure\n  h2\nhas type q → r"])
     one, two, three = (feedback.load(f"tutor:{n}")(T1, "⟨h2.1, h1.1⟩", bad) for n in (1, 2, 3))
     assert one == "Hint:\nThe attempt fails: h2 is not a conjunction."          # one remark, unnumbered
     assert two.splitlines()[1:] == ["1. Do build the pair ⟨_, _⟩.", "2. Do apply h2 in the first part.",
                                     "3. Don't use h2.1: h2 is not a conjunction."]
-    assert three.splitlines()[1:] == ["1. " + tutor.SHAPE["pair"], "2. " + tutor.SHAPE["imp"],
+    assert three.splitlines()[1:] == ["1. Do prove And r p by ⟨_, _⟩ from a proof of r and a proof of p.",
+                                      "2. Do apply q → r to a proof of q to get r.",
                                       "3. Don't take .1 or .2 of a hypothesis that is not And A B."]
     assert feedback.load("tutor:4")(T1, "⟨h2.1, h1.1⟩", bad) == three == feedback.load("tutor")(T1, "⟨h2.1, h1.1⟩", bad)
     assert feedback.load("tutor:1")(T1, "h5", Result(False, "error", [])) == "Hint:\nThe attempt does not prove the goal."
@@ -324,32 +324,45 @@ def test_tutor_levels_follow_the_papers_prompt_steps():
             feedback.load(spec)
 
 
-@pytest.mark.parametrize("solution, keys", [
-    ("(h2 h1).1", ["and", "imp"]), ("h1.mpr h2", ["iff", "imp"]), ("h1", ["use"]), ("h1 h2", ["not"]),
-    ("Or.elim h1 (fun a => Or.inr a) (fun b => Or.inl b)", ["or_elim", "fun", "or_intro"]),
-    ("⟨a, h1⟩", ["witness"]), ("absurd h2 h1", ["absurd"]), ("Exists.elim h3 (fun x hx => ⟨x, hx.2⟩)",
-                                                            ["exists_elim", "fun", "witness", "and"]),
+@pytest.mark.parametrize("statement, solution, orders", [
+    ("(h1 : Not p) (h2 : p) : False", "h1 h2", ["Do apply Not p to a proof of p to get False."]),
+    ("(h1 : q → And p r) (h2 : q) : r", "(h1 h2).2",
+     ["Do apply q → And p r to a proof of q to get And p r.", "Do get p from And p r by .1 and r by .2."]),
+    ("(h1 : Iff p q) (h2 : q) : p", "h1.mpr h2", ["Do get q from Iff p q and p by .mp, and p from q by .mpr.",
+                                                  "Do apply q → p to a proof of q to get p."]),
+    ("(h1 : Or p q) : Or q p", "Or.elim h1 (fun a => Or.inr a) (fun b => Or.inl b)",
+     ["Do use Or p q by Or.elim with one fun for each case.", "Do prove p → Or q p by fun, then prove Or q p from p.",
+      "Do prove Or q p by Or.inl from q or by Or.inr from p.", "Do prove q → Or q p by fun, then prove Or q p from q."]),
+    ("(α : Type) (P Q : α → Prop) (a : α) (h1 : P a) (h2 : Q a) : Exists (fun x => And (P x) (Q x))", "⟨a, ⟨h1, h2⟩⟩",
+     ["Do prove Exists (fun x => And (P x) (Q x)) by ⟨_, _⟩ from a witness and a proof for it.",
+      "Do prove And (P a) (Q a) by ⟨_, _⟩ from a proof of P a and a proof of Q a."]),
+    ("(h1 : p) (h2 : Not p) : q", "absurd h1 h2", ["Do prove the goal by absurd from a proof of p and a proof of Not p."]),
+    ("(h1 : p) : p", "h1", ["Do use the hypothesis that states the goal."]),
 ])
-def test_tutor_shape_rules(solution, keys):
-    from mini import tutor
-    hyps = {"h1": "Not p", "h2": "p", "a": "α", "h3": "Exists (fun x => And (P x) (Q x))"}
-    assert tutor.shape_rules(tutor.parse_term(solution), None, hyps) == keys
+def test_tutor_orders_state_each_rule_over_the_statements_propositions(statement, solution, orders):
+    """Levels 3 and 4: the rule of each step of the reference proof, outermost first, over the statement's own
+    propositions (the types of the places it acts on, computed through projections and applications)."""
+    from mini import rules
+    assert rules.orders(f"theorem t (p q r : Prop) {statement} :=", solution) == orders
 
 
 def test_tutor_rule_advice_names_no_hypothesis_and_reveals_no_proof():
-    """Levels 3 and 4 are self-contained orders (the paper's prompts 3 and 4): every item is one of the
-    tutor's fixed sentences over shapes, so two statements of the same shape get the same advice, whatever
-    their names; never a name of the statement, never the proof."""
-    from mini import tutor
-    orders = set(tutor.SHAPE.values()) | {order for _, order in tutor._GENERAL} | {
-        "Do prove the goal from the hypotheses of the statement.", "Do write a shorter proof."}
+    """Levels 3 and 4 are self-contained orders (the paper's prompts 3 and 4): no hypothesis of the statement is
+    named, the proof is not given, and two statements that differ only in their hypotheses' names get the same
+    advice."""
+    from mini import rules
     messages = [[], UNKNOWN, SORT_ERR, ["unexpected end of input"], ["Function expected"]]
     for i, t in enumerate(_mini_tasks()):
+        proofs = {n for n, kind in rules.hypotheses(t.statement).items() if kind not in ("Type", "α")
+                  and not kind.endswith("Prop")}
         for level in (3, 4):
-            items = feedback.load(f"tutor:{level}")(t, "h1.1 h2", Result(False, "error", messages[i % 5]))
-            header, *items = items.split("\n")
+            text = feedback.load(f"tutor:{level}")(t, "h1.1 h2", Result(False, "error", messages[i % 5]))
+            header, *items = text.split("\n")
             assert header == "Hint:" and 1 <= len(items) <= 3
-            assert {x[3:] for x in items} <= orders, items
+            words = set(re.findall(r"[^\s().,⟨⟩]+", text))
+            assert not words & proofs, (t.statement, text)
+            if len(t.solution.split()) > 1:
+                assert t.solution not in text
     renamed = Task("r", T1.statement.replace("h1", "hx").replace("h2", "hy"), solution="⟨hy hx.2, hx.1⟩")
     assert feedback.load("tutor:3")(renamed, "hx", Result(False)) == feedback.load("tutor:3")(T1, "h1", Result(False))
 

@@ -86,4 +86,4 @@ def test_a_default_fd_run_imports_only_what_it_runs():
     loaded = set(out.stdout.split())
     assert "fd" in loaded and "fdlean.turns" in loaded
     assert not loaded & {"mathlib.repl", "mathlib.kimina", "fdlean.critics", "fdlean.tools", "fdlean.agent",
-                          "mini.tutor", "requests"}
+                          "mini.tutor", "mini.rules", "requests"}
