@@ -61,6 +61,8 @@ CASES = [
     ("small_prover/sft.py", "--jsonl {tmp}/missing.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/missing.jsonl: No such file"),
     ("small_prover/sft.py", "--jsonl {tmp}/bad.jsonl --out {tmp}/sft", "sft.py: --jsonl {tmp}/bad.jsonl: {tmp}/bad.jsonl, line 1:"),
     ("small_prover/sft.py", "--warmup 0", "sft.py: --warmup 0: must be at least 1"),
+    ("small_prover/sft.py", "--tutor-levels 1,2", "sft.py: --tutor-levels 1,2: must be four weights 0 or more"),
+    ("small_prover/sft.py", "--tutor-levels 0,0,0,0", "sft.py: --tutor-levels 0,0,0,0: must be four weights"),
     ("small_prover/sft.py", "--n-heads 3", "sft.py: --n-heads 3: must divide --d-model 256"),
     ("small_prover/sft.py", "--level-mix 1,2", "sft.py: --level-mix 1,2: must be three weights"),
     ("small_prover/sft.py", "--model nonexistent_dir --jsonl {tmp}/ok.jsonl", "sft.py: --model nonexistent_dir: model"),
