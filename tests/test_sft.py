@@ -5,6 +5,7 @@
 import json
 import os
 import random
+import re
 
 import torch
 from safetensors.torch import load_file
@@ -49,8 +50,11 @@ def test_examples_use_feedback_py_framing_and_the_mix():
     for task, fb, _ in examples:
         if fb and fb.startswith("Example"):  # ground truth: exactly feedback.py's frame
             assert fb == feedback.frame("solution", task.solution)
-        elif fb:
-            assert fb.startswith("Hint:\n1. Do ")
+        elif fb:   # the tutor at level 1 (one remark) or 2-4 (numbered orders), or the prefix hint
+            assert fb.startswith(("Hint:\n1. Do ", "Hint:\nThe attempt ")), fb
+    hints = [fb for _, fb, _ in examples if fb and fb.startswith("Hint:")]
+    assert any(h.startswith("Hint:\nThe attempt ") for h in hints)                  # level 1
+    assert any(re.search(r"Do get \S+ from And|Do apply .+ to a proof of|Do prove And", h) for h in hints)  # 3-4
     tok = sft.train_tokenizer([prompting.render(sft.SimpleNamespace(chat_template=None, bos_token=""), t, fb)
                                + " " + y for t, fb, y in examples])
     encoded = sft.encode(tok, examples, 320)
