@@ -23,10 +23,12 @@ def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):
     alpha = lambda r: r["args"][r["args"].index("--alpha") + 1] if "--alpha" in r["args"] else None
     assert alpha(runs["constant_s0"]) == alpha(runs["constant_s1"]) == "1"
     assert alpha(runs["fd_s0"]) is alpha(runs["tutor4_s1"]) is None
-    # the tutor's four levels are four methods; every run trains on levels 1 and 2
+    # the tutor's four levels are four methods; every run trains on --tasks (fd.py's default, level 1)
     assert [runs[f"tutor{n}_s0"]["args"][runs[f"tutor{n}_s0"]["args"].index("--feedback") + 1] for n in (1, 2, 3, 4)] \
         == ["tutor:1", "tutor:2", "tutor:3", "tutor:4"]
-    assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1,2" for r in runs.values())
+    assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1" for r in runs.values())
+    mixed = paper.jobs(paper.Config(out=str(tmp_path), seeds=2, tasks="mini:1,2"), "BASE")
+    assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1,2" for r in mixed)
     folder = tmp_path / "runs" / "fd_s0"
     assert not paper.finished(str(folder), 100)
     (folder / "final").mkdir(parents=True)
