@@ -14,9 +14,7 @@ import re
 
 # ---- proof terms ----------------------------------------------------------------------------------
 # Terms parse into tuples: ("name", s) | ("proj", term, field) | ("app", head, args) | ("pair", items)
-# | ("fun", binders, body). Hints reuse the proof's own identifiers (the tiny
-# model's tokenizer is word-level) and name the FIRST RULE of the reference proof: measured as the
-# best feedback for a tiny model. Deterministic, pure Python.
+# | ("fun", binders, body); the tutor's hints (mini/tutor.py) and the orders below read them. Pure Python.
 _TOKEN = re.compile(r"=>|⟨|⟩|\(|\)|,|:|[^\s()⟨⟩,:]+")
 _STOP = (None, ")", "⟩", ",", ":", "=>")
 
@@ -80,22 +78,24 @@ def parse_term(text):
 # hypothesis name, never the proof. The student must still find the hypothesis of that shape and the side the
 # goal needs. A proposition too long to read (over LONG characters) gives the rule with A and B instead.
 LONG = 60
-SHAPE = {   # the rules with A and B, for a place whose propositions are unknown or too long
-    "use": "Do use the hypothesis that states the goal.",
-    "and": "Do get A from And A B by .1 and B by .2.",
-    "iff": "Do get B from Iff A B and A by .mp, and A from B by .mpr.",
-    "imp": "Do apply A → B to a proof of A to get B.",
-    "not": "Do apply Not A to a proof of A to get False.",
-    "all": "Do apply ∀ x, P x to a term a to get P a.",
-    "pair": "Do prove And A B by ⟨_, _⟩ from a proof of A and a proof of B.",
-    "iff_pair": "Do prove Iff A B by ⟨_, _⟩ or Iff.intro from A → B and B → A.",
-    "witness": "Do prove Exists by ⟨_, _⟩ from a witness and a proof for it.",
-    "or_intro": "Do prove Or A B by Or.inl from A or by Or.inr from B.",
-    "or_elim": "Do use Or A B by Or.elim with one fun for each case.",
-    "exists_elim": "Do use Exists by Exists.elim with a fun of the witness and its proof.",
-    "fun": "Do prove A → B by fun, then prove B from A.",
-    "absurd": "Do prove the goal by absurd from a proof of A and a proof of Not A.",
-    "false": "Do prove the goal by False.elim from a proof of False.",
+A, B = ("w", "A"), ("w", "B")
+ORDERS = {   # key: (the order over the propositions {t0} {t1} {t2} ({a0} {a1}: bracketed as arguments, {arrow}:
+             # t0 → t1), the parts it is written with when one is unknown or too long, or that text itself)
+    "use": ("Do use the hypothesis that states the goal.", ()),
+    "and": ("Do get {t0} from And {a0} {a1} by .1 and {t1} by .2.", (A, B)),
+    "iff": ("Do get {t1} from Iff {a0} {a1} and {t0} by .mp, and {t0} from {t1} by .mpr.", (A, B)),
+    "imp": ("Do apply {arrow} to a proof of {t0} to get {t1}.", (A, B)),
+    "not": ("Do apply Not {a0} to a proof of {t0} to get False.", (A,)),
+    "all": ("Do apply {t0} to a term to get its instance.", "Do apply ∀ x, P x to a term a to get P a."),
+    "pair": ("Do prove And {a0} {a1} by ⟨_, _⟩ from a proof of {t0} and a proof of {t1}.", (A, B)),
+    "iff_pair": ("Do prove Iff {a0} {a1} by ⟨_, _⟩ or Iff.intro from {t0} → {t1} and {t1} → {t0}.", (A, B)),
+    "witness": ("Do prove {t0} by ⟨_, _⟩ from a witness and a proof for it.", (("w", "Exists"),)),
+    "or_intro": ("Do prove Or {a0} {a1} by Or.inl from {t0} or by Or.inr from {t1}.", (A, B)),
+    "or_elim": ("Do use Or {a0} {a1} by Or.elim with one fun for each case.", (A, B)),
+    "exists_elim": ("Do use {t0} by Exists.elim with a fun of the witness and its proof.", (("w", "Exists"),)),
+    "fun": ("Do prove {t0} by fun, then prove {t1} from {t2}.", (("→", A, B), B, A)),
+    "absurd": ("Do prove the goal by absurd from a proof of {t0} and a proof of Not {a0}.", (A,)),
+    "false": ("Do prove the goal by False.elim from a proof of False.", ()),
 }
 _CONSTANTS = {"Or.inl", "Or.inr", "Or.elim", "Iff.intro", "Exists.elim", "absurd", "False.elim"}
 _FORMULA = re.compile(r"=>|→|[(),]|[^\s(),→]+")
@@ -199,6 +199,20 @@ def conclusion(statement):
     return s[colon + 1:].strip()
 
 
+def order(key, parts):
+    """The order ORDERS[key] over these propositions; over A and B when one is unknown or longer than LONG."""
+    template, generic = ORDERS[key]
+    texts = [show(p) for p in parts if p is not None]
+    if len(texts) < len(parts) or any(len(t) > LONG for t in texts):
+        if isinstance(generic, str):
+            return generic
+        parts, texts = generic, [show(p) for p in generic]
+    fields = {f"t{i}": t for i, t in enumerate(texts)} | {f"a{i}": show(p, True) for i, p in enumerate(parts)}
+    if len(parts) >= 2:
+        fields["arrow"] = show(("→", parts[0], parts[1]))
+    return template.format(**fields)
+
+
 def _both(f, head):
     return f[2] if f and f[0] == "app" and f[1] == head and len(f[2]) == 2 else None
 
@@ -222,31 +236,7 @@ def orders(statement, solution):
         goal = None
 
     def say(key, *parts):
-        """The rule with these propositions, or with A and B when one is unknown or long."""
-        texts = [show(p) for p in parts if p is not None]
-        if len(texts) < len(parts) or any(len(t) > LONG for t in texts):
-            found.append(SHAPE[key])
-            return
-        a = [show(p, True) for p in parts]
-        found.append({
-            "and": lambda: f"Do get {texts[0]} from And {a[0]} {a[1]} by .1 and {texts[1]} by .2.",
-            "iff": lambda: f"Do get {texts[1]} from Iff {a[0]} {a[1]} and {texts[0]} by .mp, and {texts[0]} from "
-                           f"{texts[1]} by .mpr.",
-            "imp": lambda: f"Do apply {show(('→', parts[0], parts[1]))} to a proof of {texts[0]} to get {texts[1]}.",
-            "not": lambda: f"Do apply Not {a[0]} to a proof of {texts[0]} to get False.",
-            "all": lambda: f"Do apply {texts[0]} to a term to get its instance.",
-            "pair": lambda: f"Do prove And {a[0]} {a[1]} by ⟨_, _⟩ from a proof of {texts[0]} and a proof of {texts[1]}.",
-            "iff_pair": lambda: f"Do prove Iff {a[0]} {a[1]} by ⟨_, _⟩ or Iff.intro from {texts[0]} → {texts[1]} "
-                                f"and {texts[1]} → {texts[0]}.",
-            "witness": lambda: f"Do prove {texts[0]} by ⟨_, _⟩ from a witness and a proof for it.",
-            "or_intro": lambda: f"Do prove Or {a[0]} {a[1]} by Or.inl from {texts[0]} or by Or.inr from {texts[1]}.",
-            "or_elim": lambda: f"Do use Or {a[0]} {a[1]} by Or.elim with one fun for each case.",
-            "exists_elim": lambda: f"Do use {texts[0]} by Exists.elim with a fun of the witness and its proof.",
-            "fun": lambda: f"Do prove {texts[0]} by fun, then prove {texts[1]} from {texts[2]}.",
-            "absurd": lambda: f"Do prove the goal by absurd from a proof of {texts[0]} and a proof of Not {a[0]}.",
-            "false": lambda: SHAPE["false"],
-            "use": lambda: SHAPE["use"],
-        }[key]())
+        found.append(order(key, parts))
 
     def project(t, field):   # the rule a projection uses, and the type it gives
         if field in ("1", "2"):

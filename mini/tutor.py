@@ -143,17 +143,11 @@ def error_item(attempt, result):
     return None
 
 
-def items(task, text, truncated, result):
-    """Level 2 of advice(): 1 to 3 items about this attempt, in its own names: the reference's first rule,
-    where the attempt leaves the reference, what Lean objected to. text: the attempt's proof text."""
-    return advice(task, text, truncated, result, level=2)
-
-
 def advice(task, text, truncated, result, level=4, candidates=()):
     """The tutor's feedback on one attempt at the paper's four prompt levels (Appendix A.3, C.3), as items
     (level 1: one unnumbered remark). 1: a bare remark on what went wrong, in the attempt's names. 2: 1-3
     items about this attempt: the reference's first rule, where the attempt leaves the reference, what Lean
-    objected to. 3: 1-3 self-contained orders over the statement's shapes (SHAPE: the reference's rules,
+    objected to. 3: 1-3 self-contained orders over the statement's shapes (rules.orders: the reference's rules,
     outermost first, and the rule Lean's complaint breaks): no hypothesis names, no proof. 4: as 3, plus
     "be concise" when the attempt was cut off and "read Lean's message" when a multi-turn attempt repeated a
     rejected candidate. Never the proof at any level. text: the proof text; candidates: a multi-turn
