@@ -414,12 +414,18 @@ def parse_args(argv=None) -> Config:
     return cli.parse(Config, argv, prog="sft.py", description=__doc__.split("\n")[0])
 
 
+def check_weights(value: str, option: str, script: str, example: str):
+    """A comma-separated list of weights, 0 or more, not all 0, as many as `example` has: else one line, exit 2."""
+    weights, count = value.split(","), example.count(",") + 1
+    if not (len(weights) == count and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in weights)
+            and sum(map(float, weights)) > 0):
+        cli.fail(f"{script}: --{option} {value}: must be {['three', 'four'][count - 3]} weights 0 or more, "
+                 f"e.g. {example}")
+
+
 def check_level_mix(value: str, script: str):
-    """--level-mix: three weights, 0 or more, not all 0 (levels 1, 2, 3 of the training tasks)."""
-    mix = value.split(",")
-    if not (len(mix) == 3 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in mix)
-            and sum(map(float, mix)) > 0):
-        cli.fail(f"{script}: --level-mix {value}: must be three weights 0 or more, e.g. 0.6,0.3,0.1")
+    """--level-mix: three weights (levels 1, 2, 3 of the training tasks)."""
+    check_weights(value, "level-mix", script, "0.6,0.3,0.1")
 
 
 def check(s: Config):
@@ -433,10 +439,7 @@ def check(s: Config):
     if not sum(getattr(s, k) for k in kinds) > 0:
         cli.fail(f"sft.py: the shares --{' --'.join(kinds)} are all 0: give one a positive share")
     check_level_mix(s.level_mix, "sft.py")
-    weights = s.tutor_levels.split(",")
-    if not (len(weights) == 4 and all(re.fullmatch(r"\d+(\.\d*)?|\.\d+", w.strip()) for w in weights)
-            and sum(map(float, weights)) > 0):
-        cli.fail(f"sft.py: --tutor-levels {s.tutor_levels}: must be four weights 0 or more (levels 1-4), e.g. 0.1,0.3,0.3,0.3")
+    check_weights(s.tutor_levels, "tutor-levels", "sft.py", "0.1,0.3,0.3,0.3")   # the tutor's levels 1-4
     if s.jsonl:
         with cli.user_errors(f"sft.py: --jsonl {s.jsonl}", OSError, ValueError):
             jsonl_examples(s.jsonl)
