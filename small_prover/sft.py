@@ -42,7 +42,7 @@ from lean_env import Task
 from mini import tasks
 
 PRESET = "small-prover"  # the model name that means "this file's recipe, built on first use"
-RECIPE_VERSION = 7  # bump when the data or training code changes what the build produces
+RECIPE_VERSION = 7  # bump when the training code or the use of Lean's messages changes the build (wording is hashed)
 
 
 @dataclass
@@ -325,12 +325,31 @@ def native_bf16() -> bool:
         return False
 
 
+def wording() -> str:
+    """The text the build trains on, for a fixed sample of 40 training tasks: statements, reference proofs, corrupted
+    attempts, the reference as ground truth and the tutor's advice at every level on the attempt and on the
+    reference. A change of wording (a tutor sentence, a rule, the generator) is another model, so it must be another
+    cache entry without anybody remembering to bump RECIPE_VERSION. Lean's messages are left out (no Lean here):
+    a change in how the tutor reads them still needs the bump."""
+    rng, fail = random.Random(0), SimpleNamespace(ok=False, status="error", messages=[])
+    ok = SimpleNamespace(ok=True, status="ok", messages=[])
+    tutors = [feedback.load(f"tutor:{n}") for n in feedback.TUTOR_LEVELS]
+    truth = feedback.load("ground-truth")
+    text = []
+    for task in tasks.load("mini", split="train", n=40, seed=0):
+        wrong = corrupt(task, rng)
+        text += [task.statement, task.solution, wrong, truth(task, wrong, fail)]
+        text += [tutor(task, wrong, fail) for tutor in tutors] + [tutor(task, task.solution, ok) for tutor in tutors]
+    return hashlib.sha256("\n".join(text).encode()).hexdigest()
+
+
 def recipe_hash(s: Config) -> str:
     """What decides the built model: the settings (minus where/whether to build; bf16 as this CPU will use it), the
-    recipe version and feedback.py's framing templates (the teacher must read the trained frames)."""
+    recipe version, feedback.py's framing templates (the teacher must read the trained frames) and the wording of
+    the training text (`wording`)."""
     keep = {k: v for k, v in dataclasses.asdict(s).items() if k not in ("out", "rebuild", "threads")}
     keep["bf16"] = s.bf16 and native_bf16()   # an fp32 build is another model: a cache of its own
-    text = json.dumps([keep, RECIPE_VERSION, feedback.TEMPLATES], sort_keys=True)
+    text = json.dumps([keep, RECIPE_VERSION, feedback.TEMPLATES, wording()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 

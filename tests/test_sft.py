@@ -83,6 +83,16 @@ def test_build_is_deterministic_and_cached(tmp_path, monkeypatch):
     assert sft.recipe_hash(sft.Config(**{**MICRO, "threads": 2, "rebuild": True})) == sft.recipe_hash(s)
 
 
+def test_a_change_of_the_tutors_wording_is_another_preset(monkeypatch):
+    from mini import rules
+    s = sft.Config(**MICRO)
+    before = sft.recipe_hash(s)
+    assert sft.recipe_hash(s) == before
+    monkeypatch.setitem(rules.ORDERS, "and", ("Do take {t0} out of And {a0} {a1} with .1, {t1} with .2.",
+                                              rules.ORDERS["and"][1]))
+    assert sft.recipe_hash(s) != before  # nobody had to bump RECIPE_VERSION
+
+
 def test_jsonl_fine_tuning_of_an_existing_model(tiny_prover, tmp_path):
     rows = [{"statement": f"theorem t{i} (p q : Prop) (h1 : p) (h2 : q) : And q p :=", "proof": "⟨h2, h1⟩"}
             for i in range(16)]
