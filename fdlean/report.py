@@ -118,7 +118,7 @@ def write_paper_markdown(res: dict, path: str) -> None:
     s = res["settings"]
     lines = ["# The paper in miniature", "",
              f"{s['seeds']} seeds per method (mean ± 95% interval over seeds; `base`, the starting model, is one "
-             f"evaluation), trained on {s.get('tasks', 'mini:1')} statements. FD: {s['steps']} steps x {s['prompts']} attempts; GRPO: {res['grpo_steps']} steps x "
+             f"evaluation), trained on {s.get('tasks', 'mini:1')} statements. FD: {s['steps']} steps x {s['prompts']} attempts, top K = {s.get('topk', 25)}; GRPO: {res['grpo_steps']} steps x "
              f"{s['grpo_prompts']} statements x {s['group']} attempts, the same number of sampled attempts; "
              f"FD -> GRPO: both. Every model: n = {s['eval_n']} samples per task at temperature 1 on "
              f"{'the first ' + str(s['eval_limit']) if s['eval_limit'] else 'all 600'} mini:test tasks, the 151 "

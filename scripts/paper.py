@@ -59,6 +59,7 @@ class Config:
     turns: int = 1                # candidates per attempt in every run and evaluation (turns.py; 1: one shot)
     methods: tuple = ()           # only these methods (default: all of fd control tutor1 tutor2 tutor3 tutor4 lean
                                   # self constant grpo fd_grpo), e.g. --methods fd control
+    topk: int = 25                # every FD run's K (fd.py --topk; 25 is the paper's, of a 150k vocabulary)
     tasks: str = "mini:1"         # every run's training statements (fd.py's default). mini:1,2 keeps level 2 in view,
                                   # but there every feedback source fell below the control (docs/results.md)
     worker: str = ""              # internal: NAME=PATH, evaluate that model on every set in this process
@@ -95,7 +96,8 @@ def jobs(cfg: Config, base: str) -> list[dict]:
         for method, spec in [(m, FEEDBACK[m]) for m in methods if m in FEEDBACK]:
             runs.append(dict(name=f"{method}_s{seed}", steps=cfg.steps, after=None, script="fd.py", args=[
                 "--model", base, "--feedback", spec, "--seed", str(seed), "--steps", str(cfg.steps),
-                "--prompts", str(cfg.prompts), *common, *(["--alpha", "1"] if method in FROZEN else [])]))
+                "--prompts", str(cfg.prompts), "--topk", str(cfg.topk), *common,
+                *(["--alpha", "1"] if method in FROZEN else [])]))
         grpo = ["--seed", str(seed), "--steps", str(grpo_steps(cfg)), "--prompts", str(cfg.grpo_prompts),
                 "--group", str(cfg.group), *common]
         if "grpo" in methods:
@@ -329,7 +331,8 @@ def main(argv=None):
     cli.check(cfg, [(f, lambda v: v >= 1, "at least 1") for f in ("steps", "prompts", "grpo_prompts",
                                                                    "eval_n", "probes_n", "jobs", "turns")]
               + [("seeds", lambda v: v >= 2, "at least 2 (one seed gives no interval over seeds: it cannot say)"),
-                 ("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more")], "paper.py")
+                 ("group", lambda v: v >= 2, "at least 2"), ("eval_limit", lambda v: v >= 0, "0 or more"),
+                 ("topk", lambda v: v >= 0, "0 or more (0: the full-vocabulary KL)")], "paper.py")
     if cfg.worker:
         name, _, path = cfg.worker.partition("=")
         return evaluate_sets(cfg, name, path)

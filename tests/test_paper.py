@@ -27,8 +27,13 @@ def test_plan_matches_cost_and_orders_fd_before_fd_grpo(tmp_path):
     assert [runs[f"tutor{n}_s0"]["args"][runs[f"tutor{n}_s0"]["args"].index("--feedback") + 1] for n in (1, 2, 3, 4)] \
         == ["tutor:1", "tutor:2", "tutor:3", "tutor:4"]
     assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1" for r in runs.values())
-    mixed = paper.jobs(paper.Config(out=str(tmp_path), seeds=2, tasks="mini:1,2"), "BASE")
+    mixed = paper.jobs(paper.Config(out=str(tmp_path), seeds=2, tasks="mini:1,2", topk=1), "BASE")
     assert all(r["args"][r["args"].index("--tasks") + 1] == "mini:1,2" for r in mixed)
+    # --topk is every FD run's K (FD -> GRPO's FD part too); GRPO has no K
+    k = lambda r: r["args"][r["args"].index("--topk") + 1] if "--topk" in r["args"] else None
+    assert {r["name"]: k(r) for r in mixed if r["script"] == "fd.py"} == {r["name"]: "1" for r in mixed
+                                                                            if r["script"] == "fd.py"}
+    assert all(k(r) is None for r in mixed if r["script"] == "grpo.py") and k(runs["fd_s0"]) == "25"
     folder = tmp_path / "runs" / "fd_s0"
     assert not paper.finished(str(folder), 100)
     (folder / "final").mkdir(parents=True)
