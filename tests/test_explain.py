@@ -2,6 +2,7 @@
 probabilities, and per-token losses that average to what FD's training loss (fd_loss's fused path, as
 fd.py calls it) gives on the same attempt; a bad option is one clear line."""
 import json
+import math
 import os
 
 import pytest
@@ -70,6 +71,18 @@ def test_sampled_batch_and_positions(tiny_prover, tmp_path, capsys):
     assert counted == sum(len(e["tokens"]) for e in out["attempts"])
     assert os.path.getsize(tmp_path / "positions.png") > 5000
     assert "by position in the attempt" in capsys.readouterr().out
+    # accepted / rejected: the mean log ratio of the attempt's own tokens and the entropy gap, from the rows
+    for key, ok in (("accepted attempts", True), ("rejected attempts", False)):
+        rows = [r for e in out["attempts"] if e["lean"]["ok"] == ok for r in e["tokens"]]
+        if rows:
+            got = out["positions"]["where"][key]
+            assert got["log_ratio"] == pytest.approx(
+                sum(math.log(r["p_teacher"] / r["p_student"]) for r in rows) / len(rows), abs=1e-6)
+            assert got["entropy_gap"] == pytest.approx(
+                sum(r["entropy_teacher"] - r["entropy_student"] for r in rows) / len(rows), abs=1e-6)
+    vocab = len(lm.load_tokenizer(tiny_prover))
+    assert all(0 <= r[k] <= math.log(vocab) + 1e-4 for e in out["attempts"] for r in e["tokens"]
+               for k in ("entropy_student", "entropy_teacher"))
 
 
 def test_chat_model_sampled_and_given(qwen_dir, tmp_path):
