@@ -144,7 +144,11 @@ class KiminaClient(_Backend):
                  batch_size: int = 8, max_repls: int | None = None, retries: int = 3, backoff: float = 1.0,
                  busy_wait: float = 60.0, http_timeout: float | None = None, header: str = DEFAULT_HEADER,
                  max_chars: int = lean_screen.MAX_CHARS, max_reply_bytes: int | None = None):
-        self.url, self.timeout, self.api_key, self.header = url.rstrip("/"), timeout, api_key, header
+        key = (api_key or "").strip()   # a pasted key's "\n": requests would refuse the header and quote the key
+        if key and not (key.isascii() and key.isprintable() and not any(c.isspace() for c in key)):
+            raise ValueError("KiminaClient: api_key holds whitespace, control or non-ASCII characters inside (a bad "
+                             "paste?): not sent")
+        self.url, self.timeout, self.api_key, self.header = url.rstrip("/"), timeout, key or None, header
         self.max_repls = max(1, max_repls or kimina_max_repls())
         self.batch_size = max(1, min(batch_size, self.max_repls))
         self.workers = max(1, self.max_repls // self.batch_size)      # batches in flight: snippets <= max_repls

@@ -73,7 +73,7 @@ METHODS = list(FEEDBACK) + ["grpo", "fd_grpo"]
 TEXTBOOK_PATH = os.path.join(HERE, "data", "textbook.jsonl")
 SETS = {"mini": "mini:test", "textbook": f"jsonl:{TEXTBOOK_PATH}", "probes": f"jsonl:{probes.PROBES_PATH}"}
 KS = (1, 2, 4, 8, 16)
-OWN = ("runs", "eval", "results.json", "results.md", "pass_at_k.png", "curves.png")   # what paper.py writes in --out
+OWN = ("runs", "eval", "results.json", "results.md", "pass_at_k.png", "curves.png", "minutes.json")   # what paper.py writes in --out
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -189,8 +189,23 @@ def evaluate_sets(cfg: Config, name: str, path: str) -> None:
             json.dump({"tasks": spec, "n": n, "models": [{"model": path, **summary}]}, f)
 
 
-def run_all(cfg: Config, base: str) -> None:
-    """Training runs as their dependencies allow, then the evaluations; a progress line per finished job."""
+def spent(out: str, minutes: float | None = None) -> float:
+    """The wall time spent on this folder so far, over every call (a resumed command counts its earlier calls);
+    with `minutes`, written first (after each job: a killed call keeps what it spent)."""
+    path = os.path.join(out, "minutes.json")
+    if minutes is not None:
+        with open(path, "w") as f:
+            json.dump({"minutes": minutes}, f)
+    try:
+        with open(path) as f:
+            return float(json.load(f)["minutes"])
+    except (OSError, ValueError, KeyError, TypeError):   # a first call, or a damaged file: nothing earlier counted
+        return 0.0
+
+
+def run_all(cfg: Config, base: str, before: float = 0.0) -> None:
+    """Training runs as their dependencies allow, then the evaluations; a progress line per finished job.
+    before: minutes spent on cfg.out by earlier calls."""
     runs = jobs(cfg, base)
     models = [("base", base)] + [(r["name"], os.path.join(r["folder"], "final")) for r in runs]
     total, done, start = len(runs) + len(models), 0, time.time()
@@ -200,6 +215,7 @@ def run_all(cfg: Config, base: str) -> None:
         done += 1
         print(f"[{done}/{total}] {what}: {outcome} in {time.time() - t0:.0f} s "
               f"(paper.py has run {(time.time() - start) / 60:.1f} min)", flush=True)
+        spent(cfg.out, before + (time.time() - start) / 60)
 
     def timed(fn, *args):
         t0 = time.time()
@@ -343,7 +359,7 @@ def main(argv=None):
         lm.check_name(cfg.model)   # before any job: a wrong name is one line, not a failure per queued run
     cli.new_folder(cfg.out, "paper.py", own=OWN)   # its own folder resumes; anything else is refused
     os.makedirs(cfg.out, exist_ok=True)
-    t0 = time.time()
+    t0, before = time.time(), spent(cfg.out)
     with cli.user_errors(f"paper.py: --model {cfg.model}", FileNotFoundError):
         base = sft.resolve_model(cfg.model)  # built once here, before the subprocesses want it
     grpo = any(m in ("grpo", "fd_grpo") for m in chosen(cfg))
@@ -353,10 +369,10 @@ def main(argv=None):
                                       if grpo else "")
           + f"; evaluation n = {cfg.eval_n} on {', '.join(SETS)}; {cfg.jobs} job{'s' * (cfg.jobs > 1)}; into {cfg.out}",
           flush=True)
-    run_all(cfg, base)
+    run_all(cfg, base, before)
     res = collect(cfg)
     res["targets"] = targets(res)
-    res["minutes"] = round((time.time() - t0) / 60, 1)
+    res["minutes"] = round(spent(cfg.out, before + (time.time() - t0) / 60), 1)   # every call's, not this one's
     res["command"] = " ".join(["python -m scripts.paper"] + list(sys.argv[1:] if argv is None else argv))
     with open(os.path.join(cfg.out, "results.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -198,6 +198,15 @@ def test_kimina_verdicts_format_and_positions(server):
     assert any(c["proof"].startswith("import Mathlib\nopen Real\n") for _, _, b in Kimina.posts for c in b["codes"])
 
 
+def test_kimina_key_is_stripped_and_a_broken_one_is_never_quoted(server):
+    env = kimina(server, api_key=" k3y\r\n")      # a pasted key's line end
+    assert env.check(SQ, STD).ok and Kimina.posts[-1][1]["Authorization"] == "Bearer k3y"
+    for bad in ("k3y\nX-Other: 1", "k3 y", "k3y\x00", "kéy"):
+        with pytest.raises(ValueError, match="api_key holds") as e:
+            kimina(server, api_key=bad)
+        assert bad not in str(e.value)
+
+
 def test_kimina_a_crashing_repl_fails_only_its_own_item(server):
     """The server answers 500 to a whole request when one REPL dies: the client re-posts the items one by one
     (new ids: the others may already be stored), and only the crashing one fails; the run goes on."""

@@ -122,3 +122,13 @@ def test_results_from_a_tree(tmp_path, monkeypatch):
     assert "**does not hold**: FD's entropy stays above GRPO's" in text and "| fd - control |" in text
     paper.report.plot_paper(res, str(tmp_path))
     assert os.path.getsize(tmp_path / "pass_at_k.png") > 1000 and os.path.getsize(tmp_path / "curves.png") > 1000
+
+
+def test_wall_time_counts_every_call_of_a_resumed_command(tmp_path):
+    out = str(tmp_path)
+    assert paper.spent(out) == 0.0                        # a first call
+    assert paper.spent(out, 12.5) == 12.5                 # written after each job of the first call
+    assert paper.spent(out) == 12.5                       # a resumed call starts from it
+    paper.cli.new_folder(out, "paper.py", own=paper.OWN)  # and the folder still resumes
+    (tmp_path / "minutes.json").write_text("{broken")
+    assert paper.spent(out) == 0.0
