@@ -168,3 +168,31 @@ def test_the_pages_hold_commands():
     assert len(commands) > 50
     assert ("README.md", "python fd.py --model small-prover          # builds the small prover once, then trains and "
             "measures FD (a few min)") in commands
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped (not - or _), spaces as hyphens."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_resolves():
+    """Relative links in README.md and docs/ name a file that exists and, with #anchor on a page, a heading of it."""
+    pages = ["README.md"] + [os.path.join("docs", p) for p in sorted(os.listdir(os.path.join(ROOT, "docs")))
+                             if p.endswith(".md")]
+    broken = []
+    for page in pages:
+        text = open(os.path.join(ROOT, page), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):   # http:, https:, mailto:
+                continue
+            path, _, anchor = target.partition("#")
+            where = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path)) if path else \
+                os.path.join(ROOT, page)
+            if not os.path.exists(where):
+                broken.append(f"{page}: {target} (no such file)")
+            elif anchor and where.endswith(".md"):
+                headings = re.findall(r"^#+\s+(.*)$", open(where, encoding="utf-8").read(), flags=re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{page}: {target} (no such heading)")
+    assert not broken, broken
