@@ -10,7 +10,7 @@ Every model is then evaluated with n samples per task on three sets: mini:test, 
 theorems the generator never produced (data/textbook.jsonl), and balanced probes, each rule beside its
 mirror image (data/probes.jsonl: a learnt rule scores both sides, a learnt prior one).
 
-    python -m scripts.paper                     # 3 seeds, 300 mini:test tasks (about an hour on 2 CPU cores)
+    python -m scripts.paper                     # 3 seeds, 300 mini:test tasks (every method: about 100 minutes on 2 CPU cores)
     python -m scripts.paper --tasks mini:1,2 --methods fd control tutor1 tutor2 tutor3 tutor4 lean self constant
     python -m scripts.paper --quick             # 2 seeds, shorter runs, 150 mini:test tasks (about 15 minutes)
     python -m scripts.paper --turns 3 --methods fd control --model runs/small-prover-turns --out runs/paper_turns
