@@ -19,7 +19,6 @@ Writes OUT/explain.json (every number, the task, attempt, feedback and Lean's ve
 (the first attempt) and, with --n > 1, OUT/positions.png (loss by relative position and by token).
 """
 import json
-import math
 import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -116,13 +115,15 @@ def explain(policy, task, a, text: str, topk: int) -> dict:
     hidden, targets, _ = lm.attempt_hidden(net, prompts, [a.ids, a.ids], tok.pad_token_id)
     student, teacher = (hidden @ lm.head_weight(net).T).float()  # (L, V) each, aligned on the attempt
     p_s, p_t = student.softmax(-1), teacher.softmax(-1)
-    h_s, h_t = (-(p * p.clamp_min(1e-30).log()).sum(-1) for p in (p_s, p_t))   # entropies, nats
+    log_s, log_t = student.log_softmax(-1), teacher.log_softmax(-1)
+    h_s, h_t = (-(p * lp).sum(-1) for p, lp in ((p_s, log_s), (p_t, log_t)))   # entropies, nats
     rows = []
     for t, y in enumerate(a.ids):
         loss, kl = reference_loss(student[None, t:t + 1], teacher[None, t:t + 1], None, topk, return_kl=True)
         top = p_t[t].topk(3)
         rows.append(dict(position=t, id=y, token=shown(tok, y), p_student=p_s[t, y].item(),
                          p_teacher=p_t[t, y].item(), loss=loss.item(), kl=kl.item(),
+                         log_ratio=(log_t[t, y] - log_s[t, y]).item(),   # above 0: FD raises this token
                          entropy_student=h_s[t].item(), entropy_teacher=h_t[t].item(),
                          teacher_top3=[[shown(tok, i), p] for i, p in zip(top.indices.tolist(), top.values.tolist())]))
     whole = reference_loss(student[None], teacher[None], None, topk).item()  # the attempt's loss, one call
@@ -201,12 +202,10 @@ def positions(explained: list, path: str) -> dict:
         "tokens between": [r for e in explained for r in e["tokens"][1:-1]],
         "accepted attempts": [r for e in explained if e["lean"]["ok"] for r in e["tokens"]],
         "rejected attempts": [r for e in explained if not e["lean"]["ok"] for r in e["tokens"]]}
-    for rs in ends.values():   # does the teacher raise the attempt's token, and is it surer or less sure?
-        for r in rs:
-            r["log_ratio"] = math.log(max(r["p_teacher"], 1e-30)) - math.log(max(r["p_student"], 1e-30))
-            r["entropy_gap"] = r["entropy_teacher"] - r["entropy_student"]
+    # does the teacher raise the attempt's tokens, and is it surer or less sure than the student?
     ends = {k: dict(tokens=len(rs), kl=mean(rs, "kl"), kl_se=se(rs, "kl"), log_ratio=mean(rs, "log_ratio"),
-                    log_ratio_se=se(rs, "log_ratio"), entropy_gap=mean(rs, "entropy_gap"))
+                    log_ratio_se=se(rs, "log_ratio"),
+                    entropy_gap=mean(rs, "entropy_teacher") - mean(rs, "entropy_student"))
             for k, rs in ends.items() if rs}
     print(f"\nover {len(explained)} attempts: mean loss and KL by position in the attempt (tenths of its length)")
     print("\n".join(f"  {d['decile'] * 10:>3}-{d['decile'] * 10 + 10:<3}%  {d['tokens']:>4} tokens  loss {d['loss']:.3f}"

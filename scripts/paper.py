@@ -34,6 +34,7 @@ import torch
 
 import evaluate
 import lean_env
+from fd_loss import TOPK
 from fdlean import cli, intervals, lm, measure, report
 from mini import probes, tasks
 from small_prover import sft
@@ -59,7 +60,7 @@ class Config:
     turns: int = 1                # candidates per attempt in every run and evaluation (turns.py; 1: one shot)
     methods: tuple = ()           # only these methods (default: all of fd control tutor1 tutor2 tutor3 tutor4 lean
                                   # self constant grpo fd_grpo), e.g. --methods fd control
-    topk: int = 25                # every FD run's K (fd.py --topk; 25 is the paper's, of a 150k vocabulary)
+    topk: int = TOPK              # every FD run's K (fd.py --topk; 25 is the paper's, of a 150k vocabulary)
     tasks: str = "mini:1"         # every run's training statements (fd.py's default). mini:1,2 keeps level 2 in view,
                                   # but there every feedback source fell below the control (docs/results.md)
     worker: str = ""              # internal: NAME=PATH, evaluate that model on every set in this process
